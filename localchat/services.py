@@ -1,0 +1,118 @@
+"""The one place that wires catalog, sources, engine and store together for the TUI, the CLI and the server."""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from localchat.catalog import ModelCatalog, ModelEntry
+from localchat.config import Config, atomic_write_text
+from localchat.errors import NotInstalledError, SourceError
+from localchat.paths import Paths
+from localchat.registry import InstalledModel, InstalledModels
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+class Services:
+    """Built once per process (CLI command, TUI, server) and handed to whatever needs it."""
+
+    def __init__(self, paths: Paths, config: Config, offline: bool = False) -> None:
+        self.paths = paths
+        self.config = config
+        self.offline = offline
+
+    @classmethod
+    def open(cls, home: str | Path | None = None, offline: bool | None = None) -> "Services":
+        paths = Paths.from_env(home).ensure()
+        config = Config.load_file(paths.config_file)
+        return cls(paths, config, offline=config.offline if offline is None else offline)
+
+    # --- models -------------------------------------------------------------------------------
+
+    @cached_property
+    def catalog(self) -> ModelCatalog:
+        return ModelCatalog.load(self.paths.user_catalog)
+
+    @cached_property
+    def registry(self) -> InstalledModels:
+        return InstalledModels(self.paths.registry_path, self.paths.models_dir)
+
+    @cached_property
+    def installer(self):
+        from localchat.sources import Installer
+
+        return Installer(self.registry, self.paths.downloads_dir, offline=self.offline)
+
+    def entry(self, model_id: str) -> ModelEntry:
+        return self.catalog.get(model_id)
+
+    def installed(self, model_id: str) -> InstalledModel:
+        entry = self.entry(model_id)
+        rec = self.registry.get(entry.id)
+        if rec is None or not self.registry.is_installed(entry.id):
+            raise NotInstalledError(f"model '{model_id}' is not installed", hint=f"run `localchat pull {model_id}`")
+        return rec
+
+    def installed_ids(self) -> list[str]:
+        return [e.id for e in self.catalog if self.registry.is_installed(e.id)]
+
+    def default_model_id(self) -> str | None:
+        """The model to open: the one used last, else the configured default, else any installed one."""
+        installed = self.installed_ids()
+        for candidate in (self.state.get("last_model"), self.config.default_model, DEFAULT_MODEL):
+            if candidate and candidate in installed:
+                return candidate
+        return installed[0] if installed else None
+
+    def ensure_default_model(self, progress=None, cancel=None) -> str:
+        """Install the built-in default model if nothing is installed yet; returns the model id to use."""
+        model_id = self.default_model_id()
+        if model_id is not None:
+            return model_id
+        self.installer.install(self.entry(DEFAULT_MODEL), progress=progress, cancel=cancel)
+        return DEFAULT_MODEL
+
+    # --- engine -------------------------------------------------------------------------------
+
+    def start_engine(self, model_id: str, **load_overrides: Any):
+        """Start a worker with `model_id` loaded, using the configured load options."""
+        from localchat.engine.client import EngineClient
+
+        entry = self.entry(model_id)
+        if entry.is_remote:
+            raise SourceError(f"'{model_id}' is a remote engine; local loading does not apply")
+        rec = self.installed(model_id)
+        options = self.config.load_options_for(model_id, **load_overrides)
+        if entry.context and options.n_ctx > entry.context:
+            from dataclasses import replace
+
+            options = replace(options, n_ctx=entry.context)
+        client = EngineClient.start(rec.path, options, self.paths.log_dir)
+        self.remember("last_model", model_id)
+        return client
+
+    def chat_template(self, entry: ModelEntry, gguf_template: str | None, bos: str | None = None, eos: str | None = None):
+        from localchat.templates import choose_template
+
+        return choose_template(entry.template, gguf_template, bos, eos)
+
+    # --- small persistent state (last model used) ---------------------------------------------
+
+    @property
+    def _state_path(self) -> Path:
+        return self.paths.data_dir / "state.json"
+
+    @cached_property
+    def state(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self._state_path.read_text(encoding="utf-8"))
+            return data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def remember(self, key: str, value: Any) -> None:
+        self.state[key] = value
+        atomic_write_text(self._state_path, json.dumps(self.state, indent=2))

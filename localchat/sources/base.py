@@ -1,0 +1,157 @@
+"""What every model source shares: progress reporting, cancellation, hashing while writing."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Callable, Protocol
+
+from localchat.errors import Cancelled
+
+CHUNK = 1 << 20
+
+
+@dataclass
+class DownloadProgress:
+    """One progress report. `total` is None while unknown (the bar is then indeterminate)."""
+
+    model_id: str
+    file: str
+    phase: str  # resolve | download | extract | verify | install | done
+    done: int = 0
+    total: int | None = None
+    speed: float = 0.0  # bytes per second, smoothed
+    source: str = ""
+
+    @property
+    def fraction(self) -> float | None:
+        return self.done / self.total if self.total else None
+
+    @property
+    def eta(self) -> float | None:
+        if not self.total or self.speed <= 0:
+            return None
+        return max(0.0, (self.total - self.done) / self.speed)
+
+
+ProgressCallback = Callable[[DownloadProgress], None]
+
+
+class CancelToken:
+    """Set from any thread (Ctrl-C handler, a TUI button); long operations check it between chunks."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def check(self) -> None:
+        if self._event.is_set():
+            raise Cancelled("cancelled", hint="run the same command again to resume")
+
+
+class ProgressMeter:
+    """Turns byte counts into rate-limited DownloadProgress reports with a smoothed speed."""
+
+    def __init__(self, callback: ProgressCallback | None, model_id: str, source: str = "", interval: float = 0.1) -> None:
+        self.callback = callback
+        self.model_id = model_id
+        self.source = source
+        self.interval = interval
+        self._last_emit = 0.0
+        self._last_done = 0
+        self._last_time = time.monotonic()
+        self._speed = 0.0
+
+    def start(self, file: str, phase: str, total: int | None, done: int = 0) -> None:
+        self._last_done, self._last_time, self._speed = done, time.monotonic(), 0.0
+        self._emit(DownloadProgress(self.model_id, file, phase, done, total, 0.0, self.source), force=True)
+
+    def update(self, file: str, phase: str, done: int, total: int | None, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_emit < self.interval:
+            return
+        dt = now - self._last_time
+        if dt > 0:
+            rate = (done - self._last_done) / dt
+            self._speed = rate if self._speed == 0 else 0.7 * self._speed + 0.3 * rate
+        self._last_done, self._last_time = done, now
+        self._emit(DownloadProgress(self.model_id, file, phase, done, total, self._speed, self.source), force=True)
+
+    def _emit(self, report: DownloadProgress, force: bool) -> None:
+        if self.callback is None:
+            return
+        self._last_emit = time.monotonic()
+        self.callback(report)
+
+
+@dataclass
+class FetchedFile:
+    """A file a source has written to a temporary path; the installer verifies and moves it."""
+
+    name: str  # the catalog's file name
+    path: Path  # temporary file, on the same filesystem as models/
+    sha256: str  # computed while writing
+    size: int
+    expected_sha256: str | None = None  # what the source itself says (hub LFS hash, ...)
+
+
+@dataclass
+class FetchContext:
+    model_id: str
+    work_dir: Path  # where temporary files go (downloads/<id>/), same filesystem as models/
+    meter: ProgressMeter
+    cancel: CancelToken = field(default_factory=CancelToken)
+    offline: bool = False
+
+
+class ModelSource(Protocol):
+    kind: str
+
+    def fetch(self, entry, spec, ctx: FetchContext) -> list[FetchedFile]:
+        """Write each of the entry's files to ctx.work_dir and return them (not yet verified)."""
+
+
+def copy_hashing(src: BinaryIO, dest: Path, name: str, total: int | None, ctx: FetchContext, phase: str = "download") -> FetchedFile:
+    """Stream src into dest (replacing it), hashing as it goes, reporting progress and honouring cancel."""
+    h = hashlib.sha256()
+    done = 0
+    ctx.meter.start(name, phase, total)
+    with open(dest, "wb") as out:
+        while True:
+            ctx.cancel.check()
+            chunk = src.read(CHUNK)
+            if not chunk:
+                break
+            out.write(chunk)
+            h.update(chunk)
+            done += len(chunk)
+            ctx.meter.update(name, phase, done, total)
+        out.flush()
+    ctx.meter.update(name, phase, done, total, force=True)
+    return FetchedFile(name, dest, h.hexdigest(), done)
+
+
+def sha256_file(path: Path, on_progress: Callable[[int], None] | None = None, cancel: CancelToken | None = None) -> str:
+    h = hashlib.sha256()
+    done = 0
+    with open(path, "rb") as f:
+        while True:
+            if cancel is not None:
+                cancel.check()
+            chunk = f.read(CHUNK)
+            if not chunk:
+                break
+            h.update(chunk)
+            done += len(chunk)
+            if on_progress is not None:
+                on_progress(done)
+    return h.hexdigest()
