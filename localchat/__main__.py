@@ -1,3 +1,4 @@
 from localchat.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # guarded: a spawned child process may import this module
+    raise SystemExit(main())

@@ -75,6 +75,12 @@ class Services:
         self.installer.install(self.entry(DEFAULT_MODEL), progress=progress, cancel=cancel)
         return DEFAULT_MODEL
 
+    @cached_property
+    def store(self):
+        from localchat.store import ConversationStore
+
+        return ConversationStore.open(self.paths.db_path)
+
     # --- engine -------------------------------------------------------------------------------
 
     def start_engine(self, model_id: str, **load_overrides: Any):

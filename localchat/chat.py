@@ -1,0 +1,233 @@
+"""A conversation: history, the context budget, and one turn = render -> stream -> persist.
+
+Knows nothing of Textual or the CLI. The engine client, template and store are handed in, so the same
+session serves the TUI, `localchat run` and the server.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from localchat.errors import ContextOverflowError, EngineError, LocalchatError
+from localchat.types import Message, SamplingParams, Usage
+
+# Tokens a ChatML message costs besides its content: <|im_start|>, role, "\n", <|im_end|>, "\n".
+_MESSAGE_OVERHEAD = 5
+# Never reserve less than this for the reply, whatever max_tokens says.
+_MIN_REPLY_RESERVE = 64
+
+
+@dataclass
+class TurnPlan:
+    """What goes into one prompt: how many old messages had to be left out, and why."""
+
+    prompt: str
+    prompt_tokens: int
+    dropped: int = 0
+    notice: str | None = None
+
+
+class ChatSession:
+    """One conversation with one model at a time (the model can be swapped between turns)."""
+
+    def __init__(
+        self,
+        engine: Any,
+        template: Any,
+        *,
+        model_id: str,
+        sampling: SamplingParams | None = None,
+        system: str | None = None,
+        history: list[Message] | None = None,
+        store: Any = None,
+        conversation_id: int | None = None,
+    ) -> None:
+        self.engine = engine
+        self.template = template
+        self.model_id = model_id
+        self.sampling = sampling or SamplingParams()
+        self.system = system
+        self.messages: list[Message] = list(history or [])
+        self.store = store
+        self.conversation_id = conversation_id
+        self.dropped = 0  # older messages outside the window in the last turn
+        self._token_cache: dict[tuple[str, str], int] = {}
+
+    # --- model swap -----------------------------------------------------------------------------
+
+    def use_model(self, engine: Any, template: Any, model_id: str) -> None:
+        """Continue this conversation on another model; history is re-rendered with its template."""
+        self.engine = engine
+        self.template = template
+        self.model_id = model_id
+        self._token_cache.clear()  # another tokenizer
+
+    # --- turns ----------------------------------------------------------------------------------
+
+    def send(self, text: str, sampling: SamplingParams | None = None) -> "ChatTurn":
+        """Add the user's message (saved before generation starts) and start the reply."""
+        if not text.strip():
+            raise LocalchatError("the message is empty", hint="type something first")
+        message = Message("user", text)
+        plan = self.plan([*self.messages, message], sampling or self.sampling)  # may raise ContextOverflowError
+        self.messages.append(message)
+        self._persist_user(text)
+        return self._start(plan, sampling or self.sampling)
+
+    def regenerate(self, sampling: SamplingParams | None = None) -> "ChatTurn":
+        """Drop the last reply and answer the last user message again."""
+        while self.messages and self.messages[-1].role == "assistant":
+            self.messages.pop()
+            self._delete_from(len(self.messages))
+        if not self.messages:
+            raise LocalchatError("there is no message to answer yet", hint="send a message first")
+        plan = self.plan(self.messages, sampling or self.sampling)
+        return self._start(plan, sampling or self.sampling)
+
+    def edit_last(self, text: str, sampling: SamplingParams | None = None) -> "ChatTurn":
+        """Replace the last user message (and the reply to it) and send it again."""
+        while self.messages and self.messages[-1].role == "assistant":
+            self.messages.pop()
+        if self.messages and self.messages[-1].role == "user":
+            self.messages.pop()
+        self._delete_from(len(self.messages))
+        return self.send(text, sampling)
+
+    def _start(self, plan: TurnPlan, sampling: SamplingParams) -> "ChatTurn":
+        self.dropped = plan.dropped
+        generation = self.engine.generate(plan.prompt, sampling)
+        writer = self.store.begin_reply(self.conversation_id, model=self.model_id) if self._stored else None
+        return ChatTurn(self, generation, plan, writer)
+
+    def _finish(self, turn: "ChatTurn") -> None:
+        if turn.text:
+            self.messages.append(Message("assistant", turn.text))
+
+    # --- context budget -------------------------------------------------------------------------
+
+    def plan(self, messages: list[Message], sampling: SamplingParams) -> TurnPlan:
+        """Render the prompt, leaving out the oldest turns (never the system prompt) when it does not fit."""
+        n_ctx = self.engine.info.n_ctx
+        reserve = max(_MIN_REPLY_RESERVE, min(sampling.max_tokens, n_ctx // 4))
+        budget = n_ctx - reserve
+        counts = self._count(messages)
+        system_cost = self._count([Message("system", self.system)])[0] if self.system else 0
+        start = 0
+        total = system_cost + sum(counts) + _MESSAGE_OVERHEAD
+        while total > budget and start < len(messages) - 1:
+            # Drop whole exchanges so the prompt still begins with a user message.
+            total -= counts[start]
+            start += 1
+            while start < len(messages) - 1 and messages[start].role != "user":
+                total -= counts[start]
+                start += 1
+        while True:
+            kept = messages[start:]
+            prompt = self._render(kept)
+            exact = self.engine.count_tokens([prompt])[0]
+            if exact <= budget:
+                break
+            if start >= len(messages) - 1:
+                raise ContextOverflowError(
+                    f"the message is too long for the context window: the prompt needs {exact} tokens, "
+                    f"the window holds {n_ctx} with {reserve} kept for the reply",
+                    hint="shorten the message, or raise the context size (n_ctx) in the settings",
+                )
+            start += 1
+        notice = None
+        if start:
+            notice = (f"{start} older message{'s' if start != 1 else ''} no longer fit the {n_ctx}-token context "
+                      "window and were left out of what the model sees")
+        return TurnPlan(prompt, exact, start, notice)
+
+    def _render(self, messages: list[Message]) -> str:
+        full = ([Message("system", self.system)] if self.system else []) + list(messages)
+        return self.template.render(full, add_generation_prompt=True)
+
+    def _count(self, messages: list[Message]) -> list[int]:
+        missing = [m for m in messages if (m.role, m.content) not in self._token_cache]
+        if missing:
+            counts = self.engine.count_tokens([m.content for m in missing])
+            for m, n in zip(missing, counts):
+                self._token_cache[(m.role, m.content)] = n + _MESSAGE_OVERHEAD
+        return [self._token_cache[(m.role, m.content)] for m in messages]
+
+    # --- persistence ----------------------------------------------------------------------------
+
+    @property
+    def _stored(self) -> bool:
+        return self.store is not None and self.conversation_id is not None
+
+    def _persist_user(self, text: str) -> None:
+        if self.store is None:
+            return
+        if self.conversation_id is None:
+            self.conversation_id = self.store.create_conversation(model=self.model_id, system=self.system)
+            for m in self.messages[:-1]:  # history imported from elsewhere (a swap keeps it anyway)
+                self.store.add_message(self.conversation_id, m.role, m.content)
+        self.store.add_message(self.conversation_id, "user", text)
+
+    def _delete_from(self, position: int) -> None:
+        if self._stored:
+            self.store.delete_messages_from(self.conversation_id, position)
+
+
+@dataclass
+class ChatTurn:
+    """One reply. Iterate it for text deltas; afterwards `status`, `usage` and `text` tell how it went."""
+
+    session: ChatSession
+    generation: Any
+    plan: TurnPlan
+    writer: Any = None
+    text: str = ""
+    status: str = "streaming"  # streaming | complete | length | cancelled | error
+    usage: Usage | None = None
+    error: LocalchatError | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def notice(self) -> str | None:
+        return self.plan.notice
+
+    def cancel(self) -> None:
+        """Stop the reply; safe from any thread. What was received is kept (marked cancelled)."""
+        self.generation.cancel()
+
+    def __iter__(self) -> Iterator[str]:
+        finished = False
+        try:
+            for delta in self.generation:
+                self.text += delta
+                if self.writer is not None:
+                    self.writer.append(delta)
+                yield delta
+            self.usage = self.generation.usage
+            reason = getattr(self.generation, "finish_reason", "stop")
+            self.status = {"stop": "complete", "length": "length", "cancelled": "cancelled"}.get(reason, "complete")
+            finished = True
+        except EngineError as exc:
+            self.text = getattr(self.generation, "text", self.text) or self.text
+            self.status = "error"
+            self.error = exc
+            finished = True
+            raise
+        finally:
+            if not finished:  # the consumer stopped iterating early (GeneratorExit) or failed
+                self.generation.cancel()
+                self.status = "cancelled"
+            self._close()
+
+    def run(self) -> str:
+        for _ in self:
+            pass
+        return self.text
+
+    def _close(self) -> None:
+        if self.writer is not None:
+            stored_status = {"length": "complete"}.get(self.status, self.status)
+            self.writer.finish(stored_status, self.usage.to_dict() if self.usage else None)
+            self.writer = None
+        self.session._finish(self)

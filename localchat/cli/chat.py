@@ -1,0 +1,118 @@
+"""`localchat run ID [PROMPT]`: one reply streamed to stdout."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from localchat.cli.models import services
+
+
+def register(sub) -> None:
+    p = sub.add_parser("run", help="one reply to stdout (the prompt from the command line or stdin)")
+    p.add_argument("model", metavar="ID")
+    p.add_argument("prompt", nargs="*", help="the message (default: read stdin)")
+    p.add_argument("--system", metavar="TEXT", help="system prompt")
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--min-p", type=float)
+    p.add_argument("--repeat-penalty", type=float)
+    p.add_argument("--max-tokens", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--stop", action="append", metavar="TEXT", help="stop at this text (repeatable)")
+    p.add_argument("--n-ctx", type=int, help="context window in tokens")
+    p.add_argument("--gpu-layers", metavar="N", help="'auto', 0 (CPU) or a number of layers")
+    p.add_argument("--continue", dest="continue_id", nargs="?", const="last", metavar="CONV",
+                   help="continue a saved conversation (default: the latest)")
+    p.add_argument("--no-save", action="store_true", help="do not save this exchange in the history")
+    p.add_argument("--stats", action="store_true", help="print tokens/s and time to first token on stderr")
+    p.set_defaults(handler=cmd_run)
+
+
+def _prompt(args: argparse.Namespace) -> str:
+    if args.prompt:
+        return " ".join(args.prompt)
+    if sys.stdin.isatty():
+        print("localchat: reading the prompt from stdin (end with Ctrl-D)", file=sys.stderr)
+    return sys.stdin.read()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from localchat.chat import ChatSession
+    from localchat.cli.progress import ProgressBar
+
+    svc = services(args)
+    entry = svc.entry(args.model)
+    text = _prompt(args)
+    sampling = svc.config.sampling_for(
+        entry.id, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, min_p=args.min_p,
+        repeat_penalty=args.repeat_penalty, max_tokens=args.max_tokens, seed=args.seed,
+        stop=tuple(args.stop) if args.stop else None,
+    ).validate()
+    if not svc.registry.is_installed(entry.id):
+        print(f"localchat: {entry.id} is not installed yet; pulling it", file=sys.stderr)
+        svc.installer.install(entry, progress=ProgressBar())
+    gpu_layers = None if args.gpu_layers is None else (args.gpu_layers if args.gpu_layers == "auto" else int(args.gpu_layers))
+    store, conversation_id, history, system = _conversation(svc, args)
+    engine = svc.start_engine(entry.id, n_ctx=args.n_ctx, n_gpu_layers=gpu_layers)
+    try:
+        template, warnings = svc.chat_template(entry, engine.info.chat_template, engine.info.bos_token, engine.info.eos_token)
+        for w in warnings:
+            print(f"localchat: warning: {w}", file=sys.stderr)
+        session = ChatSession(engine, template, model_id=entry.id, sampling=sampling,
+                              system=args.system if args.system is not None else system or svc.config.system_prompt_for(entry.id),
+                              history=history, store=store, conversation_id=conversation_id)
+        turn = session.send(text)
+        if turn.notice:
+            print(f"localchat: note: {turn.notice}", file=sys.stderr)
+        try:
+            for delta in turn:
+                sys.stdout.write(delta)
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            turn.cancel()
+            raise
+        finally:
+            if turn.text and not turn.text.endswith("\n"):
+                sys.stdout.write("\n")
+            sys.stdout.flush()
+        if args.stats and turn.usage:
+            u = turn.usage
+            print(f"localchat: {u.completion_tokens} tokens, {u.tokens_per_second:.1f} tokens/s, "
+                  f"TTFT {u.ttft * 1000:.0f} ms, prompt {u.prompt_tokens} tokens ({u.prompt_eval_tokens} evaluated)",
+                  file=sys.stderr)
+        if turn.status == "length":
+            print("localchat: note: the reply stopped at --max-tokens", file=sys.stderr)
+    finally:
+        engine.close()
+        if store is not None:
+            store.close()
+    return 0
+
+
+def _conversation(svc, args):
+    """(store, conversation id, history, system prompt) for --continue / saving; no store with --no-save."""
+    if args.no_save and args.continue_id is None:
+        return None, None, None, None
+    store = svc.store
+    if args.continue_id is None:
+        return store, None, None, None
+    from localchat.errors import LocalchatError
+    from localchat.types import Message
+
+    conv_id = store.latest_conversation_id() if args.continue_id == "last" else _int_id(args.continue_id)
+    if conv_id is None:
+        raise LocalchatError("there is no saved conversation to continue", hint="start one with `localchat run ID PROMPT`")
+    conv = store.conversation(conv_id)
+    history = [Message(m.role, m.content) for m in conv.messages if m.role in ("user", "assistant") and m.content]
+    return (None if args.no_save else store), (None if args.no_save else conv_id), history, conv.system
+
+
+def _int_id(text: str) -> int:
+    from localchat.errors import LocalchatError
+
+    try:
+        return int(text)
+    except ValueError:
+        raise LocalchatError(f"'{text}' is not a conversation id", hint="`localchat history` lists them") from None
