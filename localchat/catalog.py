@@ -132,11 +132,12 @@ def shipped_catalog_path() -> Path:
 class _Node:
     """A parsed YAML value with the line it started on (for file:line messages)."""
 
-    __slots__ = ("value", "line")
+    __slots__ = ("value", "line", "raw")
 
-    def __init__(self, value: Any, line: int) -> None:
+    def __init__(self, value: Any, line: int, raw: str | None = None) -> None:
         self.value = value
         self.line = line
+        self.raw = raw  # a scalar's text as written (a hex digest of only digits is not a number)
 
 
 def _compose(text: str, path: Path) -> Any:
@@ -176,7 +177,7 @@ def _convert(node: Any, path: Path, loader: Any) -> _Node:
         return _Node(out, line)
     if isinstance(node, yaml.SequenceNode):
         return _Node([_convert(n, path, loader) for n in node.value], line)
-    return _Node(loader.construct_object(node, deep=True), line)
+    return _Node(loader.construct_object(node, deep=True), line, node.value)
 
 
 def load_file(path: Path, origin: str) -> list[ModelEntry]:
@@ -315,7 +316,7 @@ def _sha256(m: dict[str, _Node], files: tuple[str, ...], path: Path) -> dict[str
     node = m.get("sha256")
     if node is None or node.value is None:
         return {}
-    if isinstance(node.value, str):
+    if node.raw is not None:  # a scalar: one digest
         if len(files) != 1:
             raise _fail(path, node.line, "with several files, 'sha256' must map each file name to its hash")
         pairs = {files[0]: node}
@@ -327,7 +328,7 @@ def _sha256(m: dict[str, _Node], files: tuple[str, ...], path: Path) -> dict[str
     for name, value in pairs.items():
         if name not in files:
             raise _fail(path, value.line, f"sha256 given for '{name}', which is not in 'files'")
-        digest = value.value
+        digest = value.raw
         if not isinstance(digest, str) or not _SHA_RE.match(digest.lower()):
             raise _fail(path, value.line, f"sha256 of '{name}' must be 64 hex digits")
         out[name] = digest.lower()

