@@ -1,4 +1,4 @@
-"""Messages that workers post to the app (post_message is the one thread-safe Textual call)."""
+"""Messages that workers post back to the app and its screens (post_message is the one thread-safe Textual call)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from typing import Any
 
 from textual.message import Message
 
+# --- models -------------------------------------------------------------------------------------
+
 
 @dataclass
 class ModelLoaded(Message):
@@ -14,12 +16,41 @@ class ModelLoaded(Message):
     engine: Any
     template: Any
     warnings: list[str]
+    seq: int = 0  # which load request this answers (a newer request makes it stale)
 
 
 @dataclass
 class ModelLoadFailed(Message):
     model_id: str
     error: str
+    seq: int = 0
+
+
+@dataclass
+class TaskProgress(Message):
+    """A pull or verify of `model_id` moved on (progress is a DownloadProgress)."""
+
+    model_id: str
+    progress: Any
+
+
+@dataclass
+class TaskFinished(Message):
+    """A pull or verify ended: `error` is None on success; `cancelled` when the user stopped it."""
+
+    model_id: str
+    kind: str  # pull | verify | import
+    error: str | None = None
+    cancelled: bool = False
+    problems: list[str] | None = None  # what verify found
+
+
+@dataclass
+class ModelsChanged(Message):
+    """Installed models changed (pull, remove, import): lists and tables refresh."""
+
+
+# --- chat ---------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -35,6 +66,39 @@ class ReplyDelta(Message):
 
 @dataclass
 class ReplyFinished(Message):
-    status: str
+    status: str  # complete | length | cancelled | error
     usage: Any
     error: str | None = None
+    started: bool = True  # False: the turn failed before generation began (the message was not sent)
+
+
+# --- conversations ------------------------------------------------------------------------------
+
+
+@dataclass
+class StoreReady(Message):
+    store: Any
+
+
+@dataclass
+class ConversationsListed(Message):
+    conversations: list[Any]  # ConversationSummary
+
+
+@dataclass
+class SearchResults(Message):
+    query: str
+    hits: list[Any]  # SearchHit
+
+
+@dataclass
+class ConversationLoaded(Message):
+    conversation: Any  # store Conversation with messages
+
+
+@dataclass
+class Failed(Message):
+    """Some background work failed: shown as an error notification that says what to do."""
+
+    title: str
+    error: str
