@@ -92,10 +92,6 @@ class ConversationStore:
     def close(self) -> None:
         with self._lock:
             if self._db is not None:
-                try:
-                    self._db.execute("PRAGMA optimize")
-                except sqlite3.Error:
-                    pass  # only a planner hint
                 self._db.close()
                 self._db = None
 
