@@ -113,7 +113,7 @@ def test_sigkill_mid_reply_keeps_finished_messages_and_most_of_the_partial_one(d
 
 
 def test_two_processes_writing_at_once(db_path, python):
-    count = 40
+    count = 100
     children = [subprocess.Popen([python, "-c", WRITER_CHILD, str(db_path), tag, str(count)],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for tag in ("alpha", "beta")]
     results = [c.communicate(timeout=300) for c in children]
@@ -129,8 +129,8 @@ def test_two_processes_writing_at_once(db_path, python):
             assert (reply.content, reply.status) == ("".join(f"{c.model}-part{k} " for k in range(4)), "complete")
         order = [c.model for c in sorted(convs, key=lambda c: c.id)]
         switches = sum(1 for a, b in zip(order, order[1:]) if a != b)
-        assert switches > 2, "the two writers did not run at the same time"
-        assert len(store.search("alpha")) == 20 and len(store.search("问题", limit=500)) == 2 * count
+        assert switches >= 2, "the two writers did not run at the same time"  # A, then B, then A again
+        assert len(store.search("alpha", limit=500)) == 2 * count and len(store.search("问题", limit=500)) == 2 * count
 
 
 def hold_write_lock(path, seconds: float, started: threading.Event) -> None:
