@@ -66,34 +66,40 @@ def m001_conversations(db: sqlite3.Connection) -> None:
 
 @migration
 def m002_full_text_search(db: sqlite3.Connection) -> None:
-    # Why unicode61 over a CJK-split copy rather than trigram: see localchat/store/text.py.
+    # Why unicode61 over CJK-split text rather than trigram, and why it is stored: localchat/store/text.py.
     db.execute("ALTER TABLE messages ADD COLUMN search_text TEXT NOT NULL DEFAULT ''")
     rows = db.execute("SELECT id, content FROM messages").fetchall()
-    db.executemany("UPDATE messages SET search_text = ? WHERE id = ?", [(search_text(c), i) for i, c in rows])
+    db.executemany("UPDATE messages SET search_text = ? WHERE id = ?",
+                   [(text, i) for i, text in ((i, search_text(c)) for i, c in rows) if text])
+    db.execute(f"CREATE VIEW messages_indexed (id, body) AS SELECT id, {_BODY.format(row='messages')} FROM messages")
     db.execute(
         """
         CREATE VIRTUAL TABLE messages_fts USING fts5 (
-            search_text, content='messages', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
+            body, content='messages_indexed', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
         )"""
     )
     db.execute("INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')")
-    # Triggers keep the index in step with any writer (plain SQL: no function of ours is needed).
+    new, old = _BODY.format(row="new"), _BODY.format(row="old")
     db.execute(
-        """
+        f"""
         CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
-            INSERT INTO messages_fts (rowid, search_text) VALUES (new.id, new.search_text);
+            INSERT INTO messages_fts (rowid, body) VALUES (new.id, {new});
         END"""
     )
     db.execute(
-        """
+        f"""
         CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
-            INSERT INTO messages_fts (messages_fts, rowid, search_text) VALUES ('delete', old.id, old.search_text);
+            INSERT INTO messages_fts (messages_fts, rowid, body) VALUES ('delete', old.id, {old});
         END"""
     )
     db.execute(
-        """
-        CREATE TRIGGER messages_fts_update AFTER UPDATE OF search_text ON messages BEGIN
-            INSERT INTO messages_fts (messages_fts, rowid, search_text) VALUES ('delete', old.id, old.search_text);
-            INSERT INTO messages_fts (rowid, search_text) VALUES (new.id, new.search_text);
+        f"""
+        CREATE TRIGGER messages_fts_update AFTER UPDATE OF content, search_text ON messages BEGIN
+            INSERT INTO messages_fts (messages_fts, rowid, body) VALUES ('delete', old.id, {old});
+            INSERT INTO messages_fts (rowid, body) VALUES (new.id, {new});
         END"""
     )
+
+
+# What the index reads for a row: the stored CJK-split form, else the content itself.
+_BODY = "CASE WHEN {row}.search_text = '' THEN {row}.content ELSE {row}.search_text END"

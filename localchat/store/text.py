@@ -6,11 +6,15 @@ Choosing the FTS5 tokenizer (checked on SQLite 3.40, see tests/store/test_search
 - `trigram` finds any substring of 3 or more characters, CJK included, with snippets. But a query shorter
   than 3 characters matches nothing, and most Chinese words have two characters ("你好", "模型", "中文");
   the only way round that is a LIKE scan of every message (see `scripts/bench store`, several times slower).
-- Chosen: `unicode61` over a copy of each message (`messages.search_text`) in which every CJK character
-  stands alone between zero-width spaces (U+200B, a separator for unicode61, invisible if it ever shows).
-  A CJK query becomes a phrase of single characters, so any run of CJK characters of any length matches
-  where it occurs in the text; English words match whole, or as a prefix when 3+ letters long; case and
-  accents are folded (remove_diacritics 2). snippet() reads the copy; the zero-width spaces are taken out.
+- Chosen: `unicode61` over a form of each message in which every CJK character stands alone between
+  U+001F separators (a control character: a separator for unicode61, one byte, never in real text). A CJK
+  query becomes a phrase of single characters, so any run of CJK characters of any length matches where
+  it occurs; English words match whole, or as a prefix when 3+ letters long; case and accents are folded
+  (remove_diacritics 2). snippet() reads that form; the separators are taken out of the snippet.
+- The split form is stored (messages.search_text) only for messages that contain CJK; the index reads the
+  content itself for the rest (view messages_indexed). It is stored rather than recomputed so that
+  deleting a row from the index always uses exactly the tokens that were indexed, whatever this code
+  becomes; the triggers that keep the index in step are plain SQL that any SQLite client can run.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-ZWSP = "\u200b"
+SEP = "\x1f"  # between CJK characters in the indexed form
 
 # Scripts written without spaces between words, indexed one character per token. (Thai, Lao, Khmer and
 # Myanmar also lack spaces but build syllables from combining marks, which must not be split off.)
@@ -48,11 +52,17 @@ PREFIX_MIN_CHARS = 3
 TITLE_WIDTH = 60  # terminal columns; a CJK character takes two
 
 
+def split_cjk(text: str) -> str:
+    """`text` with every CJK character made its own token (the form the full-text index reads)."""
+    if not _CJK_ONLY.search(text):
+        return text
+    return _CJK_CHAR.sub(SEP + r"\1" + SEP, text).replace(SEP + SEP, SEP)
+
+
 def search_text(content: str) -> str:
-    """The copy of a message the full-text index reads: every CJK character becomes its own token."""
-    if not _CJK_ONLY.search(content):
-        return content
-    return _CJK_CHAR.sub(ZWSP + r"\1" + ZWSP, content).replace(ZWSP + ZWSP, ZWSP)
+    """What to store in messages.search_text: the split form, or '' when the index can read `content` as is."""
+    split = split_cjk(content)
+    return "" if split == content else split
 
 
 def match_expression(query: str) -> str | None:
@@ -64,7 +74,7 @@ def match_expression(query: str) -> str | None:
     parts = []
     for quoted, bare in _TERM.findall(query):
         term = quoted if quoted else bare
-        indexed = search_text(term)
+        indexed = split_cjk(term)
         tokens = _TOKEN.findall(indexed)
         if not tokens:
             continue
@@ -77,11 +87,11 @@ def match_expression(query: str) -> str | None:
 
 
 def strip_index_marks(text: str) -> str:
-    return text.replace(ZWSP, "")
+    return text.replace(SEP, "")
 
 
 def char_width(ch: str) -> int:
-    if unicodedata.combining(ch) or ch == ZWSP:
+    if unicodedata.combining(ch) or unicodedata.category(ch) in ("Cc", "Cf"):
         return 0
     return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
 

@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from localchat.store.text import match_expression, search_text
+from localchat.store.text import match_expression, search_text, split_cjk
 
 MESSAGES = [
     ("user", "这是关键词测试"),
@@ -83,7 +83,7 @@ def test_snippets_are_one_line_and_highlight_the_hit(store):
     mid = store.add_message(cid, "assistant", long)
     (hit,) = store.search("关键词")
     assert hit.message_id == mid and hit.role == "assistant" and hit.conversation_id == cid
-    assert "\n" not in hit.snippet and "\u200b" not in hit.snippet
+    assert "\n" not in hit.snippet and "\x1f" not in hit.snippet
     assert [hit.snippet[a:b] for a, b in hit.highlights] == ["关键词"]
     assert hit.snippet.startswith("…") and hit.snippet.endswith("…") and len(hit.snippet) < 120
     assert hit.marked("<b>", "</b>").count("<b>关键词</b>") == 1
@@ -107,11 +107,37 @@ def test_streamed_reply_is_searchable_while_partial(store):
     reply.finish("complete")
     assert [h.message_id for h in store.search("生成 finished")] == [reply.message_id]
 
+    english = store.begin_reply(cid, model="m", flush_interval=0)  # no CJK: indexed from the content itself
+    english.append("plain words")
+    assert [h.message_id for h in store.search("plain")] == [english.message_id]
+    english.append(" and more")
+    english.finish("complete")
+    assert [h.message_id for h in store.search("plain more")] == [english.message_id]
+
+
+def test_index_stays_in_step_with_every_kind_of_write(store, db_path):
+    cid = store.create_conversation(model="m")
+    for text in ["english only", "中文内容", "mixed 混合 text"]:
+        store.add_message(cid, "user", text)
+        with store.begin_reply(cid, model="m", flush_interval=0) as r:
+            for part in text.split():
+                r.append(part + " ")
+    store.delete_messages_from(cid, 3)
+    other = store.create_conversation(model="m")
+    store.add_message(other, "user", "to be deleted 删除")
+    store.delete(other)
+    store.import_json('[{"role": "user", "content": "imported 导入"}]')
+    db = sqlite3.connect(db_path)
+    db.execute("INSERT INTO messages_fts (messages_fts, rank) VALUES ('integrity-check', 1)")  # raises if not
+    db.close()
+    assert [h.role for h in store.search("中文")] == ["user"]
+    assert store.search("删除") == [] and len(store.search("导入")) == 1
+
 
 def test_index_helpers():
-    assert search_text("plain english") == "plain english"
-    assert search_text("用GPT模型") == "\u200b用\u200bGPT\u200b模\u200b型\u200b"
-    assert match_expression("关键词") == '"\u200b关\u200b键\u200b词\u200b"'
+    assert search_text("plain english") == ""  # the index reads the content itself
+    assert search_text("用GPT模型") == split_cjk("用GPT模型") == "\x1f用\x1fGPT\x1f模\x1f型\x1f"
+    assert match_expression("关键词") == '"\x1f关\x1f键\x1f词\x1f"'
     assert match_expression('deploy "reverse proxy" ai') == '"deploy"* "reverse proxy" "ai"'
     assert match_expression('say "hi') == '"say"* "hi"'
     assert match_expression('a"b') == '"a""b"'
