@@ -58,7 +58,9 @@ QUERIES = [
     ("关键词", "Chinese, 3 chars"),
     ("秋天 落叶", "two Chinese words"),
     ("量化模型", "Chinese, 4 chars, rarer phrase"),
-    ("据数", "common chars, rarely adjacent: worst case"),
+    ("据数", "common chars, rarely adjacent"),
+    ('"the the the"', "phrase of the commonest word: worst case"),
+    ("的的的", "commonest CJK char thrice: worst case"),
     ("zebra", "no hit"),
 ]
 
@@ -142,8 +144,13 @@ def build(store: ConversationStore, conversations: int, messages: int, seed: int
                     "created, updated) VALUES (?, ?, ?, ?, ?, 'complete', NULL, ?, ?)",
                     [(cid, k, role, text, search_text(text), ts, ts) for k, role, text, ts in msgs])
         store._write(write)
-        print(f"\r  building: {min(first + batch, conversations):,} / {conversations:,} conversations", end="", flush=True)
-    print()
+        done = min(first + batch, conversations)
+        if sys.stdout.isatty():
+            print(f"\r  building: {done:,} / {conversations:,} conversations", end="", flush=True)
+        elif done % 2500 == 0 or done == conversations:
+            print(f"  building: {done:,} / {conversations:,} conversations", flush=True)
+    if sys.stdout.isatty():
+        print()
     return time.perf_counter() - t0
 
 

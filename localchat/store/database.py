@@ -13,7 +13,6 @@ TUI, the CLI and the server, in one process or several.
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 import threading
 import time
@@ -23,19 +22,17 @@ from typing import Any, Callable, TypeVar
 from localchat.errors import ConversationNotFound, DiskFullError, StoreError
 from localchat.store import exchange
 from localchat.store.records import (METRICS, ROLES, STATUSES, Conversation, ConversationSummary, SearchHit,
-                                     StoredMessage)
+                                     StoredMessage, metrics_from)
 from localchat.store.reply import FLUSH_INTERVAL, ReplyWriter
 from localchat.store.schema import MIGRATIONS, schema_version
-from localchat.store.text import make_title, match_expression, one_line, search_text, strip_index_marks
+from localchat.store.text import (HIT_CLOSE, HIT_OPEN, make_title, match_expression, one_line, parse_snippet,
+                                  search_text)
 
 T = TypeVar("T")
 SQLITE_HEADER = b"SQLite format 3\x00"
 BUSY_TIMEOUT = 5.0  # seconds SQLite itself waits for a lock before each retry of ours
 DEFAULT_TIMEOUT = 30.0  # seconds before a locked database is reported
 SNIPPET_TOKENS = 24  # words (or CJK characters) around a search hit
-_OPEN, _CLOSE = "\ue000", "\ue001"  # private-use marks around hits in snippet(); turned into offsets
-_MARKS = re.compile(f"([{_OPEN}{_CLOSE}])")
-_SPACES = re.compile(r"\s+")
 _UNSET: Any = object()
 _MESSAGE_COLUMNS = ("id, conversation_id, position, role, content, status, model, prompt_tokens, "
                     "completion_tokens, ttft, tokens_per_second, created, updated")
@@ -177,7 +174,7 @@ class ConversationStore:
         _check_role(role)
         if status not in STATUSES:
             raise ValueError(f"message status must be one of {', '.join(STATUSES)}, not {status!r}")
-        metrics = _metrics(usage)
+        metrics = metrics_from(usage)
         now = time.time()
 
         def write(db: sqlite3.Connection) -> int:
@@ -216,7 +213,7 @@ class ConversationStore:
                 cur = db.execute("UPDATE messages SET content = ?, search_text = ?, updated = ? WHERE id = ?",
                                  (text, search_text(text), now, message_id))
             else:
-                metrics = _metrics(usage)
+                metrics = metrics_from(usage)
                 cur = db.execute(
                     "UPDATE messages SET content = ?, search_text = ?, status = ?, prompt_tokens = ?, "
                     "completion_tokens = ?, ttft = ?, tokens_per_second = ?, updated = ? WHERE id = ?",
@@ -239,11 +236,11 @@ class ConversationStore:
             return []
         rows = self._read(lambda db: db.execute(
             "SELECT m.conversation_id, c.title, m.id, m.role, "
-            f"snippet(messages_fts, 0, '{_OPEN}', '{_CLOSE}', '…', {SNIPPET_TOKENS}) "
+            f"snippet(messages_fts, 0, '{HIT_OPEN}', '{HIT_CLOSE}', '…', {SNIPPET_TOKENS}) "
             "FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
             "JOIN conversations c ON c.id = m.conversation_id "
             "WHERE messages_fts MATCH ? ORDER BY messages_fts.rowid DESC LIMIT ?", (expression, limit)).fetchall())
-        return [SearchHit(cid, title, mid, role, *_parse_snippet(snippet)) for cid, title, mid, role, snippet in rows]
+        return [SearchHit(cid, title, mid, role, *parse_snippet(snippet)) for cid, title, mid, role, snippet in rows]
 
     # --- export and import ------------------------------------------------------------------------
 
@@ -378,18 +375,6 @@ def _check_role(role: str) -> None:
         raise ValueError(f"message role must be one of {', '.join(ROLES)}, not {role!r}")
 
 
-def _metrics(usage: Any) -> dict[str, Any]:
-    if usage is None:
-        return {}
-    data = usage.to_dict() if hasattr(usage, "to_dict") else dict(usage)
-    out: dict[str, Any] = {}
-    for key in METRICS:
-        value = data.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            out[key] = int(value) if key.endswith("_tokens") else float(value)
-    return out
-
-
 def _settings_json(settings: dict | None) -> str:
     if settings is None:
         return "{}"
@@ -404,21 +389,3 @@ def _settings_dict(text: str) -> dict:
     except ValueError:
         return {}  # edited by hand into something unreadable: the conversation itself is still shown
     return value if isinstance(value, dict) else {}
-
-
-def _parse_snippet(raw: str) -> tuple[str, tuple[tuple[int, int], ...]]:
-    """snippet() output (with our private marks) -> one line of plain text and the hit offsets in it."""
-    text, spans, length, start = [], [], 0, 0
-    for piece in _MARKS.split(strip_index_marks(raw)):
-        if piece == _OPEN:
-            start = length
-        elif piece == _CLOSE:
-            spans.append((start, length))
-        else:
-            piece = _SPACES.sub(" ", piece)
-            text.append(piece)
-            length += len(piece)
-    line = "".join(text)
-    lead = len(line) - len(line.lstrip())
-    line = line.strip()
-    return line, tuple((max(0, a - lead), min(len(line), b - lead)) for a, b in spans)

@@ -89,3 +89,16 @@ class SearchHit:
             pos = end
         out.append(self.snippet[pos:])
         return "".join(out)
+
+
+def metrics_from(usage: Any) -> dict[str, Any]:
+    """The metrics we keep from a usage report: a dict (e.g. `Usage.to_dict()`) or an object with `to_dict()`."""
+    if usage is None:
+        return {}
+    data = usage.to_dict() if hasattr(usage, "to_dict") else dict(usage)
+    out: dict[str, Any] = {}
+    for key in METRICS:
+        value = data.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = int(value) if key.endswith("_tokens") else float(value)
+    return out

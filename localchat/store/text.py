@@ -47,6 +47,10 @@ _CJK_ONLY = re.compile(f"[{_CJK_RANGES}]")
 _TOKEN = re.compile(r"[^\W_]+")
 _TERM = re.compile(r'"([^"]*)"?|(\S+)')
 
+HIT_OPEN, HIT_CLOSE = "\ue000", "\ue001"  # private-use marks asked of snippet(), turned into offsets
+_HIT_MARKS = re.compile(f"([{HIT_OPEN}{HIT_CLOSE}])")
+_SPACES = re.compile(r"\s+")
+
 # Latin-script terms this long or longer also match longer words ("deploy" finds "deployment").
 PREFIX_MIN_CHARS = 3
 TITLE_WIDTH = 60  # terminal columns; a CJK character takes two
@@ -88,6 +92,24 @@ def match_expression(query: str) -> str | None:
 
 def strip_index_marks(text: str) -> str:
     return text.replace(SEP, "")
+
+
+def parse_snippet(raw: str) -> tuple[str, tuple[tuple[int, int], ...]]:
+    """snippet() output (with our private marks) -> one line of plain text and the hit offsets in it."""
+    text, spans, length, start = [], [], 0, 0
+    for piece in _HIT_MARKS.split(strip_index_marks(raw)):
+        if piece == HIT_OPEN:
+            start = length
+        elif piece == HIT_CLOSE:
+            spans.append((start, length))
+        else:
+            piece = _SPACES.sub(" ", piece)
+            text.append(piece)
+            length += len(piece)
+    line = "".join(text)
+    lead = len(line) - len(line.lstrip())
+    line = line.strip()
+    return line, tuple((max(0, a - lead), min(len(line), b - lead)) for a, b in spans)
 
 
 def char_width(ch: str) -> int:
