@@ -95,19 +95,20 @@ class LocalchatApp(App):
 
     @work(thread=True, group="load", exit_on_error=False)
     def _load_worker(self, model_id: str, seq: int) -> None:
+        engine = None
         try:
             engine = self.services.start_engine(model_id)
-        except LocalchatError as exc:
-            self.post_message(ModelLoadFailed(model_id, str(exc), seq))
-            return
-        try:
             entry = self.services.entry(model_id)
             info = engine.info
             template, warnings = self.services.chat_template(entry, info.chat_template, getattr(info, "bos_token", None),
                                                              getattr(info, "eos_token", None))
-        except LocalchatError as exc:
-            engine.close()
-            self.post_message(ModelLoadFailed(model_id, str(exc), seq))
+        except Exception as exc:  # LocalchatError says what to do; anything else is a bug, logged
+            if not isinstance(exc, LocalchatError):
+                self.log_exception(exc)
+            if engine is not None:
+                engine.close()
+            self.post_message(ModelLoadFailed(model_id, str(exc) if isinstance(exc, LocalchatError)
+                                              else f"internal error: {exc!r} (see {self._log_path})", seq))
             return
         self.post_message(ModelLoaded(model_id, engine, template, list(warnings), seq))
 
@@ -319,13 +320,17 @@ class LocalchatApp(App):
         if event.state == WorkerState.ERROR:  # a bug: report it, keep running
             error = event.worker.error
             self.log_exception(error)
-            self.notify(f"{error!r}; details are in {self.services.paths.log_dir / 'tui.log'}",
+            self.notify(f"{error!r}; details are in {self._log_path}",
                         title="Internal error", severity="error", timeout=20)
+
+    @property
+    def _log_path(self) -> Any:
+        return self.services.paths.log_dir / "tui.log"
 
     def log_exception(self, error: BaseException | None) -> None:
         """Write a traceback to log_dir/tui.log (never to the terminal, which the app owns)."""
         if not self._log_ready:
-            path = self.services.paths.log_dir / "tui.log"
+            path = self._log_path
             path.parent.mkdir(parents=True, exist_ok=True)
             handler = logging.FileHandler(path, encoding="utf-8")
             handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))

@@ -95,13 +95,15 @@ class ConversationList(Vertical):
                 continue
             seen.add(hit.conversation_id)
             self._titles[hit.conversation_id] = hit.title or "(untitled)"
-            options.append(Option(self._label(hit.conversation_id, hit.title or "(untitled)",
-                                              one_line(hit.snippet, 28)), id=str(hit.conversation_id)))
+            options.append(Option(self._label(hit.conversation_id, hit.title or "(untitled)", _around_match(hit, 28)),
+                                  id=str(hit.conversation_id)))
         self._fill(options, f"Nothing matches “{query}”")
 
-    def _label(self, cid: int, title: str, detail: str) -> Content:
+    def _label(self, cid: int, title: str, detail: str | Content) -> Content:
         marker = "▸ " if cid == self.current_id else "  "
-        return Content.assemble(marker + one_line(title, 26), "\n  ", (detail, "dim"))
+        if isinstance(detail, str):
+            detail = Content.styled(detail, "dim")
+        return Content.assemble(marker + one_line(title, 26), "\n  ", detail)
 
     def _fill(self, options: list[Option], empty: str) -> None:
         ol = self.options
@@ -146,3 +148,15 @@ class ConversationList(Vertical):
             self._search_timer.stop()
         self.post_message(self.Search(event.value.strip()))
         self.options.focus()
+
+
+def _around_match(hit: Any, width: int) -> Content:
+    """The part of a search hit's snippet around its first match, the match underlined."""
+    text = hit.snippet.replace("\n", " ")
+    start, end = hit.highlights[0] if hit.highlights else (0, 0)
+    left = max(0, min(start - (width - (end - start)) // 2, len(text) - width))
+    window = text[left:left + width]
+    content = Content.styled(window, "dim")
+    if end > start:
+        content = content.stylize("bold underline", max(0, start - left), max(0, min(width, end - left)))
+    return content
