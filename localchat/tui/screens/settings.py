@@ -119,7 +119,7 @@ class SettingsScreen(Screen):
             if kind == "flash":
                 select = self.query_one(f"#{key}", Select)
                 select.prompt = f"inherit ({inherited})"
-                select.value = value if value in ("auto", "on", "off") else Select.BLANK
+                select.value = value if value in ("auto", "on", "off") else Select.NULL
             else:
                 field = self.query_one(f"#{key}", Input)
                 field.value = "" if value is None else str(value)
@@ -148,7 +148,7 @@ class SettingsScreen(Screen):
         for section, key, label, kind, _ in FIELDS:
             if kind == "flash":
                 raw = self.query_one(f"#{key}", Select).value
-                if raw is not Select.BLANK:
+                if raw is not Select.NULL:
                     values[section][key] = str(raw)
                 continue
             raw = self.query_one(f"#{key}", Input).value.strip()
@@ -199,7 +199,7 @@ class SettingsScreen(Screen):
     def _reset_pressed(self) -> None:
         for _, key, _, kind, _ in FIELDS:
             if kind == "flash":
-                self.query_one(f"#{key}", Select).value = Select.BLANK
+                self.query_one(f"#{key}", Select).value = Select.NULL
             else:
                 self.query_one(f"#{key}", Input).value = ""
         self.query_one("#system", TextArea).text = ""

@@ -20,17 +20,17 @@ class TaskRow(Horizontal):
     def __init__(self, task: ModelTask) -> None:
         super().__init__(id=f"task-{_dom_id(task.model_id)}")
         self.model_id = task.model_id
-        self._task = task
+        self.model_task = task
 
     def compose(self) -> ComposeResult:
-        yield Label(self._task.detail())
-        yield ProgressBar(total=self._task.total, show_eta=False)
+        yield Label(self.model_task.detail())
+        yield ProgressBar(total=self.model_task.total, show_eta=False)
 
     def on_mount(self) -> None:
-        self.show(self._task)
+        self.show(self.model_task)
 
     def show(self, task: ModelTask) -> None:
-        self._task = task
+        self.model_task = task
         try:
             label, bar = self.query_one(Label), self.query_one(ProgressBar)
         except NoMatches:  # not composed yet: compose() shows the latest task
