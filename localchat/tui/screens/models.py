@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.content import Content
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Label
@@ -106,8 +106,9 @@ class ModelsScreen(Screen):
     def _cells(self, row: ModelRow) -> tuple:
         app = self.app
         mark = "▶" if row.id == app.model_id else ("●" if row.installed else "")
-        return (mark, Content(row.id), Content(row.name), row.quant, human_size(row.size) if row.size else "",
-                context_label(row.context), row.sources, Content(self._state(row)))
+        # Text, not str: a DataTable reads a str as markup, and names are data.
+        return (mark, Text(row.id), Text(row.name), Text(row.quant), human_size(row.size) if row.size else "",
+                context_label(row.context), row.sources, Text(self._state(row)))
 
     def _state(self, row: ModelRow) -> str:
         app = self.app
@@ -126,7 +127,7 @@ class ModelsScreen(Screen):
         for model_id, row in self.rows.items():
             state = self._state(row)
             try:
-                table.update_cell(model_id, "state", Content(state))
+                table.update_cell(model_id, "state", Text(state), update_width=True)
             except CellDoesNotExist:  # the row went away in a refresh
                 pass
 

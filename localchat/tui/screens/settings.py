@@ -43,11 +43,11 @@ class SettingsScreen(Screen):
     ]
     DEFAULT_CSS = """
     SettingsScreen VerticalScroll { padding: 0 2; }
-    SettingsScreen .row { height: auto; margin-bottom: 1; }
-    SettingsScreen .row > Label { width: 18; padding: 1 1 0 0; }
+    SettingsScreen .row { height: 1; margin-bottom: 1; }
+    SettingsScreen .row > Label { width: 18; }
     SettingsScreen .row > Input, SettingsScreen .row > Select { width: 24; }
-    SettingsScreen .row > .help { width: 1fr; padding: 1 0 0 2; color: $text-muted; }
-    SettingsScreen #system { height: 6; }
+    SettingsScreen .row > .help { width: 1fr; padding: 0 0 0 2; color: $text-muted; }
+    SettingsScreen #system { height: 5; }
     SettingsScreen .section { text-style: bold; margin: 1 0 1 0; }
     SettingsScreen #error { color: $text-error; }
     SettingsScreen .buttons { height: auto; margin: 1 0; }
@@ -71,7 +71,7 @@ class SettingsScreen(Screen):
         with VerticalScroll():
             with Horizontal(classes="row"):
                 yield Label("Applies to")
-                yield Select(scopes, value=GLOBAL, allow_blank=False, id="scope")
+                yield Select(scopes, value=GLOBAL, allow_blank=False, id="scope", compact=True)
                 yield Static("a model's own value wins over the default; blank = inherit", classes="help")
             yield Label("System prompt", classes="section")
             yield TextArea(id="system", soft_wrap=True)
@@ -80,9 +80,10 @@ class SettingsScreen(Screen):
                 with Horizontal(classes="row"):
                     yield Label(label)
                     if kind == "flash":
-                        yield Select([("auto", "auto"), ("on", "on"), ("off", "off")], id=key, prompt="inherit")
+                        yield Select([("auto", "auto"), ("on", "on"), ("off", "off")], id=key, prompt="inherit",
+                                     compact=True)
                     else:
-                        yield Input(id=key, type="text")
+                        yield Input(id=key, compact=True)
                     yield Static(help_text, classes="help", markup=False)
             yield Static("", id="error", markup=False)
             with Horizontal(classes="buttons"):

@@ -43,6 +43,7 @@ class MessageBlock(Markdown):
     BLOCKS = {**Markdown.BLOCKS, "fence": CodeFence, "code_block": CodeFence}
     DEFAULT_CSS = """
     MessageBlock { padding: 0 1; margin: 0; }
+    MessageBlock > *:last-child { margin-bottom: 0; }
     """
 
     def __init__(self, role: str, text: str = "") -> None:
