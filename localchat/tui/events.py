@@ -54,18 +54,17 @@ class ModelsChanged(Message):
 
 
 @dataclass
-class ReplyStarted(Message):
+class ReplyStarted(Message, bubble=False):
     notice: str | None
     prompt_tokens: int
 
 
-@dataclass
-class ReplyDelta(Message):
-    text: str
+class ReplyDelta(Message, bubble=False):
+    """New text is waiting in the chat screen's DeltaBuffer."""
 
 
 @dataclass
-class ReplyFinished(Message):
+class ReplyFinished(Message, bubble=False):
     status: str  # complete | length | cancelled | error
     usage: Any
     error: str | None = None

@@ -27,6 +27,10 @@ def seeded_app(home, tiny_model):
 async def steady(pilot) -> None:
     """Mask what changes from run to run (speed, the build's offload), drop toasts, let the screen settle."""
     app = pilot.app
+    await app.workers.wait_for_complete()  # store and model work the screen is waiting on
+    for field in [*app.screen.query("TextArea, Input"), *app.chat.query("TextArea, Input")]:
+        field.cursor_blink = False  # a blinking cursor is on or off depending on when the shot is taken
+    await pilot.pause(0.1)
     app.chat.status.speed = "12.3 tok/s, TTFT 45 ms" if app.chat.status.speed else ""
     app.chat.status.hardware = "CPU, flash attn off"
     app.clear_notifications()
@@ -78,6 +82,8 @@ def test_model_picker(snap_compare, localchat_home, tiny_model):
         await steady(pilot)
         await pilot.press("ctrl+o")
         await pilot.pause(0.2)
+        app.screen.query_one("Input").cursor_blink = False
+        await pilot.pause(0.1)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 

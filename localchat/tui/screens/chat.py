@@ -1,8 +1,8 @@
 """The chat screen: saved conversations on the left, the conversation, the input, the status line.
 
 Turns run in a thread worker through the app's ChatSession and come back as ReplyStarted/Delta/Finished
-messages; the reply streams into its Markdown block through a MarkdownStream (batched appends, not a
-re-render per token). Store work (listing, search, rename, delete, open) runs in thread workers too.
+messages; the reply streams into its Markdown block through a ReplyStream (batched appends paced to what the
+machine can afford, not a re-render per token). Store work (listing, search, rename, delete, open) runs in thread workers too.
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Markdown
+from textual.widgets import Footer, Header
 
 from localchat.errors import LocalchatError
 from localchat.tui.events import (ConversationLoaded, ConversationsListed, Failed, ReplyDelta, ReplyFinished,
                                   ReplyStarted, SearchResults)
 from localchat.tui.screens.dialogs import ChoiceDialog, ConfirmDialog, TextDialog
+from localchat.tui.streaming import DeltaBuffer, ReplyStream
 from localchat.tui.widgets.chatlog import ChatLog, CopyRequested, MessageBlock
 from localchat.tui.widgets.prompt import PromptInput
 from localchat.tui.widgets.sidebar import ConversationList
@@ -44,7 +45,8 @@ class ChatScreen(Screen):
     def __init__(self) -> None:
         super().__init__()
         self._reply_block: MessageBlock | None = None
-        self._stream: Any = None
+        self._stream: ReplyStream | None = None
+        self._deltas: DeltaBuffer | None = None
         self._editing = False
         self._pending_text = ""  # what was sent, to give back if the turn could not start
 
@@ -121,10 +123,12 @@ class ChatScreen(Screen):
             self.post_message(ReplyFinished("error", None, f"internal error: {exc!r}", started=False))
             return
         self.app.turn = turn
+        buffer = DeltaBuffer(lambda: self.post_message(ReplyDelta()))
+        self._deltas = buffer
         self.post_message(ReplyStarted(turn.notice, turn.plan.prompt_tokens))
         try:
             for delta in turn:
-                self.post_message(ReplyDelta(delta))
+                buffer.put(delta)
         except LocalchatError as exc:
             self.post_message(ReplyFinished("error", turn.usage, str(exc)))
             return
@@ -140,20 +144,23 @@ class ChatScreen(Screen):
             await self.log_view.add_notice(event.notice)
             self.notify(event.notice, title="Context window full", severity="warning", timeout=8)
         self._reply_block = await self.log_view.add_message("assistant", author=self.app.model_id)
-        self._stream = Markdown.get_stream(self._reply_block)
+        self._stream = ReplyStream(self._reply_block).start()
         self.status.state = "replying…"
         self.app.show_context(event.prompt_tokens)
 
     @on(ReplyDelta)
-    async def _reply_delta(self, event: ReplyDelta) -> None:
-        if self._stream is not None:
-            await self._stream.write(event.text)
+    def _reply_delta(self, event: ReplyDelta) -> None:
+        if self._stream is not None and self._deltas is not None:
+            self._stream.write(self._deltas.take())
 
     @on(ReplyFinished)
     async def _reply_finished(self, event: ReplyFinished) -> None:
         if self._stream is not None:
+            if self._deltas is not None:
+                self._stream.write(self._deltas.take())
             await self._stream.stop()
             self._stream = None
+        self._deltas = None
         block, self._reply_block = self._reply_block, None
         app = self.app
         app.turn = None
