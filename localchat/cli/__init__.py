@@ -10,7 +10,7 @@ import sys
 from localchat import __version__
 
 # Each module exposes register(sub): it adds its parsers with set_defaults(handler=fn), fn(args) -> int.
-COMMAND_MODULES = ["localchat.cli.chat", "localchat.cli.models", "localchat.cli.history"]
+COMMAND_MODULES = ["localchat.cli.chat", "localchat.cli.models", "localchat.cli.history", "localchat.cli.bundle"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,12 +41,26 @@ def _open_tui(args: argparse.Namespace) -> int:
     return open_tui(args)
 
 
+def _apply_offline(args: argparse.Namespace) -> None:
+    """--offline (or LOCALCHAT_OFFLINE=1 from a parent) guards the process before any command runs;
+    `offline: true` in config.yaml is applied by Services.open, which every command goes through."""
+    import os
+
+    if args.offline or os.environ.get("LOCALCHAT_OFFLINE"):
+        from localchat.offline import enforce_offline, env_says_offline
+
+        if args.offline or env_says_offline():
+            args.offline = True
+            enforce_offline()
+
+
 def main(argv: list[str] | None = None) -> int:
     from localchat.errors import LocalchatError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _apply_offline(args)
         return int(args.handler(args) or 0)
     except LocalchatError as exc:
         print(f"localchat: error: {exc}", file=sys.stderr)
