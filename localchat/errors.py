@@ -81,3 +81,8 @@ class ContextOverflowError(LocalchatError):
 
 class StoreError(LocalchatError):
     """The conversation database is unreadable, corrupt or locked."""
+
+
+class BundleError(LocalchatError):
+    """A model bundle (.lcb) is not one, is truncated, unsafe (path traversal, links) or contradicts itself;
+    nothing was imported."""
