@@ -83,6 +83,14 @@ class StoreError(LocalchatError):
     """The conversation database is unreadable, corrupt or locked."""
 
 
+class ConversationNotFound(StoreError):
+    """A conversation or message id that the database does not hold."""
+
+
+class ConversationFormatError(StoreError):
+    """A file given to `history import` is not a conversation we can read; the message says where and why."""
+
+
 class BundleError(LocalchatError):
     """A model bundle (.lcb) is not one, is truncated, unsafe (path traversal, links) or contradicts itself;
     nothing was imported."""
