@@ -42,16 +42,23 @@ def _open_tui(args: argparse.Namespace) -> int:
 
 
 def _apply_offline(args: argparse.Namespace) -> None:
-    """--offline (or LOCALCHAT_OFFLINE=1 from a parent) guards the process before any command runs;
-    `offline: true` in config.yaml is applied by Services.open, which every command goes through."""
-    import os
+    """Guard the whole process before any command runs when offline mode is on: --offline,
+    LOCALCHAT_OFFLINE=1 (inherited from a parent) or `offline: true` in config.yaml. A config that cannot
+    be read stops the command: offline mode must never be off by accident."""
+    from localchat.offline import enforce_offline, env_says_offline
 
-    if args.offline or os.environ.get("LOCALCHAT_OFFLINE"):
-        from localchat.offline import enforce_offline, env_says_offline
+    if not (args.offline or env_says_offline()):
+        from localchat.paths import Paths
 
-        if args.offline or env_says_offline():
-            args.offline = True
-            enforce_offline()
+        config_file = Paths.from_env(args.home).config_file
+        if not config_file.exists():
+            return
+        from localchat.config import Config
+
+        if not Config.load_file(config_file).offline:
+            return
+    args.offline = True
+    enforce_offline()
 
 
 def main(argv: list[str] | None = None) -> int:
