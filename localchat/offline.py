@@ -8,7 +8,7 @@ to a LAN address answers clients but opens nothing itself.
 
 Child processes inherit LOCALCHAT_OFFLINE=1 (and HF_HUB_OFFLINE=1, so the hub clients fail with their own
 offline message); a localchat process started with it turns the guard on in `localchat.cli.main` and
-`Services.open`. Audit hooks cannot be removed, so `release()` only disarms it (tests, a settings toggle).
+`Services.open`, and a worker entry point calls `enforce_if_inherited()`. Audit hooks cannot be removed, so `release()` only disarms it (tests, a settings toggle).
 """
 
 from __future__ import annotations
@@ -43,6 +43,14 @@ def enforce_offline() -> None:
         _state["armed"] = True
     os.environ[ENV_VAR] = "1"
     os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+def enforce_if_inherited() -> bool:
+    """For processes localchat starts (engine workers): arm the guard when the parent was offline."""
+    if env_says_offline():
+        enforce_offline()
+        return True
+    return False
 
 
 def release() -> None:

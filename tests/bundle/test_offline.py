@@ -169,8 +169,8 @@ def test_a_whole_offline_session_opens_no_connection(tmp_path, tiny_pair):
         return out
 
     assert "tiny-a" in localchat("list").stdout
-    assert localchat("run", "tiny-a", "--temperature", "0", "hello").stdout.strip() == "Hi!"
-    assert localchat("run", "tiny-b", "--temperature", "0", "--continue", "and you?").stdout.strip() == "Yo?"
+    assert localchat("run", "tiny-a", "hello", "--temperature", "0").stdout.strip() == "Hi!"
+    assert localchat("run", "tiny-b", "and you?", "--temperature", "0", "--continue").stdout.strip() == "Yo?"
     history = localchat("history").stdout
     assert "hello" in history or "1" in history
     shown = localchat("history", "show", "last").stdout
