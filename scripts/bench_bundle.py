@@ -15,7 +15,6 @@ MB/s counts the model's bytes (1 MB = 10^6 bytes); the ratio is localchat / base
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import subprocess

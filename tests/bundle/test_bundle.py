@@ -62,7 +62,7 @@ def assert_nothing_imported(home: Path) -> None:
     assert svc.registry.all() == {}
     assert not svc.paths.user_catalog.exists()
     assert not any(p.is_file() for p in svc.paths.models_dir.rglob("*"))
-    assert not any(p.is_file() for p in svc.paths.downloads_dir.rglob("*")), "staged files were left behind"
+    assert not any(svc.paths.downloads_dir.rglob("*")), "staged files were left behind"
 
 
 # --- the round trip ----------------------------------------------------------------------------
