@@ -192,3 +192,21 @@ def test_a_whole_offline_session_opens_no_connection(tmp_path, tiny_pair):
     assert sum(1 for r in records if r.event == "socket.connect" and r.data.get("host") == PROBE_HOST) == len(cli), \
         "the spy must see the probes' connection attempts (or it proves nothing)"
     assert not any("pip" in " ".join(argv) for argv in processes.values())
+
+
+def test_a_bundle_imports_with_the_guard_on(tmp_path, tiny_pair):
+    """The air-gapped path end to end: export on one machine, import and verify on one that is offline."""
+    from localchat.bundle import export_bundle, import_bundle
+    from localchat.services import Services
+    from tests.support.models import register_local_model
+
+    source = register_local_model(tmp_path / "online", tiny_pair[0], model_id="tiny-a")
+    bundle = tmp_path / "usb" / "models.lcb"
+    export_bundle(source, ["tiny-a"], bundle)
+    with offline_guard():
+        target = Services.open(tmp_path / "air-gapped")
+        assert target.offline
+        [rec] = import_bundle(target, bundle)
+        assert target.installer.verify(rec.id).ok
+        with pytest.raises(OfflineError):
+            socket.create_connection((PROBE_HOST, 443), timeout=1)
