@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import io
 import json
 import os
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from localchat.bundle import export_bundle, import_bundle, inspect_bundle, verify_bundle
-from localchat.errors import BundleError, Cancelled, IntegrityError, NotInstalledError, UnknownModelError
+from localchat.errors import BundleError, Cancelled, GGUFError, IntegrityError, NotInstalledError, UnknownModelError
 from localchat.services import Services
 from localchat.sources import CancelToken
 
@@ -38,11 +39,11 @@ def members(bundle: Path) -> dict[str, tarfile.TarInfo]:
 
 
 def rewrite(bundle: Path, out: Path, manifest=None, rename: dict[str, str] | None = None,
-            kinds: dict[str, bytes] | None = None) -> Path:
-    """Copy a bundle member by member, changing the manifest, member names or member types on the way."""
+            kinds: dict[str, bytes] | None = None, contents: dict[str, bytes] | None = None) -> Path:
+    """Copy a bundle member by member, changing the manifest, member names, types or contents on the way."""
     with tarfile.open(bundle) as src, tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as dst:
         for info in src.getmembers():
-            data = src.extractfile(info).read()
+            data = (contents or {}).get(info.name) or src.extractfile(info).read()
             if info.name == "manifest.json" and manifest is not None:
                 doc = json.loads(data)
                 manifest(doc)
@@ -236,6 +237,24 @@ def test_a_bundle_cannot_replace_a_catalog_model_with_other_bytes(source_home, t
     bad = rewrite(out, tmp_path / "fake-smol2.lcb", manifest=impersonate_files,
                   rename={MEMBER_A: "models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf"})
     with pytest.raises(IntegrityError, match="catalog pins"):
+        import_bundle(Services.open(target_home), bad)
+    assert_nothing_imported(target_home)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("localchat.gguf") is None, reason="needs the GGUF reader")
+def test_a_consistent_bundle_of_something_that_is_not_a_gguf_is_refused(source_home, target_home, tmp_path):
+    """Hashes only prove the bytes are the ones the manifest names; the file must also be a sane GGUF."""
+    out = export(source_home, tmp_path)
+    payload = b"GGUF" + os.urandom(4096)
+    digest = hashlib.sha256(payload).hexdigest()
+
+    def swap(doc):
+        model = doc["models"][1]
+        model["files"][0].update(size=len(payload), sha256=digest)
+        model["entry"].update(size=len(payload), sha256={"tiny-b.gguf": digest})
+
+    bad = rewrite(out, tmp_path / "not-gguf.lcb", manifest=swap, contents={MEMBER_B: payload})
+    with pytest.raises(GGUFError):
         import_bundle(Services.open(target_home), bad)
     assert_nothing_imported(target_home)
 
