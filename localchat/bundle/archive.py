@@ -11,7 +11,7 @@ from typing import BinaryIO, Iterator
 
 from localchat.bundle.manifest import MANIFEST, MAX_MANIFEST, BundleFile, BundleManifest, BundleModel, parse_manifest
 from localchat.errors import BundleError, IntegrityError
-from localchat.sources.base import CHUNK, CancelToken, FetchedFile, HashingWriter, ProgressMeter
+from localchat.sources.base import COPY_BUFFER, CancelToken, FetchedFile, HashingWriter, ProgressMeter
 
 BLOCK = 512
 RECORD = 20 * BLOCK  # tar pads the archive to whole records
@@ -33,7 +33,7 @@ def stream_file(out: BinaryIO, src: Path, f: BundleFile, meter: ProgressMeter, c
     """Copy one model file into the tar, hashing the very bytes written; they must match the manifest."""
     out.write(_header(f.member, f.size))
     h = hashlib.sha256()
-    buf = memoryview(bytearray(CHUNK * 4))
+    buf = memoryview(bytearray(COPY_BUFFER))
     done = 0
     meter.start(f.name, "export", f.size)
     with open(src, "rb", buffering=0) as inp:

