@@ -38,6 +38,7 @@ MAX_TENSOR_NAME_BYTES = 63  # ggml's GGML_MAX_NAME (64) including the NUL
 MAX_DIMS = 4  # ggml's GGML_MAX_DIMS
 MAX_ALIGNMENT = 1 << 20
 MAX_METADATA_BYTES = 512 << 20  # header + metadata + tensor table
+MAX_MODEL_BYTES = 1 << 45  # 32 TiB: a tensor said to end beyond this is corrupt, not cut off
 SMALL_ARRAY = 1024  # arrays up to this length are kept as Python lists
 INT64_MAX = (1 << 63) - 1
 
@@ -85,8 +86,8 @@ GGML_TYPES: dict[int, tuple[str, int, int]] = {
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _HEADER = struct.Struct("<4sIQQ")
-_MIN_KV_BYTES = 8 + 1 + 4 + 1  # key length, a 1-byte key, value type, a 1-byte value
-_MIN_TENSOR_BYTES = 8 + 1 + 4 + 4 + 8  # name length, a 1-byte name, n_dims (0), type, offset
+_MIN_KV_BYTES = 8 + 4 + 1  # key length, value type, a 1-byte value
+_MIN_TENSOR_BYTES = 8 + 4 + 4 + 8  # name length, n_dims (0), type, offset
 
 _REDOWNLOAD = "download it again"
 _DAMAGED = "the file is damaged or was not made by a GGUF writer; download it again from a trusted source"
@@ -206,10 +207,11 @@ class _Parser:
             self.fail(f"is corrupt: {what} claims {claimed:,} bytes, more than the whole file ({self.size:,} bytes)")
         self.fail(f"is truncated: {what} ends at byte {end:,} but the file has {self.size:,} bytes", _REDOWNLOAD)
 
-    def need(self, n: int, what: str) -> int:
+    def need(self, n: int, what: str, from_file: bool = False) -> int:
+        """Check the next n bytes are there; `from_file`: n is a length the file claims, not a field width."""
         end = self.pos + n
         if end > self.avail:
-            self.past_end(end, what, claimed=n)
+            self.past_end(end, what, claimed=n if from_file else None)
         return end
 
     def u32(self, what: str) -> int:
@@ -230,7 +232,7 @@ class _Parser:
             if n > self.size:
                 self.fail(f"is corrupt: {what} claims {n:,} bytes, more than the whole file ({self.size:,} bytes)")
             self.fail(f"is corrupt: {what} is {n:,} bytes long, more than the {limit:,} allowed")
-        end = self.need(n, what)
+        end = self.need(n, what, from_file=True)
         raw = self.buf[self.pos:end]
         self.pos = end
         if not strict:
@@ -270,7 +272,7 @@ class _Parser:
         scalar = _SCALARS.get(etype)
         if scalar is not None:
             code, width = scalar
-            end = self.need(n * width, where)
+            end = self.need(n * width, where, from_file=True)
             values: Any = GGUFArray(etype, n)
             if n <= SMALL_ARRAY:
                 values = list(struct.unpack_from(f"<{n}{code}", self.buf, self.pos))
@@ -281,8 +283,8 @@ class _Parser:
                 return [self.string(f"element {i} of {where}", MAX_STRING_BYTES, strict=False) for i in range(n)]
             self.skip_strings(n, key if depth == 0 else None, where)
             return GGUFArray(etype, n)
-        if n * 12 > self.size - self.pos:  # each nested array needs at least its type and length
-            self.fail(f"is corrupt: {where} claims {n:,} nested arrays, more than the file can hold")
+        if self.pos + n * 12 > self.avail:  # each nested array needs at least its type and length
+            self.past_end(self.pos + n * 12, f"{where} of {n:,} arrays", claimed=n * 12)
         nested = [self.array(key, depth + 1) for _ in range(n)]
         return nested if n <= SMALL_ARRAY else GGUFArray(etype, n)
 
@@ -297,7 +299,7 @@ class _Parser:
                 for _ in range(min(_CHECKPOINT_STRIDE, n - i)):
                     pos += 8 + unpack(buf, pos)[0]
             end = pos
-        except struct.error:  # an element's length field lies past the bytes we have
+        except (struct.error, OverflowError):  # a length field lies past the bytes we have (or past 2**63)
             end = pos + 8
         if end > avail:
             self.past_end(end, f"{where} (around element {i:,})", claimed=end - self.pos)
@@ -349,9 +351,10 @@ class _Parser:
             self.fail(f"is corrupt: it claims {n_tensors:,} tensors, more than the {MAX_TENSORS:,} allowed")
         if n_kv > MAX_KV:
             self.fail(f"is corrupt: it claims {n_kv:,} metadata entries, more than the {MAX_KV:,} allowed")
-        if n_tensors * _MIN_TENSOR_BYTES + n_kv * _MIN_KV_BYTES > self.size - self.pos:
-            self.fail(f"is corrupt: it claims {n_tensors:,} tensors and {n_kv:,} metadata entries, "
-                      f"more than a file of {self.size:,} bytes can hold")
+        least = self.pos + n_tensors * _MIN_TENSOR_BYTES + n_kv * _MIN_KV_BYTES
+        if least > self.size:
+            self.fail(f"is truncated: its {n_tensors:,} tensors and {n_kv:,} metadata entries need at least "
+                      f"{least:,} bytes but the file has {self.size:,} bytes", _REDOWNLOAD)
         return version, n_tensors, n_kv
 
     def metadata(self, n_kv: int) -> dict[str, Any]:
@@ -416,7 +419,7 @@ class _Parser:
             names.add(name)
             n_dims = self.u32(f"the dimension count of {what}")
             if n_dims > MAX_DIMS:
-                self.fail(f"is corrupt: {what} has {n_dims} dimensions; ggml allows at most {MAX_DIMS}")
+                self.fail(f"is corrupt: {what} has {n_dims:,} dimensions; ggml allows at most {MAX_DIMS}")
             end = self.need(8 * n_dims, f"the shape of {what}")
             shape = struct.unpack_from(f"<{n_dims}Q", self.buf, self.pos)
             self.pos = end
@@ -451,7 +454,7 @@ class _Parser:
         for t in sorted(tensors, key=lambda t: t.offset):
             end = data_offset + t.offset + t.nbytes
             if end > self.size:
-                if t.offset + t.nbytes > packed:
+                if t.offset + t.nbytes > packed or end > MAX_MODEL_BYTES:
                     self.fail(f"is corrupt: tensor {t.name!r} claims bytes {data_offset + t.offset:,} to {end:,}, "
                               f"past the end of the file ({self.size:,} bytes)")
                 self.fail(f"is truncated: tensor {t.name!r} ends at byte {end:,} but the file has "
@@ -476,12 +479,21 @@ class _Parser:
         return found
 
 
+def _parse(buf: bytes, size: int, path: Path) -> GGUFInfo:
+    try:
+        return _Parser(buf, size, path).parse()
+    except (struct.error, ValueError, OverflowError, IndexError, KeyError, MemoryError, RecursionError) as e:
+        # Every read is bound-checked first; this only turns a bug of ours into a refusal, never a crash.
+        raise GGUFError(f"{path.name} could not be checked (internal error: {type(e).__name__}: {e})",
+                        _DAMAGED) from e
+
+
 def parse_gguf_bytes(data: bytes, path: str | Path = "<memory>", file_size: int | None = None) -> GGUFInfo:
     """Check a GGUF held in memory. `data` may be just the start of a file of `file_size` bytes (its
     header, metadata and tensor table): tensor data is never read, only checked to lie inside the file."""
     size = len(data) if file_size is None else file_size
     try:
-        return _Parser(data, max(size, len(data)), Path(path)).parse()
+        return _parse(data, max(size, len(data)), Path(path))
     except _NeedMore as more:
         raise GGUFError(f"{Path(path).name} is truncated: its header needs byte {more.needed:,} "
                         f"but only {len(data):,} bytes were given", _REDOWNLOAD) from None
@@ -510,7 +522,7 @@ def read_gguf(path: str | Path) -> GGUFInfo:
             buf = f.read(min(size, _FIRST_READ))
             while True:
                 try:
-                    return _Parser(buf, size, path).parse()
+                    return _parse(buf, size, path)
                 except _NeedMore as more:
                     if more.needed > MAX_METADATA_BYTES:
                         raise GGUFError(f"{path.name} is corrupt: its metadata runs past {MAX_METADATA_BYTES:,} bytes",
@@ -522,10 +534,6 @@ def read_gguf(path: str | Path) -> GGUFInfo:
                     buf += extra
         except OSError as e:
             raise GGUFError(f"cannot read {path}: {e.strerror or e}", "check the file and the disk") from None
-        except (struct.error, ValueError, OverflowError, IndexError, MemoryError, RecursionError) as e:
-            # Every read above is bound-checked first; this only turns a bug of ours into a refusal.
-            raise GGUFError(f"{path.name} could not be checked (internal error: {type(e).__name__}: {e})",
-                            _DAMAGED) from e
 
 
 def check_split(paths: list[Path]) -> list[GGUFInfo]:
