@@ -37,9 +37,10 @@ MAX_ARRAY_DEPTH = 3  # an array of arrays of arrays at most
 MAX_TENSOR_NAME_BYTES = 63  # ggml's GGML_MAX_NAME (64) including the NUL
 MAX_DIMS = 4  # ggml's GGML_MAX_DIMS
 MAX_ALIGNMENT = 1 << 20
-MAX_METADATA_BYTES = 512 << 20  # header + metadata + tensor table
+MAX_METADATA_BYTES = 128 << 20  # header + metadata + tensor table (a 151k-token vocabulary takes 6 MB)
 MAX_MODEL_BYTES = 1 << 45  # 32 TiB: a tensor said to end beyond this is corrupt, not cut off
-SMALL_ARRAY = 1024  # arrays up to this length are kept as Python lists
+SMALL_ARRAY = 1024  # arrays up to this length are kept as Python lists...
+MAX_KEPT_VALUES = 1 << 18  # ... until this many values are kept in all (nested small arrays multiply)
 INT64_MAX = (1 << 63) - 1
 
 _FIRST_READ = 8 << 20  # enough for the metadata of nearly every model in one read
@@ -194,6 +195,7 @@ class _Parser:
         self.pos = 0
         self.types: dict[str, tuple[int, int | None]] = {}  # key -> (value type, array element type)
         self.checkpoints: dict[str, tuple[int, array]] = {}  # large string arrays: (length, offsets)
+        self.keep_left = MAX_KEPT_VALUES
 
     # -- low-level reads, each bound-checked first
     def fail(self, problem: str, hint: str = _DAMAGED) -> NoReturn:
@@ -257,7 +259,7 @@ class _Parser:
             return self.array(key, depth)
         self.fail(f"is corrupt: metadata {key!r} has unknown value type {vtype}")
 
-    def array(self, key: str, depth: int) -> Any:
+    def array(self, key: str, depth: int, keep_ok: bool = True) -> Any:
         where = f"the array {key!r}"
         etype = self.u32(f"the element type of {where}")
         if etype not in ValueType._value2member_map_:
@@ -269,24 +271,28 @@ class _Parser:
             self.fail(f"is corrupt: {where} claims {n:,} elements, more than the {MAX_ARRAY_LENGTH:,} allowed")
         if depth == 0:
             self.types[key] = (ValueType.ARRAY, etype)
+        keep = keep_ok and n <= SMALL_ARRAY and n <= self.keep_left
+        if keep:
+            self.keep_left -= n
         scalar = _SCALARS.get(etype)
         if scalar is not None:
             code, width = scalar
             end = self.need(n * width, where, from_file=True)
-            values: Any = GGUFArray(etype, n)
-            if n <= SMALL_ARRAY:
-                values = list(struct.unpack_from(f"<{n}{code}", self.buf, self.pos))
+            values: Any = list(struct.unpack_from(f"<{n}{code}", self.buf, self.pos)) if keep else GGUFArray(etype, n)
             self.pos = end
             return values
         if etype == ValueType.STRING:
-            if n <= SMALL_ARRAY:
+            if keep:
                 return [self.string(f"element {i} of {where}", MAX_STRING_BYTES, strict=False) for i in range(n)]
             self.skip_strings(n, key if depth == 0 else None, where)
             return GGUFArray(etype, n)
         if self.pos + n * 12 > self.avail:  # each nested array needs at least its type and length
             self.past_end(self.pos + n * 12, f"{where} of {n:,} arrays", claimed=n * 12)
-        nested = [self.array(key, depth + 1) for _ in range(n)]
-        return nested if n <= SMALL_ARRAY else GGUFArray(etype, n)
+        if keep:
+            return [self.array(key, depth + 1) for _ in range(n)]
+        for _ in range(n):
+            self.array(key, depth + 1, keep_ok=False)
+        return GGUFArray(etype, n)
 
     def skip_strings(self, n: int, key: str | None, where: str) -> None:
         """Walk a large string array checking every element's bounds; the hot loop of the whole reader."""

@@ -159,11 +159,16 @@ def _join_estimate(budget: _Budget, sep: str, items: list[Any]) -> int:
 
 
 def _replace_estimate(budget: _Budget, s: Any, old: Any, new: Any, count: Any = None) -> int:
-    text, old, new = (s if isinstance(s, str) else ""), str(old), str(new)
-    hits = text.count(old) if old else len(text) + 1
+    if not (isinstance(s, bytes) and isinstance(old, bytes) and isinstance(new, bytes)):
+        old, new = str(old), str(new)  # as the replace filter does
+    length = budget.size(s)
+    if isinstance(s, (str, bytes)) and type(old) is type(s if isinstance(s, bytes) else ""):
+        hits = s.count(old) if old else len(s) + 1
+    else:
+        hits = length + 1
     if isinstance(count, int) and count >= 0:
         hits = min(hits, count)
-    return budget.size(s) + hits * max(0, len(new) - len(old))
+    return length + hits * max(0, len(new) - len(old))
 
 
 def _precheck_method(budget: _Budget, func: Any, args: tuple, kwargs: dict) -> tuple:

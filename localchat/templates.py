@@ -10,7 +10,7 @@ file's own), then the file's own template, then ChatML with a warning the user s
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -30,6 +30,8 @@ class ChatTemplate(Protocol):
 
 def message_pairs(messages: Sequence[Any]) -> list[tuple[str, str]]:
     """(role, content) of each message, which may be a Message or a mapping with 'role' and 'content'."""
+    if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Iterable):
+        raise TemplateError("the conversation must be a list of messages", "pass a list of messages")
     pairs = []
     for i, m in enumerate(messages):
         role, content = (m.role, m.content) if isinstance(m, Message) else (

@@ -191,3 +191,19 @@ def test_duplicate_key_in_a_real_writer_file(tmp_path):
     path.write_bytes(apply(base, lay, [("duplicate", 1, 1)]))
     with pytest.raises(GGUFError, match="appears twice"):
         read_gguf(path)
+
+
+def test_nested_array_bomb_is_checked_but_not_kept(tmp_path):
+    """200 x 200 x 200 small arrays: every element bound-checked, but not 8 million Python values kept."""
+    from tests.support.ggufmutate import peak_memory
+
+    inner = struct.pack("<IQ", U8, 200) + bytes(200)
+    middle = struct.pack("<IQ", ARR, 200) + inner * 200
+    path = tmp_path / "bomb.gguf"
+    path.write_bytes(minimal().add_raw("bomb", struct.pack("<IIQ", ARR, ARR, 200) + middle * 200).build()[0])
+    with hang_guard(), peak_memory() as peak:
+        info = read_gguf(path)
+    size = path.stat().st_size
+    assert peak[0] < size + (16 << 20), f"{peak[0]:,} bytes for a {size:,}-byte file"
+    bomb = info.metadata["bomb"]
+    assert len(bomb) == 200 and sum(isinstance(m, list) for m in bomb) < 200  # the kept-value budget ran out

@@ -80,6 +80,8 @@ EXHAUSTION = {
     "format width": "{{ '{:>1000000000}'.format('x') }}",
     "format reuse": "{{ '{0}{0}{0}{0}{0}'.format('x' * 500000) }}",
     "replace empty": "{% set s = 'a' * 100000 %}{{ s.replace('', s) }}",
+    "bytes replace": "{% set s = ('a' * 100000).encode() %}{{ s.replace(''.encode(), s) }}",
+    "replace filter on a list": "{% set s = 'a' * 100000 %}{{ [s]|replace('', s) }}",
     "replace filter": "{% set s = 'a' * 100000 %}{{ s|replace('a', s) }}",
     "join amplification": "{% set s = 'a' * 100000 %}{{ s.join([s, s, s, s, s, s, s, s, s, s, s, s]) }}",
     "join filter": "{% set s = 'a' * 100000 %}{{ [s, s, s, s, s, s, s, s, s, s, s]|join(s) }}",

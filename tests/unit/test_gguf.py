@@ -128,7 +128,7 @@ def test_real_qwen_coder(qwen_coder_path):
     assert info.data_offset + packed[-1].offset + packed[-1].nbytes == info.file_size
 
 
-def test_real_qwen_coder_reads_fast(qwen_coder_path):
+def test_real_qwen_coder_vocabulary_is_checked_not_kept(qwen_coder_path):
     """Not a timing assertion: the reader's work must not grow with a Python object per token. Reading
     the 151k-token vocabulary must allocate far less than a list of 151k strings would."""
     import tracemalloc

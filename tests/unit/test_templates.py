@@ -92,9 +92,11 @@ def test_unknown_native_name_lists_the_known_ones():
 
 
 def test_bad_messages_are_template_errors():
-    for bad in ([{"content": "no role"}], [{"role": "user", "content": 3}], ["just text"]):
+    for bad in ([{"content": "no role"}], [{"role": "user", "content": 3}], ["just text"], None, "hi", {"role": "x"}):
         with pytest.raises(TemplateError):
             native("chatml").render(bad)
+        with pytest.raises(TemplateError):
+            from_gguf(CHATML_TEMPLATE).render(bad)
     assert native("chatml").render([{"role": "user", "content": None}]) == native("chatml").render([Message("user", "")])
 
 
