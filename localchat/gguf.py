@@ -392,8 +392,8 @@ class _Parser:
             if key in md and self.types[key][0] not in _INTEGERS:
                 self.fail(f"is corrupt: {key} must be an integer")
         count, index = md.get("split.count", 1), md.get("split.no", 0)
-        if not 1 <= count <= 9999 or not 0 <= index < count:
-            self.fail(f"is corrupt: it says it is split part {index} of {count}")
+        if not 1 <= count <= 65535 or not 0 <= index < count:  # llama.cpp keeps both in a uint16
+            self.fail(f"is corrupt: its split.no is {index} but its split.count is {count}")
         if index == 0 and not md.get("general.architecture"):
             self.fail("has no general.architecture, so it is not a model llama.cpp can load",
                       "choose a GGUF model file (or the first part, -00001-of-N, of a split model)")

@@ -117,7 +117,7 @@ CASES = {
     "scores without tokens": (minimal().add("tokenizer.ggml.scores", ARR, (F32, [0.5])).build()[0],
                               "tokenizer.ggml.scores has 1 entries but the vocabulary has 0 tokens"),
     "split index past count": (minimal().add("split.no", U16, 3).add("split.count", U16, 3).build()[0],
-                               "it says it is split part 3 of 3"),
+                               "its split.no is 3 but its split.count is 3"),
     "split count as bool": (minimal().add("split.count", BOOL, True).build()[0], "split.count must be an integer"),
     # tensors
     "tensor name 64 bytes": (override_tensor(raw_tensor(b"n" * 64, [32])), "is 64 bytes long, more than the 63 allowed"),
