@@ -478,8 +478,14 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self.wfile.flush()
         with open(hosted.path, "rb") as f:
-            if fault is None:
-                self.rec.sent += self.connection.sendfile(f, offset=start, count=length)
+            if fault is None:  # in slices, so a transfer the client abandons is still counted
+                pos, end_pos = start, start + length
+                while pos < end_pos:
+                    n = self.connection.sendfile(f, offset=pos, count=min(4 << 20, end_pos - pos))
+                    if n == 0:
+                        break
+                    pos += n
+                    self.rec.sent += n
             else:
                 self._send_faulty(f, start, length, fault)
 
