@@ -129,3 +129,21 @@ def test_a_url_file_that_changed_on_the_server_starts_over(hub, svc, model_files
     assert last.headers["if-range"] == f'"{ModelFiles.sha(model_files.big)}"'
     assert last.status == 200 and last.sent == new.stat().st_size
 
+
+
+def test_list_shows_unfinished_downloads_and_rm_deletes_them(hub, svc, model_files, capsys):
+    from localchat.cli import main
+
+    name = model_files.big.name
+    svc.paths.user_catalog.write_text(f"- id: half\n  files: [{name}]\n  sources:\n    - hf: {REPO}\n")
+    hub.add_fault(name, drop_after=1_500_000)
+    hub.add_fault(name, status=404, times=-1)
+    assert main(["pull", "half"]) == 1
+    assert "HTTP 404" in capsys.readouterr().err
+    assert main(["list"]) == 0
+    assert "1.5 MB in unfinished downloads" in capsys.readouterr().out
+    assert main(["rm", "half"]) == 0
+    assert "removed the unfinished download of half, freed 1.5 MB" in capsys.readouterr().out
+    assert not (svc.paths.downloads_dir / "half").exists()
+    assert main(["rm", "half"]) == 1
+    assert "'half' is not installed" in capsys.readouterr().err
