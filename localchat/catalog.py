@@ -187,11 +187,11 @@ def load_file(path: Path, origin: str) -> list[ModelEntry]:
         raise CatalogError(f"{path}: not UTF-8 text ({exc.reason})") from None
     except OSError as exc:
         raise CatalogError(f"{path}: cannot read the catalog ({exc.strerror})") from None
-    return load_text(text, path, origin)
+    return parse_text(text, path, origin)
 
 
-def load_text(text: str, path: Path, origin: str) -> list[ModelEntry]:
-    """Parse catalog text; `path` is only used to name file:line in messages."""
+def parse_text(text: str, path: Path, origin: str) -> list[ModelEntry]:
+    """The entries of catalog text, validated; messages name `path` (where the text is or will be)."""
     if "\x00" in text:
         raise CatalogError(f"{path}: contains a NUL byte; this is not a YAML catalog")
     root = _compose(text, path)
@@ -240,9 +240,8 @@ def _entry(node: _Node, path: Path, origin: str) -> ModelEntry:
             raise _fail(path, value.line, f"unknown field '{key}'", hint=f"did you mean '{close[0]}'?" if close else
                         "known fields: " + ", ".join(sorted(ENTRY_FIELDS)))
     model_id = _get(m, "id", str, path, required=True)
-    if not _ID_RE.match(model_id):
-        raise _fail(path, m["id"].line, f"invalid id '{model_id}'",
-                    hint="use letters, digits, '.', '_' and '-' (up to 128 characters)")
+    if check_model_id(model_id):
+        raise _fail(path, m["id"].line, f"invalid id '{model_id}'", hint=check_model_id(model_id) or "")
     where = f"{path}:{node.line}"
     endpoint = _get(m, "endpoint", str, path)
     files = _files(m, path, required=endpoint is None)
@@ -279,6 +278,13 @@ def _entry(node: _Node, path: Path, origin: str) -> ModelEntry:
         origin=origin,
         where=where,
     )
+
+
+def check_model_id(model_id: str) -> str | None:
+    """What to do about an id that is not valid, or None when it is."""
+    if not _ID_RE.match(model_id):
+        return "use letters, digits, '.', '_' and '-' (up to 128 characters), starting with a letter or digit"
+    return None
 
 
 def check_file_name(name: str) -> str | None:
@@ -375,6 +381,9 @@ def _source(node: _Node, path: Path) -> SourceSpec:
         location = _check_pip(location, options, m, path, line)
     if kind in ("hf", "modelscope") and not re.match(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$", location):
         raise _fail(path, line, f"'{location}' is not a repository id", hint="write it as OWNER/REPO")
+    if kind == "file" and not re.match(r"^(/|~|[A-Za-z]:[\\/])", location):
+        raise _fail(path, line, f"file source '{location}' must be an absolute path",
+                    hint="write the full path, e.g. /media/usb/models/model.gguf")
     if kind == "url" and not re.match(r"^https?://[^\s]+$", location):
         raise _fail(path, line, f"unsupported URL '{location}'", hint="url sources must be http:// or https://")
     return SourceSpec(kind, location.strip(), options, where=f"{path}:{line}")
@@ -420,7 +429,7 @@ def _check_pip(location: str, options: dict[str, Any], m: dict[str, _Node], path
 
 
 def entry_to_dict(entry: ModelEntry) -> dict[str, Any]:
-    """The entry as catalog data (what a models.yaml entry says), loadable again by `load_text`."""
+    """The entry as catalog data (what a models.yaml entry says); `usercatalog.render_entry` writes it as YAML."""
     out: dict[str, Any] = {"id": entry.id, "name": entry.name}
     for key in ("quant", "size"):
         if getattr(entry, key) is not None:
@@ -443,46 +452,3 @@ def entry_to_dict(entry: ModelEntry) -> dict[str, Any]:
 def _source_to_dict(spec: SourceSpec) -> dict[str, Any]:
     several = spec.kind == "pip" and " " in spec.location
     return {spec.kind: spec.location.split(" ") if several else spec.location, **spec.options}
-
-
-def entry_from_dict(data: dict[str, Any], where: str, origin: str = "user") -> ModelEntry:
-    """Validate catalog data from elsewhere (a bundle's manifest) exactly as a models.yaml entry is validated."""
-    import yaml
-
-    if not isinstance(data, dict):
-        raise CatalogError(f"{where}: a catalog entry must be a mapping")
-    try:
-        text = yaml.safe_dump([data], sort_keys=False, allow_unicode=True)
-    except yaml.YAMLError as exc:
-        raise CatalogError(f"{where}: the catalog entry cannot be written as YAML ({exc})") from None
-    entries = load_text(text, Path(where), origin)
-    if len(entries) != 1:
-        raise CatalogError(f"{where}: expected one catalog entry")
-    return entries[0]
-
-
-def append_user_entry(path: Path, entry: dict[str, Any]) -> ModelEntry:
-    """Add one entry to the user catalog, keeping the file's text (and comments) as they are.
-
-    The new text is validated by loading it before it replaces the file, so a bad entry never lands there.
-    """
-    import fcntl
-
-    import yaml
-
-    from localchat.config import atomic_write_text
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / ".models.yaml.lock", "w") as lock:  # two imports at once must not lose an entry
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            old = path.read_text(encoding="utf-8") if path.exists() else ""
-        except (OSError, UnicodeDecodeError) as exc:
-            raise CatalogError(f"{path}: cannot read the user catalog ({exc})") from None
-        if old and not old.endswith("\n"):
-            old += "\n"
-        block = yaml.safe_dump([entry], sort_keys=False, allow_unicode=True, width=120)
-        new = old + ("\n" if old.strip() else "") + block
-        entries = load_text(new, path, origin="user")  # raises with file:line (e.g. a duplicate id)
-        atomic_write_text(path, new)
-    return next(e for e in entries if e.id == entry.get("id"))

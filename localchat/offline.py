@@ -6,9 +6,9 @@ A refused attempt raises OfflineError before any packet leaves. Name lookups are
 query is itself traffic), except for loopback names. Listening sockets are not touched: a server bound
 to a LAN address answers clients but opens nothing itself.
 
-Child processes inherit LOCALCHAT_OFFLINE=1 (and HF_HUB_OFFLINE=1, so the hub clients fail with their own
-offline message); a localchat process started with it turns the guard on in `localchat.cli.main` and
-`Services.open`, and a worker entry point calls `enforce_if_inherited()`. Audit hooks cannot be removed, so `release()` only disarms it (tests, a settings toggle).
+Child processes inherit LOCALCHAT_OFFLINE=1; a localchat process started with it turns the guard on in
+`localchat.cli.main` and `Services.open`, and a worker entry point calls `enforce_if_inherited()`.
+Audit hooks cannot be removed, so `release()` only disarms it (tests, a settings toggle).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from localchat.errors import OfflineError
 ENV_VAR = "LOCALCHAT_OFFLINE"
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"}
 _lock = threading.Lock()
-_state = {"hooked": False, "armed": False}
+_state: dict[str, Any] = {"hooked": False, "armed": False}
 
 
 def env_says_offline(environ: dict[str, str] | None = None) -> bool:
@@ -40,9 +40,10 @@ def enforce_offline() -> None:
         if not _state["hooked"]:
             sys.addaudithook(_audit)
             _state["hooked"] = True
+        if not _state["armed"]:
+            _state["env_before"] = os.environ.get(ENV_VAR)
         _state["armed"] = True
     os.environ[ENV_VAR] = "1"
-    os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 def enforce_if_inherited() -> bool:
@@ -54,10 +55,17 @@ def enforce_if_inherited() -> bool:
 
 
 def release() -> None:
-    """Disarm the guard (the hook stays installed but lets everything through)."""
-    _state["armed"] = False
-    os.environ.pop(ENV_VAR, None)
-    os.environ.pop("HF_HUB_OFFLINE", None)
+    """Disarm the guard (the hook stays installed but lets everything through); children are no longer
+    marked offline unless they were before it was armed."""
+    with _lock:
+        if not _state["armed"]:
+            return
+        _state["armed"] = False
+        before = _state.pop("env_before", None)
+    if before is None:
+        os.environ.pop(ENV_VAR, None)
+    else:
+        os.environ[ENV_VAR] = before
 
 
 def is_enforced() -> bool:
@@ -66,18 +74,14 @@ def is_enforced() -> bool:
 
 @contextmanager
 def offline_guard() -> Iterator[None]:
-    """The guard for the length of a block, restoring the previous state afterwards."""
-    was = _state["armed"], os.environ.get(ENV_VAR), os.environ.get("HF_HUB_OFFLINE")
+    """The guard for the length of a block (left armed if it already was)."""
+    was = _state["armed"]
     enforce_offline()
     try:
         yield
     finally:
-        _state["armed"] = was[0]
-        for key, value in ((ENV_VAR, was[1]), ("HF_HUB_OFFLINE", was[2])):
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        if not was:
+            release()
 
 
 def is_loopback_host(host: Any) -> bool:

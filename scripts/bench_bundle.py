@@ -66,10 +66,10 @@ def main() -> int:
         return 2
 
     from localchat.bundle import export_bundle, import_bundle
-    from localchat.catalog import append_user_entry
     from localchat.registry import InstalledFile, InstalledModel
     from localchat.services import Services
     from localchat.sources.base import sha256_file
+    from localchat.usercatalog import append_entry, render_entry
 
     scratch = Path(tempfile.mkdtemp(prefix="bench-bundle-", dir=args.dir))
     try:
@@ -77,8 +77,8 @@ def main() -> int:
         size = model.stat().st_size
         source = Services.open(scratch / "home-a")
         digest = sha256_file(model)  # also warms the page cache for both sides
-        append_user_entry(source.paths.user_catalog, {"id": MODEL_ID, "files": [model.name], "sha256": digest,
-                                                      "size": size, "template": "qwen"})
+        append_entry(source.paths.user_catalog, render_entry({"id": MODEL_ID, "files": [model.name], "sha256": digest,
+                                                              "size": size, "template": "qwen"}))
         source.registry.record(InstalledModel(MODEL_ID, [InstalledFile(model.name, digest, size)],
                                               source=f"file:{model}", directory=str(model.parent)))
         source = Services.open(scratch / "home-a")

@@ -28,10 +28,11 @@ from localchat.bundle.archive import BundleReader, stream_file, write_end, write
 from localchat.bundle.manifest import (
     FORMAT, MANIFEST, VERSION, BundleFile, BundleManifest, BundleModel, manifest_bytes, member_name, parse_manifest,
 )
-from localchat.catalog import ModelEntry, append_user_entry, entry_to_dict
+from localchat.catalog import ModelEntry, entry_to_dict
 from localchat.errors import BundleError, DiskFullError, IntegrityError, NotInstalledError
 from localchat.registry import InstalledModel, disk_free
 from localchat.sources.base import CancelToken, FetchContext, FetchedFile, HashingWriter, ProgressCallback, ProgressMeter
+from localchat.usercatalog import append_entry, render_entry
 
 __all__ = ["BundleFile", "BundleManifest", "BundleModel", "export_bundle", "import_bundle", "inspect_bundle",
            "verify_bundle", "parse_manifest", "FORMAT", "VERSION"]
@@ -174,9 +175,11 @@ def import_bundle(services, path: str | os.PathLike[str], progress: ProgressCall
     except BaseException:  # a disk error mid-way: what was installed is complete and recorded; drop the rest
         _discard(written)
         raise
+    stamp = time.strftime("%Y-%m-%d")
     for model in manifest.models:
         if plan[model.id][1]:
-            append_user_entry(services.paths.user_catalog, model.entry_data)
+            append_entry(services.paths.user_catalog,
+                         render_entry(model.entry_data, f"imported from a bundle on {stamp}; sha256 verified"))
     services.reload_catalog()
     return installed
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from localchat.catalog import ModelEntry, entry_from_dict
+from localchat.catalog import ModelEntry, parse_text
 from localchat.errors import BundleError, CatalogError, IntegrityError
 
 FORMAT = "localchat-bundle"
@@ -29,7 +29,7 @@ class BundleFile:
 @dataclass(frozen=True)
 class BundleModel:
     entry: ModelEntry  # the catalog data, validated as a models.yaml entry would be
-    entry_data: dict[str, Any]  # the same, as written in the manifest (what goes into the user catalog)
+    entry_data: dict[str, Any]  # the same as data: in the manifest, and (rendered) in the user catalog
     files: tuple[BundleFile, ...]
 
     @property
@@ -104,10 +104,7 @@ def parse_manifest(doc: Any, path: Path) -> BundleManifest:
 def _parse_model(raw: Any, where: str) -> BundleModel:
     if not isinstance(raw, dict) or not isinstance(raw.get("entry"), dict) or not isinstance(raw.get("files"), list):
         raise BundleError(f"{where}: each model needs 'entry' and 'files'")
-    try:
-        entry = entry_from_dict(raw["entry"], where)
-    except CatalogError as exc:
-        raise BundleError(f"the bundle's catalog data is invalid: {exc.message}", hint="the bundle is damaged or hostile") from None
+    entry = _entry(raw["entry"], where)
     if raw.get("id") != entry.id or entry.is_remote:
         raise BundleError(f"{where}: 'id' must match its catalog entry, and the entry must have files")
     files = []
@@ -132,3 +129,19 @@ def _parse_model(raw: Any, where: str) -> BundleModel:
     if [f.name for f in files] != list(entry.files):
         raise BundleError(f"{where}: 'files' must list each of the entry's files once, in order")
     return BundleModel(entry, raw["entry"], tuple(files))
+
+
+def _entry(data: dict, where: str) -> ModelEntry:
+    """The catalog entry exactly as it would be appended to the user catalog (rendered), validated."""
+    from localchat.usercatalog import render_entry
+
+    try:
+        text = render_entry(data)
+        entries = parse_text(text, Path(where), "user")
+    except CatalogError as exc:
+        raise BundleError(f"the bundle's catalog data is invalid: {exc.message}", hint="the bundle is damaged or hostile") from None
+    except (AttributeError, TypeError, ValueError, IndexError):  # values of the wrong shape
+        raise BundleError(f"{where}: the catalog data is malformed", hint="the bundle is damaged or hostile") from None
+    if len(entries) != 1:
+        raise BundleError(f"{where}: the catalog data must be exactly one entry", hint="the bundle is damaged or hostile")
+    return entries[0]

@@ -20,17 +20,6 @@ from localchat.offline import is_loopback_host, offline_guard
 from tests.support.netspy import PROBE_HOST, NetSpy
 
 
-@pytest.fixture(autouse=True)
-def disarmed():
-    """The guard is process-wide: leave it (and the environment it sets) as each test found it."""
-    before = {k: os.environ.get(k) for k in ("LOCALCHAT_OFFLINE", "HF_HUB_OFFLINE")}
-    yield
-    offline.release()
-    for key, value in before.items():
-        if value is not None:
-            os.environ[key] = value
-
-
 @pytest.fixture
 def loopback_server():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
