@@ -92,27 +92,40 @@ def main() -> int:
         names = ["export", "tar+sha256sum (export)", "tar+openssl (export)", "import", "tar x+sha256sum (import)",
                  "tar x+openssl (import)"]
         rows = {k: [] for k in names if hasher or "openssl" not in k}
-        for run in range(args.runs):
-            bundle.unlink(missing_ok=True)
+        leftovers: list[Path] = []
+        def tar_export(tool):
             tarball.unlink(missing_ok=True)
-            rows["export"].append(timed(lambda: export_bundle(source, [MODEL_ID], bundle)))
-            for tool, key in ((["sha256sum"], "tar+sha256sum (export)"), (hasher, "tar+openssl (export)")):
-                if key in rows:
-                    tarball.unlink(missing_ok=True)
-                    rows[key].append(timed(lambda: (
-                        sh("tar", "cf", str(tarball), "-C", str(model.parent), model.name),
-                        sh(*tool, str(model)), sh("sync", str(tarball)))))
+            sh("tar", "cf", str(tarball), "-C", str(model.parent), model.name)
+            sh(*tool, str(model))
+            sh("sync", str(tarball))
 
+        def our_import(run):
             target_home = scratch / f"home-b{run}"
-            rows["import"].append(timed(lambda: import_bundle(Services.open(target_home), bundle)))
-            shutil.rmtree(target_home)
-            for tool, key in ((["sha256sum"], "tar x+sha256sum (import)"), (hasher, "tar x+openssl (import)")):
-                if key in rows:
-                    out_dir = scratch / f"untar{run}"
-                    out_dir.mkdir()
-                    rows[key].append(timed(lambda: (
-                        sh("tar", "xf", str(tarball), "-C", str(out_dir)), sh(*tool, str(out_dir / model.name)))))
-                    shutil.rmtree(out_dir)
+            import_bundle(Services.open(target_home), bundle)
+            return target_home
+
+        def tar_import(tool, run):
+            out_dir = scratch / f"untar{run}"
+            out_dir.mkdir()
+            sh("tar", "xf", str(tarball), "-C", str(out_dir))
+            sh(*tool, str(out_dir / model.name))
+            return out_dir
+
+        for run in range(args.runs):
+            # Each side leaves the page cache and the file system in a different state for the next one:
+            # the order is reversed every other run so that no side always goes first.
+            exports = [("export", lambda: export_bundle(source, [MODEL_ID], bundle, overwrite=True))]
+            imports = [("import", lambda run=run: our_import(run))]
+            for tool, name in ((["sha256sum"], "sha256sum"), (hasher, "openssl")):
+                if f"tar+{name} (export)" in rows:
+                    exports.append((f"tar+{name} (export)", lambda tool=tool: tar_export(tool)))
+                    imports.append((f"tar x+{name} (import)", lambda tool=tool, run=run: tar_import(tool, run)))
+            order = 1 if run % 2 == 0 else -1
+            for key, step in exports[::order]:
+                rows[key].append(timed(step))
+            for key, step in imports[::order]:
+                rows[key].append(timed(lambda step=step: leftovers.append(step())))
+                shutil.rmtree(leftovers.pop())  # untimed: each import starts on an empty target
             print(f"run {run + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in rows.items()))
 
         # On a shared machine other processes come and go: the best run of each side is the least
