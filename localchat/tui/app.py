@@ -352,6 +352,11 @@ class LocalchatApp(App):
         if not isinstance(self.screen, ModelsScreen):
             self.push_screen(ModelsScreen())
 
+    def action_import_model(self) -> None:
+        from localchat.tui.screens.models import ModelsScreen
+
+        ModelsScreen.ask_import(self)
+
     def action_settings(self) -> None:
         from localchat.tui.screens.settings import SettingsScreen
 

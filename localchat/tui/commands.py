@@ -22,6 +22,8 @@ ACTIONS = [
     ("Toggle conversations", "Show or hide the list of saved conversations", "chat", "toggle_sidebar"),
     ("Search conversations", "Search the text of every saved conversation", "chat", "search"),
     ("Models", "The catalog: pull, cancel, delete, verify, switch", "app", "models"),
+    ("Import a model file", "Install a local .gguf file or a bundle (.lcb), e.g. from a USB stick", "app",
+     "import_model"),
     ("Settings", "System prompt, sampling, context size, GPU layers, flash attention", "app", "settings"),
     ("Help", "Every key binding", "app", "help"),
 ]

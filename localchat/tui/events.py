@@ -43,6 +43,7 @@ class TaskFinished(Message):
     error: str | None = None
     cancelled: bool = False
     problems: list[str] | None = None  # what verify found
+    installed: list[str] | None = None  # model ids an import installed
 
 
 @dataclass
@@ -69,6 +70,7 @@ class ReplyFinished(Message, bubble=False):
     usage: Any
     error: str | None = None
     started: bool = True  # False: the turn failed before generation began (the message was not sent)
+    warning: str | None = None  # the reply went on, but something else failed (saving it)
 
 
 # --- conversations ------------------------------------------------------------------------------

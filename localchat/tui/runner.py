@@ -1,4 +1,4 @@
-"""Background model tasks (pull, verify, remove) in thread workers, and their live state for the screens.
+"""Background model tasks (pull, verify, import, remove) in thread workers, and their live state for the screens.
 
 Tasks belong to the app, not to a screen: a pull goes on while the user closes the models screen and chats.
 Screens that show tasks implement `show_tasks(tasks)`; screens that list models implement `models_changed()`.
@@ -7,9 +7,10 @@ Screens that show tasks implement `show_tasks(tasks)`; screens that list models 
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from localchat.errors import Cancelled, LocalchatError
+from localchat.errors import Cancelled, LocalchatError, SourceError
 from localchat.tui.events import Failed, ModelsChanged, TaskFinished, TaskProgress
 from localchat.tui.format import human_size
 from localchat.tui.tasks import ModelTask
@@ -68,6 +69,20 @@ class TaskRunner:
         self.app.run_worker(partial(self._remove, model_id), thread=True, group="tasks", name=f"remove {model_id}",
                             exit_on_error=False)
 
+    def import_path(self, path: str) -> bool:
+        """Install a local .gguf file, or every model of a bundle (.lcb), in the background."""
+        from localchat.sources import CancelToken
+
+        name = Path(path).expanduser().name
+        key = f"import {name}"
+        if key in self.active:
+            self.app.notify(f"{name} is already being imported", severity="warning")
+            return False
+        task = self._add(ModelTask(key, "import", CancelToken(), label=name))
+        self.app.run_worker(partial(self._import, Path(path).expanduser(), task), thread=True, group="tasks",
+                            name=key, exit_on_error=False)
+        return True
+
     def cancel(self, model_id: str) -> bool:
         task = self.active.get(model_id)
         if task is None:
@@ -117,6 +132,32 @@ class TaskRunner:
         else:
             self.app.post_message(TaskFinished(model_id, "verify", problems=list(report.problems)))
 
+    def _import(self, path: Path, task: ModelTask) -> None:
+        key = task.model_id
+        try:
+            if path.suffix.lower() == ".gguf":
+                from localchat.sources.adding import import_file
+
+                ids = [import_file(self.services, path, progress=partial(self._report, key), cancel=task.cancel).entry.id]
+            elif path.suffix.lower() == ".lcb":
+                from localchat.bundle import import_bundle
+
+                installed = import_bundle(self.services, path, progress=partial(self._report, key), cancel=task.cancel)
+                ids = [m.id for m in installed]
+            else:
+                raise SourceError(f"{path.name} is neither a .gguf file nor a .lcb bundle",
+                                  hint="give the path of a model file (.gguf) or of a bundle (.lcb)")
+            self.services.reload_catalog()
+        except Cancelled:
+            self.app.post_message(TaskFinished(key, "import", cancelled=True))
+        except LocalchatError as exc:
+            self.app.post_message(TaskFinished(key, "import", error=str(exc)))
+        except Exception as exc:
+            self.app.log_exception(exc)
+            self.app.post_message(TaskFinished(key, "import", error=f"internal error: {exc!r}"))
+        else:
+            self.app.post_message(TaskFinished(key, "import", installed=ids))
+
     def _remove(self, model_id: str) -> None:
         try:
             rec = self.services.installer.remove(model_id)
@@ -138,21 +179,25 @@ class TaskRunner:
             self._changed()
 
     def finished(self, event: TaskFinished) -> None:
-        self.active.pop(event.model_id, None)
+        task = self.active.pop(event.model_id, None)
         self._changed()
         app = self.app
+        name = task.name if task is not None else event.model_id
         what = {"pull": "Pull", "verify": "Verify", "import": "Import"}.get(event.kind, event.kind)
         if event.cancelled:
             hint = "; pull it again to resume" if event.kind == "pull" else ""
-            app.notify(f"{event.kind} of {event.model_id} cancelled{hint}", severity="warning", timeout=6)
+            app.notify(f"{event.kind} of {name} cancelled{hint}", severity="warning", timeout=6)
         elif event.error:
-            app.notify(event.error, title=f"{what} of {event.model_id} failed", severity="error", timeout=20)
+            app.notify(event.error, title=f"{what} of {name} failed", severity="error", timeout=20)
         elif event.kind == "verify":
             if event.problems:
                 app.notify("\n".join(event.problems) + f"\nrun `localchat pull {event.model_id}` after removing it",
                            title=f"{event.model_id} failed verification", severity="error", timeout=20)
             else:
                 app.notify(f"{event.model_id}: every file matches its sha256", timeout=5)
+        elif event.kind == "import":
+            ids = ", ".join(event.installed or [])
+            app.notify(f"imported {name}: installed as {ids}" if ids else f"{name} held nothing new", timeout=8)
         else:
             app.notify(f"{event.model_id} is installed", timeout=5)
         for screen in list(app.screen_stack):
@@ -161,8 +206,9 @@ class TaskRunner:
                 hook(event)
         if event.kind in ("pull", "import") and not event.error and not event.cancelled:
             app.post_message(ModelsChanged())
-            if app.engine is None and app.loading is None:
-                app.load_model(event.model_id)
+            first = (event.installed or [None])[0] if event.kind == "import" else event.model_id
+            if first and app.engine is None and app.loading is None:
+                app.load_model(first)
 
     def _changed(self) -> None:
         tasks = list(self.active.values())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from localchat.tui.format import progress_line
@@ -12,11 +12,15 @@ VERBS = {"pull": "pulling", "verify": "verifying", "import": "importing"}
 
 @dataclass
 class ModelTask:
-    model_id: str
+    model_id: str  # the key: a model id, or "import FILE" for an import
     kind: str  # pull | verify | import
     cancel: Any  # CancelToken
     progress: Any = None  # the latest DownloadProgress
-    lines: list[str] = field(default_factory=list)
+    label: str = ""  # what to call it, when not the model id (the file being imported)
+
+    @property
+    def name(self) -> str:
+        return self.label or self.model_id
 
     @property
     def fraction(self) -> float | None:
@@ -33,10 +37,10 @@ class ModelTask:
     def summary(self) -> str:
         """Short, for the status bar: "pulling qwen2.5-0.5b-instruct 45%"."""
         pct = f" {self.fraction * 100:.0f}%" if self.fraction is not None else ""
-        return f"{VERBS.get(self.kind, self.kind)} {self.model_id}{pct}"
+        return f"{VERBS.get(self.kind, self.kind)} {self.name}{pct}"
 
     def detail(self) -> str:
         """One line for the progress panel."""
         if self.progress is None:
-            return f"{VERBS.get(self.kind, self.kind)} {self.model_id}: starting…"
-        return f"{self.model_id}: {progress_line(self.progress)}"
+            return f"{VERBS.get(self.kind, self.kind)} {self.name}: starting…"
+        return f"{self.name}: {progress_line(self.progress)}"

@@ -143,3 +143,32 @@ async def test_verify_and_delete(localchat_home, tiny_model, tmp_path):
         await wait_for(lambda: not copy.exists(), pilot)
         await wait_for(lambda: state(screen, "spare") == "", pilot)
         assert not Services.open(localchat_home).registry.is_installed("spare")
+
+
+async def test_import_a_gguf_from_a_path(localchat_home, tiny_model, tmp_path):
+    svc = register_local_model(localchat_home, tiny_model)
+    usb = tmp_path / "usb"
+    usb.mkdir()
+    from tests.support.ggufgen import make_tiny_gguf
+    make_tiny_gguf(usb / "Carried-Model.Q8_0.gguf", reply="Yo!")
+    app = make_app(svc, "tiny")
+    seen = record_notifications(app)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await loaded(app, pilot)
+        screen = await open_models(app, pilot)
+        await pilot.press("i")
+        from tests.tui.helpers import type_text
+        await type_text(pilot, str(usb / "nothing-here.gguf"))
+        await pilot.press("enter")
+        await wait_for(lambda: any("Import of nothing-here.gguf failed" in s for s in seen), pilot)
+        await pilot.press("i")
+        await type_text(pilot, str(usb / "Carried-Model.Q8_0.gguf"))
+        await pilot.press("enter")
+        await wait_for(lambda: any("imported Carried-Model.Q8_0.gguf" in s for s in seen), pilot, timeout=60)
+        model_id = next(s for s in seen if "imported Carried" in s).split("installed as ")[1]
+        await wait_for(lambda: model_id in screen.rows and screen.rows[model_id].installed, pilot)
+        await select_row(pilot, screen, model_id)
+        await pilot.press("enter")
+        await loaded(app, pilot, model_id)
+        await send(pilot, "hi")
+        assert (await reply(app, pilot)).source == "Yo!"

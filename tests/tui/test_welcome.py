@@ -50,3 +50,25 @@ async def test_a_failed_install_says_why_and_can_be_retried(localchat_home, tmp_
         await wait_for(lambda: "could not" in str(welcome.query_one("#error").render()), pilot, timeout=120)
         assert not welcome.query_one("#install").disabled
         assert isinstance(app.screen, WelcomeScreen) and app.is_running
+
+
+async def test_first_run_offline_imports_a_bundle_from_a_usb_stick(localchat_home, tmp_path, tiny_model):
+    from localchat.bundle import export_bundle
+    from tests.support.models import register_local_model
+
+    donor = register_local_model(tmp_path / "donor", tiny_model, model_id="carried")
+    bundle = tmp_path / "usb" / "models.lcb"
+    bundle.parent.mkdir()
+    export_bundle(donor, ["carried"], bundle)
+
+    app = make_app(Services.open(localchat_home, offline=True))
+    async with app.run_test(size=(120, 36)) as pilot:
+        await wait_for(lambda: isinstance(app.screen, WelcomeScreen) and app.screen.query("#import"), pilot)
+        await pilot.click("#import")
+        from tests.tui.helpers import type_text
+        await type_text(pilot, str(bundle))
+        await pilot.press("enter")
+        await wait_for(lambda: not isinstance(app.screen, WelcomeScreen), pilot, timeout=60)
+        await loaded(app, pilot, "carried")
+        await send(pilot, "hello")
+        assert (await reply(app, pilot)).source == "Hi 你好🙂!"

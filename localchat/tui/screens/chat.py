@@ -136,7 +136,8 @@ class ChatScreen(Screen):
             self.app.log_exception(exc)
             self.post_message(ReplyFinished("error", turn.usage, f"internal error: {exc!r}"))
             return
-        self.post_message(ReplyFinished(turn.status, turn.usage))
+        store_error = getattr(turn, "store_error", None)
+        self.post_message(ReplyFinished(turn.status, turn.usage, warning=str(store_error) if store_error else None))
 
     @on(ReplyStarted)
     async def _reply_started(self, event: ReplyStarted) -> None:
@@ -178,6 +179,8 @@ class ChatScreen(Screen):
         self.status.state = ENDINGS.get(event.status, "")
         if event.error:
             self.notify(event.error, title="Reply failed", severity="error", timeout=15)
+        if event.warning:
+            self.notify(event.warning, title="The reply was not saved", severity="warning", timeout=15)
         app.reply_finished()
         self.refresh_conversations()
 

@@ -17,7 +17,7 @@ from textual.widgets.data_table import CellDoesNotExist
 from localchat.errors import LocalchatError
 from localchat.tui.events import Failed
 from localchat.tui.format import context_label, human_size, sources_label
-from localchat.tui.screens.dialogs import ConfirmDialog
+from localchat.tui.screens.dialogs import ConfirmDialog, TextDialog
 from localchat.tui.tasks import ModelTask
 from localchat.tui.widgets.tasks import TaskPanel
 
@@ -49,6 +49,7 @@ class ModelsScreen(Screen):
         Binding("c", "cancel", "Cancel pull"),
         Binding("v", "verify", "Verify"),
         Binding("delete,d", "delete", "Delete"),
+        Binding("i", "import", "Import file"),
     ]
     DEFAULT_CSS = """
     ModelsScreen DataTable { height: 1fr; }
@@ -206,6 +207,20 @@ class ModelsScreen(Screen):
         self.app.push_screen(ConfirmDialog(f"Delete {row.id}?", f"Its files ({human_size(row.size)}) will be "
                                            "removed from disk. You can pull it again later.", "Delete", danger=True),
                              confirmed)
+
+    def action_import(self) -> None:
+        self.ask_import(self.app)
+
+    @staticmethod
+    def ask_import(app: Any) -> None:
+        def chosen(path: str | None) -> None:
+            if path:
+                app.tasks.import_path(path)
+
+        app.push_screen(TextDialog("Import a model", placeholder="/media/usb/model.gguf or models.lcb",
+                                   help="The path of a .gguf file (split GGUF: its first part), or of a bundle "
+                                        "(.lcb) made by `localchat bundle export`. Every file is checked before "
+                                        "it is installed."), chosen)
 
     def task_finished(self, event: Any) -> None:
         self.show_tasks(list(self.app.tasks.active.values()))

@@ -24,12 +24,12 @@ class WelcomeScreen(Screen):
     ]
     DEFAULT_CSS = """
     WelcomeScreen { align: center middle; }
-    WelcomeScreen > Vertical { width: 84; max-width: 95%; height: auto; border: thick $primary; padding: 1 2; }
+    WelcomeScreen > Vertical { width: 96; max-width: 95%; height: auto; border: thick $primary; padding: 1 2; }
     WelcomeScreen .title { text-style: bold; margin-bottom: 1; }
     WelcomeScreen .model { margin: 1 0; padding: 0 1; background: $boost; }
     WelcomeScreen .error { color: $text-error; margin-top: 1; }
     WelcomeScreen .buttons { height: auto; margin-top: 1; }
-    WelcomeScreen .buttons Button { margin-right: 2; }
+    WelcomeScreen .buttons Button { margin-right: 1; }
     WelcomeScreen TaskPanel { border-top: none; padding: 0; margin-top: 1; }
     """
 
@@ -50,6 +50,7 @@ class WelcomeScreen(Screen):
             with Horizontal(classes="buttons"):
                 yield Button("Install", id="install", variant="primary", disabled=entry is None)
                 yield Button("Cancel", id="cancel", disabled=True)
+                yield Button("Import a file…", id="import")
                 yield Button("Browse the catalog", id="catalog")
                 yield Button("Quit", id="quit")
         yield Footer()
@@ -85,6 +86,12 @@ class WelcomeScreen(Screen):
     def _cancel(self) -> None:
         self.app.tasks.cancel(self.model_id)
 
+    @on(Button.Pressed, "#import")
+    def _import(self) -> None:
+        from localchat.tui.screens.models import ModelsScreen
+
+        ModelsScreen.ask_import(self.app)
+
     @on(Button.Pressed, "#catalog")
     def _catalog(self) -> None:
         self.app.action_models()
@@ -112,6 +119,12 @@ class WelcomeScreen(Screen):
             self.query_one("#error", Static).update("Cancelled. Press Install to resume the download.")
 
     def models_changed(self) -> None:
-        """A model got installed (here, or from the models screen): the chat takes over once it loads."""
+        """A model got installed (here, from the models screen, an import): the chat takes over."""
         if self.app.tasks.installed_models():
+            self._done = True
+            if self.app.screen is self:
+                self.dismiss()
+
+    def on_screen_resume(self) -> None:
+        if getattr(self, "_done", False):
             self.dismiss()
