@@ -56,6 +56,8 @@ class LocalchatApp(App):
         self.tasks = TaskRunner(self)
         self._load_seq = 0
         self._load_started = 0.0
+        self._load_reason: str | None = None
+        self._load_timer: Any = None
         self._reload_after_reply: str | None = None
         self._conversation_system: str | None = None  # the system prompt an opened conversation was started with
         self._log_ready = False
@@ -89,9 +91,27 @@ class LocalchatApp(App):
         self._load_seq += 1
         self.loading = model_id
         self._load_started = time.monotonic()
-        self.chat.status.state = f"loading {model_id}…" + (f" ({reason})" if reason else "")
+        self._load_reason = reason
+        self._show_loading()
         self.chat.status.add_class("busy")
+        if self._load_timer is None:
+            self._load_timer = self.set_interval(0.5, self._show_loading)
         self._load_worker(model_id, self._load_seq)
+
+    def _show_loading(self) -> None:
+        if self.loading is None:
+            return
+        seconds = time.monotonic() - self._load_started
+        elapsed = f" {seconds:.0f} s" if seconds >= 1 else ""
+        reason = f" ({self._load_reason})" if self._load_reason else ""
+        self.chat.status.state = f"loading {self.loading}…{elapsed}{reason}"
+
+    def _loading_done(self) -> None:
+        self.loading = None
+        if self._load_timer is not None:
+            self._load_timer.stop()
+            self._load_timer = None
+        self.chat.status.remove_class("busy")
 
     @work(thread=True, group="load", exit_on_error=False)
     def _load_worker(self, model_id: str, seq: int) -> None:
@@ -118,7 +138,8 @@ class LocalchatApp(App):
             self._close_engine(event.engine)
             return
         old, old_id = self.engine, self.model_id
-        self.engine, self.template, self.model_id, self.loading = event.engine, event.template, event.model_id, None
+        self.engine, self.template, self.model_id = event.engine, event.template, event.model_id
+        self._loading_done()
         if old_id != event.model_id:
             self.previous_model_id = old_id
         self.session.use_model(event.engine, event.template, event.model_id)
@@ -126,7 +147,6 @@ class LocalchatApp(App):
         if old is not None and old is not event.engine:
             self._close_engine(old)
         status = self.chat.status
-        status.remove_class("busy")
         status.state = ""
         status.model = self._model_label(event.model_id)
         status.hardware = self._hardware_label(event.engine.info)
@@ -135,6 +155,8 @@ class LocalchatApp(App):
         seconds = time.monotonic() - self._load_started
         if old_id is not None and old_id != event.model_id:
             self.notify(f"switched to {event.model_id} in {seconds:.1f} s; the conversation continues", timeout=4)
+            if self.session.messages:
+                self.chat.note(f"continuing with {event.model_id}")
         for warning in event.warnings:
             self.notify(warning, severity="warning", timeout=8)
 
@@ -142,9 +164,8 @@ class LocalchatApp(App):
     def _model_failed(self, event: ModelLoadFailed) -> None:
         if event.seq != self._load_seq:
             return
-        self.loading = None
+        self._loading_done()
         status = self.chat.status
-        status.remove_class("busy")
         status.state = f"{event.model_id} failed to load" + (f"; still on {self.model_id}" if self.model_id else "")
         self.notify(event.error, title=f"{event.model_id} failed to load", severity="error", timeout=15)
 

@@ -184,6 +184,10 @@ class ChatScreen(Screen):
         app.reply_finished()
         self.refresh_conversations()
 
+    def note(self, text: str) -> None:
+        """A line in the conversation that is not a message (e.g. which model continues it)."""
+        self.run_worker(self.log_view.add_notice(f"── {text} ──", kind="info"), group="notes")
+
     # --- actions --------------------------------------------------------------------------------
 
     def action_stop(self) -> None:

@@ -102,7 +102,8 @@ class MessageView(Vertical):
 
 class Notice(Static):
     DEFAULT_CSS = """
-    Notice { margin: 0 2 1 2; color: $warning; text-style: italic; }
+    Notice { margin: 0 2 1 2; color: $text-warning; text-style: italic; }
+    Notice.info { color: $text-muted; }
     """
 
 
@@ -120,8 +121,8 @@ class ChatLog(VerticalScroll):
         self.anchor()
         return view.block
 
-    async def add_notice(self, text: str) -> None:
-        await self.mount(Notice(text, markup=False))
+    async def add_notice(self, text: str, kind: str = "warning") -> None:
+        await self.mount(Notice(text, markup=False, classes=kind))
         self.anchor()
 
     async def clear_messages(self) -> None:
