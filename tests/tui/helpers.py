@@ -8,7 +8,7 @@ from localchat.tui.widgets.chatlog import MessageBlock, MessageView
 from localchat.tui.widgets.statusbar import StatusBar
 
 
-async def wait_for(predicate, pilot, timeout: float = 60.0, what: str = "condition") -> None:
+async def wait_for(predicate, pilot, timeout: float = 120.0, what: str = "condition") -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not predicate():
@@ -27,12 +27,12 @@ async def send(pilot, text: str) -> None:
     await pilot.press("enter")
 
 
-async def loaded(app, pilot, model_id: str | None = None, timeout: float = 60.0) -> None:
+async def loaded(app, pilot, model_id: str | None = None, timeout: float = 120.0) -> None:
     await wait_for(lambda: app.engine is not None and app.loading is None
                    and (model_id is None or app.model_id == model_id), pilot, timeout, "model loaded")
 
 
-async def reply(app, pilot, count: int = 1, timeout: float = 60.0) -> MessageBlock:
+async def reply(app, pilot, count: int = 1, timeout: float = 120.0) -> MessageBlock:
     """Wait until `count` assistant replies are on screen and the last one has finished."""
     await wait_for(lambda: len(blocks(app, "assistant")) >= count and not app.busy, pilot, timeout, "reply")
     return blocks(app, "assistant")[-1]

@@ -196,7 +196,9 @@ async def test_new_chat_starts_an_empty_conversation(localchat_home, tiny_model)
 
 @pytest.mark.slow
 async def test_real_smollm2_answers_in_the_app(localchat_home, smollm2_installed):
-    app = make_app(Services.open(localchat_home), smollm2_installed)
+    svc = Services.open(localchat_home)
+    svc.config.sampling = {"temperature": 0.0}  # greedy: the same answer every run
+    app = make_app(svc, smollm2_installed)
     async with app.run_test(size=(100, 30)) as pilot:
         await loaded(app, pilot, timeout=120)
         await send(pilot, "What is the capital of France?")
