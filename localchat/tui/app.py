@@ -20,7 +20,8 @@ from textual.worker import Worker, WorkerState
 
 from localchat.errors import LocalchatError
 from localchat.tui.commands import palette_commands
-from localchat.tui.events import Failed, ModelLoaded, ModelLoadFailed, ModelsChanged, StoreReady, TaskFinished, TaskProgress
+from localchat.tui.events import (Failed, ModelLoaded, ModelLoadFailed, ModelsChanged, StoreReady, TaskFinished,
+                                  TaskProgress)
 from localchat.tui.format import human_size
 from localchat.tui.runner import TaskRunner
 from localchat.tui.screens.chat import ChatScreen
@@ -61,6 +62,8 @@ class LocalchatApp(App):
         self._reload_after_reply: str | None = None
         self._conversation_system: str | None = None  # the system prompt an opened conversation was started with
         self._log_ready = False
+        self._context_used = 0
+        self._retired: list[Any] = []  # engines replaced while a reply was still finishing on them
         self.chat = ChatScreen()
 
     def get_default_screen(self) -> Screen:
@@ -120,8 +123,8 @@ class LocalchatApp(App):
             engine = self.services.start_engine(model_id)
             entry = self.services.entry(model_id)
             info = engine.info
-            template, warnings = self.services.chat_template(entry, info.chat_template, getattr(info, "bos_token", None),
-                                                             getattr(info, "eos_token", None))
+            bos, eos = getattr(info, "bos_token", None), getattr(info, "eos_token", None)
+            template, warnings = self.services.chat_template(entry, info.chat_template, bos, eos)
         except Exception as exc:  # LocalchatError says what to do; anything else is a bug, logged
             if not isinstance(exc, LocalchatError):
                 self.log_exception(exc)
@@ -145,7 +148,10 @@ class LocalchatApp(App):
         self.session.use_model(event.engine, event.template, event.model_id)
         self._apply_settings_to_session()
         if old is not None and old is not event.engine:
-            self._close_engine(old)
+            if self.busy:  # the stopped reply is still winding down on it: close it once that is over
+                self._retired.append(old)
+            else:
+                self._close_engine(old)
         status = self.chat.status
         status.state = ""
         status.model = self._model_label(event.model_id)
@@ -189,7 +195,7 @@ class LocalchatApp(App):
             status.clear_context()
             return
         if used is None:
-            used = getattr(self, "_context_used", 0)
+            used = self._context_used
         self._context_used = used
         status.set_context(used, self.engine.info.n_ctx, self.session.dropped)
 
@@ -266,6 +272,8 @@ class LocalchatApp(App):
         return True
 
     def reply_finished(self) -> None:
+        while self._retired:
+            self._close_engine(self._retired.pop())
         if self._reload_after_reply:
             reason, self._reload_after_reply = self._reload_after_reply, None
             self.load_model(self.model_id, reason)

@@ -138,7 +138,8 @@ class TaskRunner:
             if path.suffix.lower() == ".gguf":
                 from localchat.sources.adding import import_file
 
-                ids = [import_file(self.services, path, progress=partial(self._report, key), cancel=task.cancel).entry.id]
+                added = import_file(self.services, path, progress=partial(self._report, key), cancel=task.cancel)
+                ids = [added.entry.id]
             elif path.suffix.lower() == ".lcb":
                 from localchat.bundle import import_bundle
 

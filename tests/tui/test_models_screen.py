@@ -49,7 +49,8 @@ async def test_the_catalog_table_lists_every_model(localchat_home, tiny_model):
         assert table.row_count == len(list(svc.catalog))
         assert state(screen, "tiny") == "in use"
         row = [str(c) for c in table.get_row("qwen2.5-0.5b-instruct")]
-        assert row[1:7] == ["qwen2.5-0.5b-instruct", "Qwen2.5 0.5B Instruct", "Q4_K_M", "491.4 MB", "32k", "hf, modelscope"]
+        assert row[1:7] == ["qwen2.5-0.5b-instruct", "Qwen2.5 0.5B Instruct", "Q4_K_M", "491.4 MB", "32k",
+                            "hf, modelscope"]
         assert state(screen, "qwen2.5-0.5b-instruct") == ""
         await pilot.press("escape")
         assert not isinstance(app.screen, ModelsScreen)
@@ -99,7 +100,8 @@ async def test_cancel_a_slow_pull(localchat_home, tiny_model, tmp_path):
             screen = await open_models(app, pilot)
             await select_row(pilot, screen, "slow-model")
             await pilot.press("p")
-            await wait_for(lambda: app.tasks.active.get("slow-model") and app.tasks.active["slow-model"].progress, pilot)
+            await wait_for(lambda: "slow-model" in app.tasks.active and app.tasks.active["slow-model"].progress,
+                           pilot)
             assert state(screen, "slow-model").startswith("pulling")
             assert "pulling slow-model" in status(app)
             await pilot.press("c")

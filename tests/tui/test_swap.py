@@ -41,7 +41,7 @@ async def test_ctrl_o_enter_swaps_and_the_conversation_continues(localchat_home,
         assert [m.content for m in app.session.messages] == ["hello", "Hi 你好🙂!", "and you?", "Yo!"]
         assert app.session.conversation_id == conversation
         stored = app.store.conversation(conversation).messages
-        assert [(m.role, m.model) for m in stored if m.role == "assistant"] == [("assistant", "tiny"), ("assistant", "other")]
+        assert [m.model for m in stored if m.role == "assistant"] == ["tiny", "other"]
         assert [v.author for v in app.chat.log_view.views() if v.role == "assistant"] == ["tiny", "other"]
 
         await pilot.press("ctrl+o", "enter")  # and back: the previous model is offered first
@@ -79,3 +79,23 @@ async def test_switch_from_the_command_palette(localchat_home, tiny_model, other
         await loaded(app, pilot, "other")
         await send(pilot, "hi")
         assert (await reply(app, pilot)).source == "Yo!"
+
+
+async def test_swapping_during_a_reply_stops_it_cleanly(localchat_home, tiny_loop_model, other_model):
+    register_local_model(localchat_home, tiny_loop_model, model_id="chatty")
+    svc = register_local_model(localchat_home, other_model, model_id="other")
+    app = make_app(svc, "chatty")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(app, pilot, "chatty")
+        await send(pilot, "talk")
+        await wait_for(lambda: blocks(app, "assistant") and len(blocks(app, "assistant")[-1].source) > 10, pilot)
+        first_engine = app.engine
+        await pilot.press("ctrl+o", "enter")
+        await loaded(app, pilot, "other")
+        await wait_for(lambda: not app.busy, pilot)
+        view = app.chat.log_view.views()[-1]
+        assert view.has_class("cancelled") and not view.has_class("error")
+        await wait_for(lambda: first_engine._proc.poll() is not None, pilot)
+        await send(pilot, "hi")
+        assert (await reply(app, pilot, 2)).source == "Yo!"
+        assert app.chat.query("Notice")  # "continuing with other"

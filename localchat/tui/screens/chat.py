@@ -2,7 +2,8 @@
 
 Turns run in a thread worker through the app's ChatSession and come back as ReplyStarted/Delta/Finished
 messages; the reply streams into its Markdown block through a ReplyStream (batched appends paced to what the
-machine can afford, not a re-render per token). Store work (listing, search, rename, delete, open) runs in thread workers too.
+machine can afford, not a re-render per token). Store work (list, search, rename, delete, open) runs in thread
+workers too.
 """
 
 from __future__ import annotations

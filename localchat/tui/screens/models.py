@@ -115,7 +115,8 @@ class ModelsScreen(Screen):
         app = self.app
         task = app.tasks.active.get(row.id)
         if task is not None:
-            return task.summary().split(" ", 1)[0] + (f" {task.fraction * 100:.0f}%" if task.fraction is not None else "")
+            pct = f" {task.fraction * 100:.0f}%" if task.fraction is not None else ""
+            return task.summary().split(" ", 1)[0] + pct
         if row.id == app.loading:
             return "loading…"
         if row.id == app.model_id:

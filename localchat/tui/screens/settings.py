@@ -228,4 +228,5 @@ def _parse(raw: str, kind: str, label: str) -> Any:
     except ValueError:
         pass
     expected = {"float": "a number", "int": "a whole number", "layers": "auto or a whole number"}[kind]
-    raise ConfigError(f"{label} must be {expected}, not “{raw}”", hint="fix the field, or leave it blank to inherit")
+    raise ConfigError(f"{label} must be {expected}, not “{raw}”",
+                      hint="fix the field, or leave it blank to inherit")
