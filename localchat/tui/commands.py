@@ -33,14 +33,33 @@ def palette_commands(app: "LocalchatApp") -> Iterator[SystemCommand]:
     for title, help_text, where, action in ACTIONS:
         target = app if where == "app" else app.chat
         yield SystemCommand(title, help_text, partial(target.run_action, action))
+    yield from model_commands(app)
+
+
+def model_commands(app: "LocalchatApp") -> Iterator[SystemCommand]:
+    """Per model: switch to it, pull it, cancel its pull, verify or delete it."""
+    from localchat.tui.screens.models import ModelsScreen
+
     try:
         installed = app.tasks.installed_models()
     except Exception:  # noqa: BLE001 - an unreadable registry is reported where models are listed
         installed = {}
-    for model_id in installed:
-        if model_id != app.model_id:
-            yield SystemCommand(f"Switch to {model_id}", "Continue this conversation on this model",
-                                partial(app.switch_model, model_id))
+    for entry in app.services.catalog:
+        model_id = entry.id
+        if model_id in app.tasks.active:
+            yield SystemCommand(f"Cancel {app.tasks.active[model_id].kind} of {model_id}", "Stop it (a pull resumes "
+                                "later where it stopped)", partial(app.tasks.cancel, model_id))
+        elif model_id in installed:
+            if model_id != app.model_id:
+                yield SystemCommand(f"Switch to {model_id}", "Continue this conversation on this model",
+                                    partial(app.switch_model, model_id))
+                yield SystemCommand(f"Delete {model_id}", "Remove its files from disk (asks first)",
+                                    partial(ModelsScreen.ask_delete, app, model_id, installed[model_id].size))
+            yield SystemCommand(f"Verify {model_id}", "Re-hash its files against the sha256 recorded at install",
+                                partial(app.tasks.verify, model_id))
+        elif not entry.is_remote:
+            yield SystemCommand(f"Pull {model_id}", f"Download {entry.name} in the background",
+                                partial(app.tasks.pull, model_id))
 
 
 def binding_rows() -> list[tuple[str, str, str]]:

@@ -66,3 +66,24 @@ async def test_the_chosen_theme_is_saved_and_used_next_time(localchat_home, tiny
     again = make_app(register_local_model(localchat_home, tiny_model, model_id="tiny2"), "tiny")
     async with again.run_test(size=(120, 40)) as pilot:
         assert again.theme == "nord"
+
+
+async def test_model_actions_are_palette_commands_too(localchat_home, tiny_model, tmp_path):
+    copy = tmp_path / "spare.gguf"
+    copy.write_bytes(tiny_model.read_bytes())
+    register_local_model(localchat_home, tiny_model, model_id="tiny")
+    svc = register_local_model(localchat_home, copy, model_id="spare")
+    app = make_app(svc, "tiny")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(app, pilot)
+        titles = {c.title for c in app.get_system_commands(app.screen)}
+        assert {"Switch to spare", "Delete spare", "Verify spare", "Verify tiny", "Pull qwen2.5-0.5b-instruct"} <= titles
+        assert "Delete tiny" not in titles and "Switch to tiny" not in titles  # the model in use
+        await pilot.press("ctrl+p")
+        await type_text(pilot, "Delete spare")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        from localchat.tui.screens.dialogs import ConfirmDialog
+        await wait_for(lambda: isinstance(app.screen, ConfirmDialog), pilot)
+        await pilot.press("enter")
+        await wait_for(lambda: not copy.exists(), pilot)

@@ -197,17 +197,21 @@ class ModelsScreen(Screen):
         if not row.installed:
             self.notify(f"{row.id} is not installed", severity="warning", timeout=4)
             return
-        if row.id in (self.app.model_id, self.app.loading):
-            self.notify(f"{row.id} is in use: switch to another model first (Ctrl+O)", severity="warning")
+        self.ask_delete(self.app, row.id, row.size)
+
+    @staticmethod
+    def ask_delete(app: Any, model_id: str, size: int | None) -> None:
+        """Confirm, then remove an installed model's files (never the model in use)."""
+        if model_id in (app.model_id, app.loading):
+            app.notify(f"{model_id} is in use: switch to another model first (Ctrl+O)", severity="warning")
             return
 
         def confirmed(yes: bool | None) -> None:
             if yes:
-                self.app.tasks.remove(row.id)
+                app.tasks.remove(model_id)
 
-        self.app.push_screen(ConfirmDialog(f"Delete {row.id}?", f"Its files ({human_size(row.size)}) will be "
-                                           "removed from disk. You can pull it again later.", "Delete", danger=True),
-                             confirmed)
+        app.push_screen(ConfirmDialog(f"Delete {model_id}?", f"Its files ({human_size(size)}) will be removed from "
+                                      "disk. You can pull it again later.", "Delete", danger=True), confirmed)
 
     def action_import(self) -> None:
         self.ask_import(self.app)
