@@ -291,9 +291,9 @@ def main() -> int:
         share = statistics.median(r["cpu_share"] for r in app_runs)
         appends = statistics.median(r["appends"] for r in app_runs)
         per_token = statistics.median(r["cpu_share"] * (r["tokens"] - 1) / r["rate"] / r["tokens"] for r in app_runs)
-        print(f"  app event loop    {share * 100:8.1f} % of a core while streaming ({per_token * 1e6:.0f} us of CPU per "
-              f"token), {appends:.0f} Markdown appends")
-        print(f"  load average      {os.getloadavg()[0]:8.2f}         (other processes on this machine skew all of the above)")
+        print(f"  app event loop    {share * 100:8.1f} % of a core while streaming "
+              f"({per_token * 1e6:.0f} us of CPU per token), {appends:.0f} Markdown appends")
+        print(f"  load average      {os.getloadavg()[0]:8.2f}         (other processes here skew all of the above)")
 
         frames = first_frame(home, args.frames)
         med = statistics.median(frames)

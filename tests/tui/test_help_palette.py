@@ -77,7 +77,8 @@ async def test_model_actions_are_palette_commands_too(localchat_home, tiny_model
     async with app.run_test(size=(120, 40)) as pilot:
         await loaded(app, pilot)
         titles = {c.title for c in app.get_system_commands(app.screen)}
-        assert {"Switch to spare", "Delete spare", "Verify spare", "Verify tiny", "Pull qwen2.5-0.5b-instruct"} <= titles
+        assert {"Switch to spare", "Delete spare", "Verify spare", "Verify tiny",
+                "Pull qwen2.5-0.5b-instruct"} <= titles
         assert "Delete tiny" not in titles and "Switch to tiny" not in titles  # the model in use
         await pilot.press("ctrl+p")
         await type_text(pilot, "Delete spare")
