@@ -89,3 +89,7 @@ class ConversationNotFound(StoreError):
 
 class ConversationFormatError(StoreError):
     """A file given to `history import` is not a conversation we can read; the message says where and why."""
+
+
+class EngineContextOverflow(EngineError, ContextOverflowError):
+    """The engine was given more tokens than its loaded context window holds."""
