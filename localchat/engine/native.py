@@ -29,7 +29,7 @@ _LOG_DEBUG, _LOG_INFO, _LOG_WARN, _LOG_ERROR, _LOG_CONT = 1, 2, 3, 4, 5
 
 _lib = None  # llama_cpp.llama_cpp once imported
 # What llama.cpp logged lately, as (level, text) messages: load errors are only ever reported there.
-_log: dict = {"recent": deque(maxlen=1000), "count": 0, "level": _LOG_INFO, "callback": None}
+_log: dict = {"recent": deque(maxlen=1000), "count": 0, "level": _LOG_INFO, "callback": None, "amx_note": None}
 
 
 def _llama():
@@ -41,7 +41,49 @@ def _llama():
         _install_logger(lib)
         lib.llama_backend_init()
         _lib = lib
+        _log["amx_note"] = avoid_amx()
     return _lib
+
+
+def avoid_amx() -> str | None:
+    """Keep llama.cpp from putting weights in AMX buffers (CPU repacking stays on); returns a note if it did.
+
+    llama.cpp's AMX matmul dies with SIGSEGV (at `ldtilecfg`) on some virtual machines that advertise AMX,
+    e.g. this project's Firecracker CI VMs, as soon as a prompt of more than one token is evaluated. AMX
+    only speeds up prompt processing of some quantizations, so a crash-free default wins; LOCALCHAT_AMX=1
+    keeps it. Works by removing AMX from the list of extra buffer types the model loader reads (a copy
+    that only the loader uses). Idempotent; process-wide, so call it before loading any model.
+    """
+    if os.environ.get("LOCALCHAT_AMX") == "1":
+        return None
+    import llama_cpp.llama_cpp as lib
+
+    g = lib._lib
+    try:
+        g.ggml_backend_dev_by_type.argtypes = [ctypes.c_int]
+        g.ggml_backend_dev_by_type.restype = ctypes.c_void_p
+        g.ggml_backend_dev_backend_reg.argtypes = [ctypes.c_void_p]
+        g.ggml_backend_dev_backend_reg.restype = ctypes.c_void_p
+        g.ggml_backend_reg_get_proc_address.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        g.ggml_backend_reg_get_proc_address.restype = ctypes.c_void_p
+        g.ggml_backend_buft_name.argtypes = [ctypes.c_void_p]
+        g.ggml_backend_buft_name.restype = ctypes.c_char_p
+    except AttributeError:
+        return None
+    cpu = g.ggml_backend_dev_by_type(0)  # GGML_BACKEND_DEVICE_TYPE_CPU
+    address = g.ggml_backend_reg_get_proc_address(g.ggml_backend_dev_backend_reg(cpu), b"ggml_backend_dev_get_extra_bufts") if cpu else None
+    if not address:
+        return None
+    bufts = ctypes.CFUNCTYPE(ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p)(address)(cpu)  # NULL-terminated
+    present = []
+    while bufts and bufts[len(present)]:
+        present.append(bufts[len(present)])
+    keep = [b for b in present if g.ggml_backend_buft_name(b) != b"AMX"]
+    if len(keep) == len(present):
+        return None
+    for i in range(len(present)):
+        bufts[i] = keep[i] if i < len(keep) else None
+    return "AMX weight buffers off: llama.cpp's AMX kernels crash on some virtual machines (LOCALCHAT_AMX=1 keeps them)"
 
 
 def _install_logger(lib) -> None:
@@ -128,6 +170,8 @@ class NativeModel:
 
         offload = plan_offload(options.n_gpu_layers, bool(lib.llama_supports_gpu_offload()))
         notes.append(offload.note)
+        if _log["amx_note"]:
+            notes.append(_log["amx_note"])
         mparams = lib.llama_model_default_params()
         mparams.n_gpu_layers = offload.n_gpu_layers
         self.model = lib.llama_model_load_from_file(str(self.path).encode(), mparams)
