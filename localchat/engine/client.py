@@ -2,8 +2,10 @@
 
 One EngineClient = one worker process = one loaded model. A reader thread takes every frame off the pipe
 as soon as it arrives and files it with the generation or request it belongs to (unbounded queues: a slow
-consumer never stalls the worker, and the worker never stalls the reader). Swapping models = close() the
-old client and start() a new one: the old process ends, so its memory goes back to the system.
+consumer never stalls the worker, and the worker never stalls the reader). A writer thread sends what the
+outbox (a SimpleQueue, safe to fill from any thread, a signal handler or a __del__) holds, so cancel() can
+never block or deadlock. Swapping models = close() the old client and start() a new one: the old process
+ends, so its memory goes back to the system.
 """
 
 from __future__ import annotations
@@ -97,7 +99,7 @@ class Generation:
         """Ask the worker to stop this generation (thread-safe, idempotent); iteration then ends normally
         with finish_reason "cancelled" (or "stop"/"length" if it had already finished)."""
         if not self._stream.finished.is_set():
-            self._client._send_quietly({"op": "cancel", "id": self._stream.rid})
+            self._client._send({"op": "cancel", "id": self._stream.rid})
 
     close = cancel
 
@@ -145,7 +147,7 @@ class EngineClient:
         self._log_file = log_file
         self._log_offset = log_offset
         self._proc = proc
-        self._send_lock = threading.Lock()
+        self._outbox: queue.SimpleQueue = queue.SimpleQueue()  # encoded frames, None to stop the writer
         self._ids = itertools.count(1)
         self._lock = threading.Lock()  # guards _waiting and _dead
         self._waiting: dict[int, _Stream | _Reply] = {}
@@ -155,7 +157,9 @@ class EngineClient:
         self._closing = False
         self._closed = False
         self._reader = threading.Thread(target=self._read_loop, name=f"engine-reader-{proc.pid}", daemon=True)
+        self._writer = threading.Thread(target=self._write_loop, name=f"engine-writer-{proc.pid}", daemon=True)
         self._reader.start()
+        self._writer.start()
 
     # -- start -------------------------------------------------------------------------------------
 
@@ -224,10 +228,8 @@ class EngineClient:
         if error is not None:
             self._turn.release()
             raise error
-        try:
-            self._send({"op": "generate", "id": stream.rid, "prompt": prompt, "sampling": sampling.to_dict()})
-        except EngineError:
-            pass  # the reader thread files the crash with this stream
+        # if the worker has just died, the reader thread fails this stream when it sees the pipe close
+        self._send({"op": "generate", "id": stream.rid, "prompt": prompt, "sampling": sampling.to_dict()})
         return Generation(self, stream)
 
     def count_tokens(self, texts: list[str]) -> list[int]:
@@ -247,12 +249,14 @@ class EngineClient:
         if self._closed:
             return
         self._closing = True
-        self._send_quietly({"op": "shutdown"})
+        self._send({"op": "shutdown"})
+        self._outbox.put(None)
         try:
             self._proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
+        self._writer.join(timeout=timeout)
         self._reader.join(timeout=timeout)
         for f in (self._proc.stdin, self._proc.stdout):
             try:
@@ -271,19 +275,19 @@ class EngineClient:
     # -- plumbing ----------------------------------------------------------------------------------
 
     def _send(self, msg: dict) -> None:
-        data = protocol.encode(msg)
-        with self._send_lock:
-            try:
-                self._proc.stdin.write(data)
-                self._proc.stdin.flush()
-            except (OSError, ValueError) as e:  # broken pipe: the worker is gone
-                raise self._dead or EngineError("the model worker is not running") from e
+        self._outbox.put(protocol.encode(msg))
 
-    def _send_quietly(self, msg: dict) -> None:
-        try:
-            self._send(msg)
-        except EngineError:
-            pass
+    def _write_loop(self) -> None:
+        stdin = self._proc.stdin
+        while True:
+            data = self._outbox.get()
+            if data is None:
+                return
+            try:
+                stdin.write(data)
+                stdin.flush()
+            except (OSError, ValueError):
+                pass  # the worker is gone; the reader thread reports it to whoever waits
 
     def _read_loop(self) -> None:
         out = self._proc.stdout

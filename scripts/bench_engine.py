@@ -1,0 +1,176 @@
+"""Decode speed of localchat's engine next to llama-cpp-python on the same model, settings and prompt.
+
+    scripts/bench engine MODEL.gguf [--tokens 128] [--threads N] [--repeat 3] [--n-ctx 2048] [--flash-attn on]
+
+In one run, repeats interleaved (bare, stream, engine, bare, ...), greedy decoding:
+  bare     llama-cpp-python's `Llama.generate()` loop, tokens consumed as they come
+  stream   `Llama.create_completion(stream=True)`, the path most applications use
+  engine   localchat: worker process + pipe + EngineClient, the consumer iterating the text deltas
+Rate = (tokens - 1) / (time from the first token to the last), as seen by the consumer, which is also
+how `Usage.tokens_per_second` is defined. "llama.cpp decode" is llama.cpp's own time inside llama_decode
+during the bare runs (its perf counters): the native rate with no Python around it, a stand-in for
+llama-bench's tg. The figure per method is the median of the repeats; ratios are against the bare loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # this checkout's localchat, also for the worker it starts
+
+DEFAULT_PROMPT = (
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+    "Write a long, detailed essay about the history of the Roman Empire, from its founding to its fall."
+    "<|im_end|>\n<|im_start|>assistant\n"
+)
+
+
+def rate(n_tokens: int, seconds: float) -> float:
+    return (n_tokens - 1) / seconds if n_tokens > 1 and seconds > 0 else 0.0
+
+
+class LlamaRuns:
+    """The two llama-cpp-python baselines, sharing one loaded Llama."""
+
+    def __init__(self, args) -> None:
+        import llama_cpp
+
+        from localchat.engine.native import avoid_amx
+
+        avoid_amx()  # the engine does the same (llama.cpp's AMX kernels crash on some VMs)
+        self.lib = llama_cpp
+        self.llm = llama_cpp.Llama(
+            str(args.model), n_ctx=args.n_ctx, n_batch=args.n_batch, n_threads=args.threads,
+            n_threads_batch=args.threads, flash_attn=args.flash_attn == "on", verbose=False,
+        )
+        self.tokens = self.llm.tokenize(args.prompt.encode(), add_bos=True, special=True)
+        self.vocab = self.llm._model.vocab
+        self.max_tokens = args.tokens
+
+    def bare(self) -> dict:
+        lib, llm = self.lib, self.llm
+        lib.llama_perf_context_reset(llm._ctx.ctx)
+        n, t_first, t_last = 0, 0.0, 0.0
+        for token in llm.generate(self.tokens, temp=0.0, repeat_penalty=1.0):
+            if lib.llama_vocab_is_eog(self.vocab, token):
+                break
+            t_last = time.perf_counter()
+            n += 1
+            if n == 1:
+                t_first = t_last
+            if n >= self.max_tokens:
+                break
+        perf = lib.llama_perf_context(llm._ctx.ctx)
+        # perf counts every decode call; the prompt is its own (batched) call, tokens after it are n_eval
+        native = perf.n_eval / (perf.t_eval_ms / 1000) if perf.t_eval_ms > 0 else 0.0
+        return {"tokens": n, "rate": rate(n, t_last - t_first), "native": native}
+
+    def stream(self) -> dict:
+        n, t_first, t_last = 0, 0.0, 0.0
+        chunks = self.llm.create_completion(self.tokens, max_tokens=self.max_tokens, temperature=0.0,
+                                            repeat_penalty=1.0, stream=True)
+        for _chunk in chunks:
+            t_last = time.perf_counter()
+            n += 1
+            if n == 1:
+                t_first = t_last
+        return {"chunks": n, "t": t_last - t_first}
+
+
+def engine_run(client, args, sampling) -> dict:
+    gen = client.generate(args.prompt, sampling)
+    t_first = t_last = 0.0
+    for _delta in gen:
+        t_last = time.perf_counter()
+        if not t_first:
+            t_first = t_last
+    usage = gen.usage
+    return {"tokens": usage.completion_tokens, "rate": rate(usage.completion_tokens, t_last - t_first),
+            "worker_rate": usage.tokens_per_second, "ttft": usage.ttft}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="scripts/bench engine", description=__doc__.split("\n")[0])
+    p.add_argument("model", type=Path, help="a .gguf file")
+    p.add_argument("--tokens", type=int, default=128, help="tokens to generate per run (default 128)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: physical cores)")
+    p.add_argument("--repeat", type=int, default=3, help="timed runs per method (default 3)")
+    p.add_argument("--n-ctx", type=int, default=2048)
+    p.add_argument("--n-batch", type=int, default=512)
+    p.add_argument("--flash-attn", choices=["on", "off"], default="on")
+    p.add_argument("--prompt", default=DEFAULT_PROMPT, help="rendered prompt (special tokens allowed)")
+    p.add_argument("--sampling", action="store_true",
+                   help="also time the engine with temperature/top-k/top-p/min-p/repeat-penalty sampling")
+    args = p.parse_args(argv)
+    if not args.model.is_file():
+        p.error(f"{args.model} is not a file")
+
+    from localchat.engine import EngineClient
+    from localchat.engine.native import physical_cores
+    from localchat.types import LoadOptions, SamplingParams
+
+    args.threads = args.threads or physical_cores()
+    greedy = SamplingParams(temperature=0.0, repeat_penalty=1.0, max_tokens=args.tokens)
+    sampled = SamplingParams(temperature=0.7, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.1,
+                             max_tokens=args.tokens, seed=1234)
+    log_dir = Path(__import__("tempfile").mkdtemp(prefix="localchat-bench-"))
+    print(f"model {args.model.name}  threads {args.threads}  tokens {args.tokens}  repeats {args.repeat}  "
+          f"n_ctx {args.n_ctx}  flash_attn {args.flash_attn}")
+    llama = LlamaRuns(args)
+    options = LoadOptions(n_ctx=args.n_ctx, n_threads=args.threads, n_batch=args.n_batch, flash_attn=args.flash_attn)
+    rows: dict[str, list[float]] = {"bare": [], "stream": [], "engine": [], "native": [], "worker": []}
+    extra: dict[str, list[float]] = {"sampled": [], "ttft": []}
+    with EngineClient.start(args.model, options, log_dir) as client:
+        # warm-up: first runs pay for page faults and the prompt (both caches keep it afterwards)
+        n_tokens = llama.bare()["tokens"]
+        llama.stream()
+        engine_run(client, args, greedy)
+        for _ in range(args.repeat):
+            b = llama.bare()
+            rows["bare"].append(b["rate"])
+            rows["native"].append(b["native"])
+            time.sleep(0.2)  # let the other process's threads go idle
+            s = llama.stream()
+            rows["stream"].append(rate(n_tokens, s["t"]))  # greedy: the same tokens as the bare loop
+            time.sleep(0.2)
+            e = engine_run(client, args, greedy)
+            if e["tokens"] != n_tokens:
+                print(f"warning: engine produced {e['tokens']} tokens, the bare loop {n_tokens}", file=sys.stderr)
+            rows["engine"].append(e["rate"])
+            rows["worker"].append(e["worker_rate"])
+            extra["ttft"].append(e["ttft"])
+            if args.sampling:
+                extra["sampled"].append(engine_run(client, args, sampled)["rate"])
+            time.sleep(0.2)
+    bare = statistics.median(rows["bare"])
+    native = statistics.median(rows["native"])
+    print(f"\n{'method':<44}{'tok/s':>9}{'best':>9}{'/ bare':>9}{'/ native':>10}")
+    labels = {
+        "native": "llama.cpp decode (perf counters, bare runs)",
+        "bare": "llama-cpp-python Llama.generate() loop",
+        "stream": "llama-cpp-python create_completion(stream)",
+        "engine": "localchat engine (worker+pipe+client)",
+        "worker": "  engine, as timed inside the worker",
+    }
+    for key in ("native", "bare", "stream", "engine", "worker"):
+        med = statistics.median(rows[key])
+        print(f"{labels[key]:<44}{med:>9.1f}{max(rows[key]):>9.1f}{med / bare:>9.1%}{med / native:>10.1%}")
+    if args.sampling:
+        med = statistics.median(extra["sampled"])
+        eng = statistics.median(rows["engine"])
+        cost = (1 / med - 1 / eng) * 1e3 if med and eng else 0.0
+        print(f"{'engine, sampled (t=0.7 k=40 p=0.95 rp=1.1)':<44}{med:>9.1f}{max(extra['sampled']):>9.1f}"
+              f"{med / bare:>9.1%}{med / native:>10.1%}   sampling costs {cost:.2f} ms/token")
+    print(f"\n{n_tokens} tokens per run; engine TTFT (prompt cached) median {statistics.median(extra['ttft']) * 1e3:.1f} ms")
+    print(f"engine / bare = {statistics.median(rows['engine']) / bare:.1%}   "
+          f"engine / llama.cpp decode = {statistics.median(rows['engine']) / native:.1%}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
