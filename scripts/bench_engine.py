@@ -1,6 +1,7 @@
 """Decode speed of localchat's engine next to llama-cpp-python on the same model, settings and prompt.
 
     scripts/bench engine MODEL.gguf [--tokens 128] [--threads N] [--repeat 3] [--n-ctx 2048] [--flash-attn on]
+                                    [--gpu-layers auto|all|N] [--native PATH/TO/llama-bench] [--json OUT.json]
 
 In one run, repeats interleaved (bare, stream, engine, bare, ...), greedy decoding:
   bare     llama-cpp-python's `Llama.generate()` loop, tokens consumed as they come
@@ -9,14 +10,18 @@ In one run, repeats interleaved (bare, stream, engine, bare, ...), greedy decodi
 Rate = (tokens - 1) / (time from the first token to the last), as seen by the consumer, which is also
 how `Usage.tokens_per_second` is defined. "llama.cpp decode" is llama.cpp's own time inside llama_decode
 during the bare runs (its perf counters): the native rate with no Python around it, a stand-in for
-llama-bench's tg. The figure per method is the median of the repeats; ratios are against the bare loop.
+llama-bench's tg; with --native, llama-bench itself runs too (tg of the same length, same threads, offload
+and flash attention). The figure per method is the median of the repeats; ratios are against the bare loop.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -46,7 +51,8 @@ class LlamaRuns:
         self.lib = llama_cpp
         self.llm = llama_cpp.Llama(
             str(args.model), n_ctx=args.n_ctx, n_batch=args.n_batch, n_threads=args.threads,
-            n_threads_batch=args.threads, flash_attn=args.flash_attn == "on", verbose=False,
+            n_threads_batch=args.threads, flash_attn=args.flash_attn == "on", n_gpu_layers=args.llama_gpu_layers,
+            verbose=False,
         )
         self.tokens = self.llm.tokenize(args.prompt.encode(), add_bos=True, special=True)
         self.vocab = self.llm._model.vocab
@@ -94,6 +100,53 @@ def engine_run(client, args, sampling) -> dict:
             "worker_rate": usage.tokens_per_second, "ttft": usage.ttft}
 
 
+def llama_bench(args) -> float:
+    """tg rate from llama.cpp's own llama-bench with the same settings (no Python at all)."""
+    cmd = [str(args.native), "-m", str(args.model), "-p", "0", "-n", str(args.tokens), "-t", str(args.threads),
+           "-ngl", str(99 if args.llama_gpu_layers < 0 else args.llama_gpu_layers),
+           "-fa", "1" if args.flash_attn == "on" else "0", "-r", str(max(args.repeat, 3)), "-o", "json"]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"llama-bench failed: {done.stderr.strip().splitlines()[-1:]}")
+    runs = [r for r in json.loads(done.stdout) if r.get("n_gen") == args.tokens and not r.get("n_prompt")]
+    return float(runs[0]["avg_ts"])
+
+
+LABELS = {
+    "llama-bench": "llama-bench tg (llama.cpp, no Python)",
+    "native": "llama.cpp decode (perf counters, bare runs)",
+    "bare": "llama-cpp-python Llama.generate() loop",
+    "stream": "llama-cpp-python create_completion(stream)",
+    "engine": "localchat engine (worker+pipe+client)",
+    "worker": "  engine, as timed inside the worker",
+    "sampled": "engine, sampled (t=0.7 k=40 p=0.95 rp=1.1)",
+}
+
+
+def report(args, rows: dict[str, list[float]], extra: dict[str, list[float]], n_tokens: int) -> dict:
+    """Print the table (median of the repeats, best, ratios) and return the figures."""
+    if extra["sampled"]:
+        rows["sampled"] = extra["sampled"]
+    med = {key: statistics.median(values) for key, values in rows.items() if values}
+    bare = med["bare"]
+    native_key = "llama-bench" if "llama-bench" in med else "native"
+    native = med[native_key]
+    print(f"\n{'method':<46}{'tok/s':>8}{'best':>8}{'/ bare':>9}{'/ ' + native_key:>15}")
+    for key in LABELS:
+        if key in med:
+            print(f"{LABELS[key]:<46}{med[key]:>8.1f}{max(rows[key]):>8.1f}{med[key] / bare:>9.1%}{med[key] / native:>15.1%}")
+    ttft = statistics.median(extra["ttft"])
+    print(f"\n{n_tokens} tokens per run; engine time to first token with the prompt cached: {ttft * 1e3:.1f} ms (median)")
+    if "sampled" in med:
+        cost = (1 / med["sampled"] - 1 / med["engine"]) * 1e3
+        print(f"sampling (temperature, top-k, top-p, min-p, repeat penalty) costs {cost:.2f} ms per token over greedy")
+    print(f"engine / bare = {med['engine'] / bare:.1%}   engine / {native_key} = {med['engine'] / native:.1%}")
+    return {"model": str(args.model), "threads": args.threads, "tokens": n_tokens, "repeats": args.repeat,
+            "flash_attn": args.flash_attn, "gpu_layers": args.gpu_layers, "median_tok_s": med,
+            "runs_tok_s": rows, "engine_ttft_s": ttft,
+            "ratios": {"engine/bare": med["engine"] / bare, f"engine/{native_key}": med["engine"] / native}}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="scripts/bench engine", description=__doc__.split("\n")[0])
     p.add_argument("model", type=Path, help="a .gguf file")
@@ -103,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-ctx", type=int, default=2048)
     p.add_argument("--n-batch", type=int, default=512)
     p.add_argument("--flash-attn", choices=["on", "off"], default="on")
+    p.add_argument("--gpu-layers", default="auto", help="auto (all if the build can offload), all, or a number")
+    p.add_argument("--native", type=Path, help="a llama-bench binary: its tg joins the table")
+    p.add_argument("--json", type=Path, help="also write the figures to this file")
     p.add_argument("--prompt", default=DEFAULT_PROMPT, help="rendered prompt (special tokens allowed)")
     p.add_argument("--sampling", action="store_true",
                    help="also time the engine with temperature/top-k/top-p/min-p/repeat-penalty sampling")
@@ -111,18 +167,23 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"{args.model} is not a file")
 
     from localchat.engine import EngineClient
-    from localchat.engine.native import physical_cores
+    import llama_cpp
+
+    from localchat.engine.native import physical_cores, plan_offload
     from localchat.types import LoadOptions, SamplingParams
 
     args.threads = args.threads or physical_cores()
+    gpu_layers = -1 if args.gpu_layers == "all" else args.gpu_layers if args.gpu_layers == "auto" else int(args.gpu_layers)
+    args.llama_gpu_layers = plan_offload(gpu_layers, bool(llama_cpp.llama_supports_gpu_offload())).n_gpu_layers
     greedy = SamplingParams(temperature=0.0, repeat_penalty=1.0, max_tokens=args.tokens)
     sampled = SamplingParams(temperature=0.7, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.1,
                              max_tokens=args.tokens, seed=1234)
-    log_dir = Path(__import__("tempfile").mkdtemp(prefix="localchat-bench-"))
+    log_dir = Path(tempfile.mkdtemp(prefix="localchat-bench-"))
     print(f"model {args.model.name}  threads {args.threads}  tokens {args.tokens}  repeats {args.repeat}  "
-          f"n_ctx {args.n_ctx}  flash_attn {args.flash_attn}")
+          f"n_ctx {args.n_ctx}  flash_attn {args.flash_attn}  gpu layers {args.gpu_layers} -> {args.llama_gpu_layers}")
     llama = LlamaRuns(args)
-    options = LoadOptions(n_ctx=args.n_ctx, n_threads=args.threads, n_batch=args.n_batch, flash_attn=args.flash_attn)
+    options = LoadOptions(n_ctx=args.n_ctx, n_threads=args.threads, n_batch=args.n_batch, flash_attn=args.flash_attn,
+                          n_gpu_layers=gpu_layers)
     rows: dict[str, list[float]] = {"bare": [], "stream": [], "engine": [], "native": [], "worker": []}
     extra: dict[str, list[float]] = {"sampled": [], "ttft": []}
     with EngineClient.start(args.model, options, log_dir) as client:
@@ -147,28 +208,11 @@ def main(argv: list[str] | None = None) -> int:
             if args.sampling:
                 extra["sampled"].append(engine_run(client, args, sampled)["rate"])
             time.sleep(0.2)
-    bare = statistics.median(rows["bare"])
-    native = statistics.median(rows["native"])
-    print(f"\n{'method':<44}{'tok/s':>9}{'best':>9}{'/ bare':>9}{'/ native':>10}")
-    labels = {
-        "native": "llama.cpp decode (perf counters, bare runs)",
-        "bare": "llama-cpp-python Llama.generate() loop",
-        "stream": "llama-cpp-python create_completion(stream)",
-        "engine": "localchat engine (worker+pipe+client)",
-        "worker": "  engine, as timed inside the worker",
-    }
-    for key in ("native", "bare", "stream", "engine", "worker"):
-        med = statistics.median(rows[key])
-        print(f"{labels[key]:<44}{med:>9.1f}{max(rows[key]):>9.1f}{med / bare:>9.1%}{med / native:>10.1%}")
-    if args.sampling:
-        med = statistics.median(extra["sampled"])
-        eng = statistics.median(rows["engine"])
-        cost = (1 / med - 1 / eng) * 1e3 if med and eng else 0.0
-        print(f"{'engine, sampled (t=0.7 k=40 p=0.95 rp=1.1)':<44}{med:>9.1f}{max(extra['sampled']):>9.1f}"
-              f"{med / bare:>9.1%}{med / native:>10.1%}   sampling costs {cost:.2f} ms/token")
-    print(f"\n{n_tokens} tokens per run; engine TTFT (prompt cached) median {statistics.median(extra['ttft']) * 1e3:.1f} ms")
-    print(f"engine / bare = {statistics.median(rows['engine']) / bare:.1%}   "
-          f"engine / llama.cpp decode = {statistics.median(rows['engine']) / native:.1%}")
+    if args.native:
+        rows["llama-bench"] = [llama_bench(args)]
+    figures = report(args, rows, extra, n_tokens)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
     return 0
 
 

@@ -157,68 +157,26 @@ class NativeModel:
     """One loaded model with its context, KV-cache bookkeeping and decode loop."""
 
     def __init__(self, path: str | Path, options: LoadOptions) -> None:
-        lib = _llama()
-        self.lib = lib
+        self.lib = lib = _llama()
         self.path = Path(path)
         self.options = options
-        self.model = None
-        self.ctx = None
+        self.model = self.ctx = None
+        self.notes: list[str] = []
         started = time.perf_counter()
         _check_is_gguf(self.path)
-        notes: list[str] = []
-        log_mark = _log_mark()
-
-        offload = plan_offload(options.n_gpu_layers, bool(lib.llama_supports_gpu_offload()))
-        notes.append(offload.note)
-        if _log["amx_note"]:
-            notes.append(_log["amx_note"])
-        mparams = lib.llama_model_default_params()
-        mparams.n_gpu_layers = offload.n_gpu_layers
-        self.model = lib.llama_model_load_from_file(str(self.path).encode(), mparams)
-        if not self.model:
-            raise ModelLoadError(
-                f"llama.cpp could not load {self.path.name}: " + _load_reason(log_mark),
-                "the file may be damaged or made for a newer llama.cpp; check it with `localchat verify`",
-            )
+        self._load_model()
         self.vocab = lib.llama_model_get_vocab(self.model)
         self.n_vocab = lib.llama_vocab_n_tokens(self.vocab)
         self.n_layer = lib.llama_model_n_layer(self.model)
         self.n_ctx_train = lib.llama_model_n_ctx_train(self.model)
-
-        n_ctx = options.n_ctx or self.n_ctx_train
-        if self.n_ctx_train and n_ctx > self.n_ctx_train:
-            notes.append(f"n_ctx {n_ctx} is more than the model was trained for; using {self.n_ctx_train}")
-            n_ctx = self.n_ctx_train
+        self.n_gpu_layers = self.n_layer + 1 if self._offload < 0 else min(self._offload, self.n_layer + 1)
         self.n_threads = options.n_threads or physical_cores()
-        cparams = lib.llama_context_default_params()
-        cparams.n_ctx = n_ctx
-        cparams.n_batch = options.n_batch
-        cparams.n_ubatch = min(options.n_batch, 512)
-        cparams.n_seq_max = 1
-        cparams.n_threads = self.n_threads
-        cparams.n_threads_batch = self.n_threads
-        cparams.flash_attn_type = _FLASH_ATTN[options.flash_attn]
-        cparams.type_k = cparams.type_v = _KV_TYPES[options.kv_type]
-        cparams.no_perf = False  # llama.cpp's own decode counters: the benchmark compares against them
-        log_mark = _log_mark()
-        self.ctx = lib.llama_init_from_model(self.model, cparams)
-        if not self.ctx:
-            reason = _load_reason(log_mark)
-            self.close()
-            hint = "lower n_ctx, or pick a smaller model"
-            if options.kv_type != "f16" and options.flash_attn == "off":
-                hint = f"kv_type {options.kv_type} needs flash attention: set flash_attn to auto or on"
-            raise ModelLoadError(f"llama.cpp could not create a context for {self.path.name}: {reason}", hint)
+        self._new_context()
         self.n_ctx = lib.llama_n_ctx(self.ctx)
         self.mem = lib.llama_get_memory(self.ctx)
-        self.flash_attn = _flash_attn_in_effect(options.flash_attn, _log_since(log_mark), notes)
-        self.n_gpu_layers = (
-            self.n_layer + 1 if offload.n_gpu_layers < 0 else min(offload.n_gpu_layers, self.n_layer + 1)
-        )
         self.add_bos = bool(lib.llama_vocab_get_add_bos(self.vocab))
         self.bos = lib.llama_vocab_bos(self.vocab)
         self.eos = lib.llama_vocab_eos(self.vocab)
-        self.notes = notes
         self.load_seconds = time.perf_counter() - started
 
         self.cached: list[int] = []  # the tokens whose K/V sit in the cache, in order (sequence 0)
@@ -227,6 +185,49 @@ class NativeModel:
         self._piece_buf = ctypes.create_string_buffer(256)
         self._one = (ctypes.c_int32 * 1)()
         self._one_batch = lib.llama_batch_get_one(self._one, 1)
+
+    def _load_model(self) -> None:
+        lib, notes = self.lib, self.notes
+        mark = _log_mark()
+        offload = plan_offload(self.options.n_gpu_layers, bool(lib.llama_supports_gpu_offload()))
+        notes.append(offload.note)
+        if _log["amx_note"]:
+            notes.append(_log["amx_note"])
+        self._offload = offload.n_gpu_layers
+        params = lib.llama_model_default_params()
+        params.n_gpu_layers = offload.n_gpu_layers
+        self.model = lib.llama_model_load_from_file(str(self.path).encode(), params)
+        if not self.model:
+            raise ModelLoadError(
+                f"llama.cpp could not load {self.path.name}: " + _load_reason(mark),
+                "the file may be damaged or made for a newer llama.cpp; check it with `localchat verify`",
+            )
+
+    def _new_context(self) -> None:
+        lib, options = self.lib, self.options
+        n_ctx = options.n_ctx or self.n_ctx_train
+        if self.n_ctx_train and n_ctx > self.n_ctx_train:
+            self.notes.append(f"n_ctx {n_ctx} is more than the model was trained for; using {self.n_ctx_train}")
+            n_ctx = self.n_ctx_train
+        params = lib.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = options.n_batch
+        params.n_ubatch = min(options.n_batch, 512)
+        params.n_seq_max = 1
+        params.n_threads = params.n_threads_batch = self.n_threads
+        params.flash_attn_type = _FLASH_ATTN[options.flash_attn]
+        params.type_k = params.type_v = _KV_TYPES[options.kv_type]
+        params.no_perf = False  # llama.cpp's own decode counters: the benchmark compares against them
+        mark = _log_mark()
+        self.ctx = lib.llama_init_from_model(self.model, params)
+        if not self.ctx:
+            reason = _load_reason(mark)
+            self.close()
+            hint = "lower n_ctx, or pick a smaller model"
+            if options.kv_type != "f16" and options.flash_attn == "off":
+                hint = f"kv_type {options.kv_type} needs flash attention: set flash_attn to auto or on"
+            raise ModelLoadError(f"llama.cpp could not create a context for {self.path.name}: {reason}", hint)
+        self.flash_attn = _flash_attn_in_effect(options.flash_attn, _log_since(mark), self.notes)
 
     # -- metadata --------------------------------------------------------------------------------
 
