@@ -171,6 +171,7 @@ class EngineClient:
         the message carries the last lines of its log, `log_dir/<model>.log`).
         """
         model_path = Path(model_path)
+        options.validate()
         log_dir = Path(log_dir)
         log_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / f"{model_path.stem}.log"
@@ -219,8 +220,10 @@ class EngineClient:
         One generation runs at a time per client: a second call waits until the worker has finished the
         first (cancel it to make that quick).
         """
+        request = {"op": "generate", "id": next(self._ids), "prompt": str(prompt), "sampling": sampling.validate().to_dict()}
+        frame = protocol.encode(request)
         self._turn.acquire()
-        stream = _Stream(next(self._ids))
+        stream = _Stream(request["id"])
         with self._lock:
             error = self._dead
             if error is None:
@@ -229,7 +232,7 @@ class EngineClient:
             self._turn.release()
             raise error
         # if the worker has just died, the reader thread fails this stream when it sees the pipe close
-        self._send({"op": "generate", "id": stream.rid, "prompt": prompt, "sampling": sampling.to_dict()})
+        self._outbox.put(frame)
         return Generation(self, stream)
 
     def count_tokens(self, texts: list[str]) -> list[int]:

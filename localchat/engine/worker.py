@@ -131,10 +131,11 @@ class Worker:
         with self.state_lock:
             self.current = rid
             if rid in self.cancelled_early:
-                self.cancelled_early.discard(rid)
                 self.cancel.set()
             else:
                 self.cancel.clear()
+            # ids only grow: cancels for this one or older (sent just as they finished) are spent
+            self.cancelled_early = {i for i in self.cancelled_early if isinstance(i, int) and i > rid}
         try:
             self.stream(rid, msg.get("prompt", ""), SamplingParams.from_dict(msg.get("sampling") or {}))
         except EngineContextOverflow as e:

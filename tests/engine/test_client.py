@@ -274,3 +274,11 @@ def test_build_info():
     assert isinstance(info["gpu_offload"], bool)
     assert any(d["type"] == "CPU" and d["total_bytes"] > 0 for d in info["devices"])
     assert "CPU" in info["system_info"]
+
+
+def test_bad_sampling_settings_are_refused_before_anything_runs(tiny):
+    from localchat.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="top_p"):
+        tiny.generate(CHAT_PROMPT, greedy(top_p=0.0))
+    assert "".join(tiny.generate(CHAT_PROMPT, GREEDY)) == TINY_REPLY  # nothing was left half-started
