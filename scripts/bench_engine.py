@@ -9,8 +9,9 @@ In one run, repeats interleaved (bare, stream, engine, bare, ...), greedy decodi
   engine   localchat: worker process + pipe + EngineClient, the consumer iterating the text deltas
 Rate = (tokens - 1) / (time from the first token to the last), as seen by the consumer, which is also
 how `Usage.tokens_per_second` is defined. "llama.cpp decode" is llama.cpp's own time inside llama_decode
-during the bare runs (its perf counters): the native rate with no Python around it, a stand-in for
-llama-bench's tg; with --native, llama-bench itself runs too (tg of the same length, same threads, offload
+during the bare runs (its perf counters). "tg loop" does what llama-bench's tg test does (one-token decodes
+from an empty cache, no sampling) with one ctypes call per token: the stand-in for llama-bench's tg, against
+which the "/ tg" column compares; with --native, llama-bench itself runs too (tg of the same length, same threads, offload
 and flash attention). The figure per method is the median of the repeats; ratios are against the bare loop.
 """
 
@@ -39,6 +40,45 @@ def rate(n_tokens: int, seconds: float) -> float:
     return (n_tokens - 1) / seconds if n_tokens > 1 and seconds > 0 else 0.0
 
 
+class TgLoop:
+    """What llama-bench's tg test does, driven from Python: one-token llama_decode calls from an empty cache,
+    no sampling; one ctypes call per token is all the Python there is."""
+
+    def __init__(self, args) -> None:
+        import ctypes
+
+        import llama_cpp
+
+        self.lib = lib = llama_cpp
+        params = lib.llama_model_default_params()
+        params.n_gpu_layers = args.llama_gpu_layers
+        self.model = lib.llama_model_load_from_file(str(args.model).encode(), params)
+        cparams = lib.llama_context_default_params()
+        cparams.n_ctx, cparams.n_batch = args.n_ctx, args.n_batch
+        cparams.n_threads = cparams.n_threads_batch = args.threads
+        cparams.flash_attn_type = 1 if args.flash_attn == "on" else 0
+        self.ctx = lib.llama_init_from_model(self.model, cparams)
+        self.mem = lib.llama_get_memory(self.ctx)
+        vocab = lib.llama_model_get_vocab(self.model)
+        self.n_vocab = lib.llama_vocab_n_tokens(vocab)
+        self.first = lib.llama_vocab_bos(vocab) if lib.llama_vocab_get_add_bos(vocab) else 1
+        self.token = (ctypes.c_int32 * 1)()
+        self.batch = lib.llama_batch_get_one(self.token, 1)
+        self.n = args.tokens
+        self.run()  # warm-up, as llama-bench does
+
+    def run(self) -> float:
+        lib, ctx, batch, token = self.lib, self.ctx, self.batch, self.token
+        lib.llama_memory_clear(self.mem, True)
+        token[0] = self.first
+        start = time.perf_counter()
+        for i in range(self.n):
+            lib.llama_decode(ctx, batch)
+            token[0] = (i * 7919 + 13) % self.n_vocab
+        lib.llama_synchronize(ctx)
+        return self.n / (time.perf_counter() - start)
+
+
 class LlamaRuns:
     """The two llama-cpp-python baselines, sharing one loaded Llama."""
 
@@ -47,7 +87,7 @@ class LlamaRuns:
 
         from localchat.engine.native import avoid_amx
 
-        avoid_amx()  # the engine does the same (llama.cpp's AMX kernels crash on some VMs)
+        self.amx_note = avoid_amx()  # the engine does the same (llama.cpp's AMX kernels crash on some VMs)
         self.lib = llama_cpp
         self.llm = llama_cpp.Llama(
             str(args.model), n_ctx=args.n_ctx, n_batch=args.n_batch, n_threads=args.threads,
@@ -114,6 +154,8 @@ def llama_bench(args) -> float:
 
 LABELS = {
     "llama-bench": "llama-bench tg (llama.cpp, no Python)",
+    "tg": "llama.cpp tg loop (1-token decodes, no sampling)",
+    "tg-amx": "  same, AMX weight buffers (llama-bench's default)",
     "native": "llama.cpp decode (perf counters, bare runs)",
     "bare": "llama-cpp-python Llama.generate() loop",
     "stream": "llama-cpp-python create_completion(stream)",
@@ -129,7 +171,7 @@ def report(args, rows: dict[str, list[float]], extra: dict[str, list[float]], n_
         rows["sampled"] = extra["sampled"]
     med = {key: statistics.median(values) for key, values in rows.items() if values}
     bare = med["bare"]
-    native_key = "llama-bench" if "llama-bench" in med else "native"
+    native_key = "llama-bench" if "llama-bench" in med else "tg"
     native = med[native_key]
     print(f"\n{'method':<46}{'tok/s':>8}{'best':>8}{'/ bare':>9}{'/ ' + native_key:>15}")
     for key in LABELS:
@@ -181,10 +223,13 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = Path(tempfile.mkdtemp(prefix="localchat-bench-"))
     print(f"model {args.model.name}  threads {args.threads}  tokens {args.tokens}  repeats {args.repeat}  "
           f"n_ctx {args.n_ctx}  flash_attn {args.flash_attn}  gpu layers {args.gpu_layers} -> {args.llama_gpu_layers}")
-    llama = LlamaRuns(args)
+    tg_default = TgLoop(args)  # loaded before avoid_amx(): llama.cpp's default weight buffers, as llama-bench uses
+    llama = LlamaRuns(args)  # calls avoid_amx()
+    tg = TgLoop(args) if llama.amx_note else tg_default
+    tg_amx = tg_default if llama.amx_note else None
     options = LoadOptions(n_ctx=args.n_ctx, n_threads=args.threads, n_batch=args.n_batch, flash_attn=args.flash_attn,
                           n_gpu_layers=gpu_layers)
-    rows: dict[str, list[float]] = {"bare": [], "stream": [], "engine": [], "native": [], "worker": []}
+    rows: dict[str, list[float]] = {"tg": [], "tg-amx": [], "bare": [], "stream": [], "engine": [], "native": [], "worker": []}
     extra: dict[str, list[float]] = {"sampled": [], "ttft": []}
     with EngineClient.start(args.model, options, log_dir) as client:
         # warm-up: first runs pay for page faults and the prompt (both caches keep it afterwards)
@@ -192,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
         llama.stream()
         engine_run(client, args, greedy)
         for _ in range(args.repeat):
+            rows["tg"].append(tg.run())
+            if tg_amx is not None:
+                rows["tg-amx"].append(tg_amx.run())
             b = llama.bare()
             rows["bare"].append(b["rate"])
             rows["native"].append(b["native"])

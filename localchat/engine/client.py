@@ -182,14 +182,10 @@ class EngineClient:
         log_file.write(f"\n=== {stamp} localchat engine worker for {model_path} ===\n".encode())
         log_file.flush()
         offset = log_file.tell()
-        env = dict(os.environ)
-        # The worker must import this very localchat, wherever it was imported from (a checkout, a wheel).
-        package_root = str(Path(localchat.__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join([package_root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "localchat.engine.worker"],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file, env=env, close_fds=True,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file, env=_worker_env(), close_fds=True,
             )
         except OSError as e:
             log_file.close()
@@ -390,16 +386,21 @@ class EngineClient:
         return lines[-n:]
 
 
-def build_info(timeout: float = 120.0) -> dict:
-    """What the installed llama.cpp build supports (GPU offload, devices, free memory, flash attention),
-    asked of a short-lived worker so this process never imports llama_cpp (`localchat doctor`)."""
+def _worker_env() -> dict[str, str]:
+    """The worker must import this very localchat, wherever it was imported from (a checkout, a wheel)."""
     env = dict(os.environ)
     package_root = str(Path(localchat.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join([package_root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return env
+
+
+def build_info(timeout: float = 120.0) -> dict:
+    """What the installed llama.cpp build supports (GPU offload, devices, free memory, flash attention),
+    asked of a short-lived worker so this process never imports llama_cpp (`localchat doctor`)."""
     try:
         done = subprocess.run(
             [sys.executable, "-m", "localchat.engine.worker", "--build-info"],
-            capture_output=True, env=env, timeout=timeout, check=False,
+            capture_output=True, env=_worker_env(), timeout=timeout, check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as e:
         raise EngineError(f"could not ask llama.cpp about its build: {e}") from e
