@@ -176,6 +176,9 @@ def _protocol_streams():
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    from localchat.offline import enforce_if_inherited
+
+    enforce_if_inherited()  # a worker of an offline app stays offline too
     if "--build-info" in argv:
         out = os.fdopen(os.dup(1), "w")
         os.dup2(2, 1)
