@@ -94,3 +94,7 @@ class ConversationFormatError(StoreError):
 class BundleError(LocalchatError):
     """A model bundle (.lcb) is not one, is truncated, unsafe (path traversal, links) or contradicts itself;
     nothing was imported."""
+
+
+class EngineContextOverflow(EngineError, ContextOverflowError):
+    """The engine was given more tokens than its loaded context window holds."""
