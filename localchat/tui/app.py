@@ -123,8 +123,7 @@ class LocalchatApp(App):
             engine = self.services.start_engine(model_id)
             entry = self.services.entry(model_id)
             info = engine.info
-            bos, eos = getattr(info, "bos_token", None), getattr(info, "eos_token", None)
-            template, warnings = self.services.chat_template(entry, info.chat_template, bos, eos)
+            template, warnings = self.services.chat_template(entry, info.chat_template, info.bos_token, info.eos_token)
         except Exception as exc:  # LocalchatError says what to do; anything else is a bug, logged
             if not isinstance(exc, LocalchatError):
                 self.log_exception(exc)

@@ -12,7 +12,7 @@ import termios
 import time
 
 
-def run_in_pty(args, home, until: bytes, timeout: float = 60.0) -> tuple[bytes, int]:
+def run_in_pty(args, home, until: bytes, timeout: float = 120.0) -> tuple[bytes, int]:
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
     proc = subprocess.Popen([sys.executable, "-m", "localchat", "--home", str(home), *args], stdin=slave,
@@ -28,9 +28,18 @@ def run_in_pty(args, home, until: bytes, timeout: float = 60.0) -> tuple[bytes, 
                     seen += os.read(master, 65536)
                 except OSError:
                     break
-        if proc.poll() is None:
-            os.write(master, b"\x11")  # ctrl+q
-        code = proc.wait(timeout=30)
+        quit_by = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < quit_by:
+            os.write(master, b"\x11")  # ctrl+q (again, should a busy machine have it arrive mid-start-up)
+            for _ in range(20):
+                if proc.poll() is not None:
+                    break
+                if select.select([master], [], [], 0.1)[0]:
+                    try:
+                        seen += os.read(master, 65536)
+                    except OSError:
+                        break
+        code = proc.wait(timeout=10)
         while select.select([master], [], [], 0.1)[0]:
             try:
                 chunk = os.read(master, 65536)
