@@ -50,6 +50,7 @@ class ChatScreen(Screen):
         self._deltas: DeltaBuffer | None = None
         self._editing = False
         self._pending_text = ""  # what was sent, to give back if the turn could not start
+        self._turn_kind = "send"
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)
@@ -102,6 +103,7 @@ class ChatScreen(Screen):
 
     def _start_turn(self, kind: str, text: str = "") -> None:
         self.app.busy = True
+        self._turn_kind = kind
         self._pending_text = text
         self.status.state = "thinking…"
         self._turn_worker(kind, text)
@@ -167,7 +169,7 @@ class ChatScreen(Screen):
         app = self.app
         app.turn = None
         app.busy = False
-        if not event.started:  # nothing was sent: take the message back into the input
+        if not event.started and self._turn_kind != "regenerate":  # not sent: the message goes back to the input
             await self.log_view.drop_tail(include_last_user=True)
             if self._pending_text and not self.prompt.text:
                 self.prompt.set_text(self._pending_text)
