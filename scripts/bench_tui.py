@@ -35,14 +35,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-PROMPT = "go"
+PROMPT = "go"  # the loop model ignores it; --model runs take --prompt
 
 
-def build_models(folder: Path, embd: int, layers: int, swap: list[str] | None) -> dict[str, Path]:
+def build_models(folder: Path, embd: int, layers: int, swap: list[str] | None, model: str | None) -> dict[str, Path]:
     from tests.support.ggufgen import make_tiny_gguf
 
-    models = {"loop": make_tiny_gguf(folder / f"loop-{embd}x{layers}.gguf", reply="abcdefgh ", loop=True,
-                                     n_embd=embd, n_layer=layers)}
+    if model:
+        models = {"loop": Path(model).resolve()}
+    else:
+        models = {"loop": make_tiny_gguf(folder / f"loop-{embd}x{layers}.gguf", reply="abcdefgh ", loop=True,
+                                         n_embd=embd, n_layer=layers)}
     if swap:
         models["swap-a"], models["swap-b"] = Path(swap[0]).resolve(), Path(swap[1]).resolve()
     else:
@@ -51,14 +54,15 @@ def build_models(folder: Path, embd: int, layers: int, swap: list[str] | None) -
     return models
 
 
-def make_home(folder: Path, models: dict[str, Path], tokens: int) -> Path:
+def make_home(folder: Path, models: dict[str, Path], tokens: int, threads: int | None) -> Path:
     from tests.support.models import register_local_model
 
     home = folder / "home"
     for model_id, path in models.items():
-        svc = register_local_model(home, path, model_id=model_id, template="chatml")
+        generated = path.parent == folder  # ours: ChatML; a real model: the template its GGUF carries
+        svc = register_local_model(home, path, model_id=model_id, template="chatml" if generated else None)
     svc.config.sampling = {"max_tokens": tokens, "temperature": 0.0}
-    svc.config.load = {"n_ctx": max(2048, tokens + 256)}
+    svc.config.load = {"n_ctx": max(2048, tokens + 256), **({"n_threads": threads} if threads else {})}
     svc.config.save(svc.paths.config_file)
     return home
 
@@ -66,7 +70,7 @@ def make_home(folder: Path, models: dict[str, Path], tokens: int) -> Path:
 # --- streaming ----------------------------------------------------------------------------------------------
 
 
-async def engine_alone(home: Path, tokens: int) -> dict:
+async def engine_alone(home: Path, tokens: int, prompt_text: str) -> dict:
     """The engine consumed in a thread, while a bare asyncio loop runs the same 5 ms timer as in the app run:
     its lateness is what this machine's scheduler alone costs (the floor for the app's stall figure)."""
     from localchat.services import Services
@@ -76,7 +80,7 @@ async def engine_alone(home: Path, tokens: int) -> dict:
     engine = svc.start_engine("loop")
     try:
         template, _ = svc.chat_template(svc.entry("loop"), engine.info.chat_template)
-        prompt = template.render([Message("user", PROMPT)], add_generation_prompt=True)
+        prompt = template.render([Message("user", prompt_text)], add_generation_prompt=True)
         generation = engine.generate(prompt, svc.config.sampling_for("loop"))
         marks: list[float] = []
 
@@ -106,7 +110,7 @@ async def run_with_monitor(work, started, period: float = 0.005) -> list[float]:
     return lateness or [0.0]
 
 
-async def through_app(home: Path, tokens: int) -> dict:
+async def through_app(home: Path, tokens: int, prompt_text: str) -> dict:
     from localchat.services import Services
     from localchat.tui.app import make_app
     from localchat.tui.widgets.chatlog import MessageBlock
@@ -132,8 +136,7 @@ async def through_app(home: Path, tokens: int) -> dict:
 
         task = asyncio.create_task(monitor())
         cpu_start = time.thread_time()  # this thread runs the app's event loop
-        for ch in PROMPT:
-            await pilot.press(ch)
+        app.chat.prompt.text = prompt_text
         await pilot.press("enter")
         await pilot.pause(0.05)
         streamer = None
@@ -249,15 +252,21 @@ def main() -> int:
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--frames", type=int, default=5, help="first-frame runs")
     parser.add_argument("--swaps", type=int, default=6)
-    parser.add_argument("--swap", nargs=2, metavar="GGUF", help="two GGUF files to swap between (ChatML)")
+    parser.add_argument("--swap", nargs=2, metavar="GGUF", help="two GGUF files to swap between")
+    parser.add_argument("--model", metavar="GGUF", help="stream from this real model instead (greedy, so both sides "
+                        "produce the same text; it stops at --tokens or where it ends its reply)")
+    parser.add_argument("--prompt", default=PROMPT, help="the message sent (for --model)")
+    parser.add_argument("--threads", type=int, help="llama.cpp threads (default: the engine's own choice)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-tui-") as tmp:
         folder = Path(tmp)
         os.environ["LOCALCHAT_HOME"] = str(folder / "home")
-        models = build_models(folder, args.embd, args.layers, args.swap)
-        home = make_home(folder, models, args.tokens)
-        print(f"model: loop {args.embd}x{args.layers} ({models['loop'].stat().st_size / 1e6:.1f} MB), "
+        models = build_models(folder, args.embd, args.layers, args.swap, args.model)
+        home = make_home(folder, models, args.tokens, args.threads)
+        name = models["loop"].name if args.model else f"loop {args.embd}x{args.layers}"
+        threads = f"{args.threads} llama.cpp threads" if args.threads else "the engine's default threads"
+        print(f"model: {name} ({models['loop'].stat().st_size / 1e6:.1f} MB), {threads}, "
               f"{args.tokens} tokens, {args.repeats} runs each, CPUs: {os.cpu_count()}")
 
         engine_runs, app_runs, ratios = [], [], []
@@ -266,8 +275,8 @@ def main() -> int:
             # processes) hits both sides of a pair alike, and the median of the pair ratios ignores outliers.
             pair = {}
             for side in (("engine", "app") if i % 2 == 0 else ("app", "engine")):
-                pair[side] = asyncio.run(engine_alone(home, args.tokens) if side == "engine"
-                                         else through_app(home, args.tokens))
+                pair[side] = asyncio.run(engine_alone(home, args.tokens, args.prompt) if side == "engine"
+                                         else through_app(home, args.tokens, args.prompt))
             engine_runs.append(pair["engine"])
             app_runs.append(pair["app"])
             ratios.append(pair["app"]["rate"] / pair["engine"]["rate"])
