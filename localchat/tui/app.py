@@ -8,6 +8,7 @@ becomes a notification saying what to do.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from typing import Any, Iterable
@@ -78,6 +79,7 @@ class LocalchatApp(App):
 
     def on_ready(self) -> None:
         """The first frame is on screen: start the slow work (model, store) in the background."""
+        gc.freeze()  # what start-up made lives as long as the app: later full collections need not walk it
         self._open_store()
         if self.start_model is not None:
             self.load_model(self.start_model)

@@ -5,11 +5,16 @@ with the model's own decoding (llama.cpp uses every core). Textual's MarkdownStr
 can; this one batches deltas and waits between appends long enough that the UI's own CPU time stays near a
 fixed share of the wall clock (and never under 20 or over 2 updates a second). On a fast machine that is
 ~20 updates a second; on a busy laptop it backs off instead of slowing the model down.
+
+While a reply streams, Python's cyclic garbage collector is paused (as Textual does while scrolling): a full
+collection walks every object of the app and stalls the event loop for tens of milliseconds. It resumes when
+the reply ends; streaming creates little cyclic garbage meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 from typing import Any, Callable
@@ -58,9 +63,12 @@ class ReplyStream:
         self._wake = asyncio.Event()  # text is waiting
         self._stop = asyncio.Event()  # the reply has ended
         self._task: asyncio.Task | None = None
+        self._gc_was_enabled = False
         self.appends = 0
 
     def start(self) -> "ReplyStream":
+        self._gc_was_enabled = gc.isenabled()
+        gc.disable()
         self._task = asyncio.create_task(self._run())
         return self
 
@@ -73,9 +81,22 @@ class ReplyStream:
         """Append what is still pending, then end."""
         self._stop.set()
         self._wake.set()
+        try:
+            if self._task is not None:
+                await self._task
+                self._task = None
+        finally:
+            if self._gc_was_enabled:
+                gc.enable()
+
+    def abandon(self) -> None:
+        """The screen is going away: stop without appending anything more."""
         if self._task is not None:
-            await self._task
+            self._task.cancel()
             self._task = None
+        if self._gc_was_enabled:
+            gc.enable()
+            self._gc_was_enabled = False
 
     async def _run(self) -> None:
         cpu = time.thread_time()

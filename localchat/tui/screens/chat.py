@@ -187,6 +187,10 @@ class ChatScreen(Screen):
         app.reply_finished()
         self.refresh_conversations()
 
+    def on_unmount(self) -> None:
+        if self._stream is not None:
+            self._stream.abandon()
+
     def note(self, text: str) -> None:
         """A line in the conversation that is not a message (e.g. which model continues it)."""
         self.run_worker(self.log_view.add_notice(f"── {text} ──", kind="info"), group="notes")
