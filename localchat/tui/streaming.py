@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 MIN_INTERVAL = 0.05  # seconds between appends, at most 20 a second
 MAX_INTERVAL = 0.5  # at least 2 a second, however slow the machine
+GC_RESUME_DELAY = 0.3  # seconds after the reply ends
 CPU_SHARE = 0.05  # aim: the event loop's thread uses at most this share of one core while a reply streams
 
 
@@ -67,8 +68,7 @@ class ReplyStream:
         self.appends = 0
 
     def start(self) -> "ReplyStream":
-        self._gc_was_enabled = gc.isenabled()
-        gc.disable()
+        self._gc_was_enabled = _pause_gc()
         self._task = asyncio.create_task(self._run())
         return self
 
@@ -87,7 +87,7 @@ class ReplyStream:
                 self._task = None
         finally:
             if self._gc_was_enabled:
-                gc.enable()
+                _resume_gc_later()
 
     def abandon(self) -> None:
         """The screen is going away: stop without appending anything more."""
@@ -95,7 +95,7 @@ class ReplyStream:
             self._task.cancel()
             self._task = None
         if self._gc_was_enabled:
-            gc.enable()
+            resume_gc()
             self._gc_was_enabled = False
 
     async def _run(self) -> None:
@@ -120,3 +120,33 @@ class ReplyStream:
                 await asyncio.wait_for(self._stop.wait(), interval)
             except asyncio.TimeoutError:
                 pass
+
+
+_resume_handle: asyncio.TimerHandle | None = None  # the pending gc.enable() of the last reply
+
+
+def _pause_gc() -> bool:
+    """Pause the collector; True if it was running (or only waiting to resume after the previous reply)."""
+    global _resume_handle
+    if _resume_handle is not None:
+        _resume_handle.cancel()
+        _resume_handle = None
+        return True
+    was_enabled = gc.isenabled()
+    gc.disable()
+    return was_enabled
+
+
+def _resume_gc_later() -> None:
+    """Resume once the last text has been drawn: the collection that follows takes tens of milliseconds."""
+    global _resume_handle
+    _resume_handle = asyncio.get_running_loop().call_later(GC_RESUME_DELAY, resume_gc)
+
+
+def resume_gc() -> None:
+    """Let the collector run again now (the app is closing, or a screen went away mid-reply)."""
+    global _resume_handle
+    if _resume_handle is not None:
+        _resume_handle.cancel()
+        _resume_handle = None
+    gc.enable()

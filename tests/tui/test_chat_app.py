@@ -5,6 +5,7 @@ import pytest
 from localchat.services import Services
 from localchat.tui.app import make_app
 from tests.support.models import register_local_model
+from tests.tui.conftest import register_endless
 from tests.tui.helpers import blocks, loaded, record_notifications, reply, send, status, views, wait_for
 
 pytestmark = pytest.mark.asyncio
@@ -45,8 +46,8 @@ async def test_multiline_input_and_sending_while_loading(localchat_home, tiny_mo
     assert not [s for s in seen if s.startswith("error")]
 
 
-async def test_escape_stops_a_reply_and_keeps_what_was_said(localchat_home, tiny_loop_model):
-    svc = register_local_model(localchat_home, tiny_loop_model, model_id="chatty")
+async def test_escape_stops_a_reply_and_keeps_what_was_said(localchat_home, endless_model):
+    svc = register_endless(localchat_home, endless_model)
     app = make_app(svc, "chatty")
     async with app.run_test(size=(100, 30)) as pilot:
         await loaded(app, pilot)
@@ -157,8 +158,8 @@ async def test_context_meter_warns_and_tells_when_old_turns_are_left_out(localch
         assert blocks(app, "user")[-1].source != "y" * 400
 
 
-async def test_a_crashed_worker_is_reported_and_reloaded(localchat_home, tiny_loop_model):
-    svc = register_local_model(localchat_home, tiny_loop_model, model_id="chatty")
+async def test_a_crashed_worker_is_reported_and_reloaded(localchat_home, endless_model):
+    svc = register_endless(localchat_home, endless_model)
     app = make_app(svc, "chatty")
     seen = record_notifications(app)
     async with app.run_test(size=(100, 30)) as pilot:
@@ -174,8 +175,10 @@ async def test_a_crashed_worker_is_reported_and_reloaded(localchat_home, tiny_lo
         await wait_for(lambda: app.engine is not old and app.engine is not None and app.loading is None, pilot)
         assert app.chat.prompt.text == "again"
         await pilot.press("enter")
-        await wait_for(lambda: not app.busy and blocks(app, "user")[-1].source == "again"
-                       and len(blocks(app, "assistant")[-1].source) > 0, pilot)
+        await wait_for(lambda: blocks(app, "user")[-1].source == "again" and len(views(app)) == 4
+                       and len(blocks(app, "assistant")[-1].source) > 0, pilot)  # the new worker answers
+        await pilot.press("escape")
+        await wait_for(lambda: not app.busy, pilot)
 
 
 async def test_new_chat_starts_an_empty_conversation(localchat_home, tiny_model):

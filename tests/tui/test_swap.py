@@ -6,6 +6,7 @@ from localchat.tui.app import make_app
 from localchat.tui.screens.picker import ModelPicker
 from tests.support.ggufgen import make_tiny_gguf
 from tests.support.models import register_local_model
+from tests.tui.conftest import register_endless
 from tests.tui.helpers import blocks, loaded, reply, send, status, wait_for
 
 pytestmark = pytest.mark.asyncio
@@ -81,8 +82,8 @@ async def test_switch_from_the_command_palette(localchat_home, tiny_model, other
         assert (await reply(app, pilot)).source == "Yo!"
 
 
-async def test_swapping_during_a_reply_stops_it_cleanly(localchat_home, tiny_loop_model, other_model):
-    register_local_model(localchat_home, tiny_loop_model, model_id="chatty")
+async def test_swapping_during_a_reply_stops_it_cleanly(localchat_home, endless_model, other_model):
+    register_endless(localchat_home, endless_model)
     svc = register_local_model(localchat_home, other_model, model_id="other")
     app = make_app(svc, "chatty")
     async with app.run_test(size=(100, 30)) as pilot:

@@ -21,7 +21,7 @@ from localchat.errors import LocalchatError
 from localchat.tui.events import (ConversationLoaded, ConversationsListed, Failed, ReplyDelta, ReplyFinished,
                                   ReplyStarted, SearchResults)
 from localchat.tui.screens.dialogs import ChoiceDialog, ConfirmDialog, TextDialog
-from localchat.tui.streaming import DeltaBuffer, ReplyStream
+from localchat.tui.streaming import DeltaBuffer, ReplyStream, resume_gc
 from localchat.tui.widgets.chatlog import ChatLog, CopyRequested, MessageBlock
 from localchat.tui.widgets.prompt import PromptInput
 from localchat.tui.widgets.sidebar import ConversationList
@@ -190,6 +190,7 @@ class ChatScreen(Screen):
     def on_unmount(self) -> None:
         if self._stream is not None:
             self._stream.abandon()
+        resume_gc()  # also one still waiting to resume after the last reply
 
     def note(self, text: str) -> None:
         """A line in the conversation that is not a message (e.g. which model continues it)."""

@@ -1,0 +1,28 @@
+"""Fixtures for the app's tests."""
+
+from __future__ import annotations
+
+import pytest
+
+ENDLESS_CONTEXT = 32768
+
+
+@pytest.fixture(scope="session")
+def endless_model(tmp_path_factory):
+    """A tiny model that talks until its 32k-token window is full: at thousands of tokens a second that still
+    takes a while, so a test can stop it, swap it or kill it mid-reply (the 2k-window loop model finishes first)."""
+    from tests.support.ggufgen import make_tiny_gguf
+
+    return make_tiny_gguf(tmp_path_factory.mktemp("endless") / "endless.gguf", reply="abcdefgh ", loop=True,
+                          n_ctx_train=ENDLESS_CONTEXT)
+
+
+def register_endless(home, path, model_id="chatty"):
+    """Register the endless model with a window and a reply limit big enough that it does not stop soon."""
+    from tests.support.models import register_local_model
+
+    svc = register_local_model(home, path, model_id=model_id)
+    svc.config.load = {"n_ctx": ENDLESS_CONTEXT}
+    svc.config.sampling = {"max_tokens": ENDLESS_CONTEXT}
+    svc.config.save(svc.paths.config_file)
+    return svc
