@@ -22,46 +22,49 @@ from typing import Any, Callable
 MIN_INTERVAL = 0.05  # seconds between appends, at most 20 a second
 MAX_INTERVAL = 0.5  # at least 2 a second, however slow the machine
 GC_RESUME_DELAY = 0.3  # seconds after the reply ends
-CPU_SHARE = 0.05  # aim: the event loop's thread uses at most this share of one core while a reply streams
+CPU_SHARE = 0.03  # aim: the event loop's thread uses at most this share of one core while a reply streams
 
 
 class DeltaBuffer:
-    """Hands text from the worker thread to the event loop with at most one wake-up message in flight.
+    """Text from the worker thread, taken by the event loop when it is ready for more.
 
-    Posting one message per token costs the event loop a dispatch per token; this posts a message only when
-    the loop has taken everything before, so a busy loop gets fewer, bigger batches.
+    The worker only posts a wake-up message when the stream has gone idle (found nothing last time it looked);
+    while text keeps coming, the stream takes it on its own schedule. A message per token would cost the event
+    loop a dispatch per token.
     """
 
     def __init__(self, wake: Callable[[], None]) -> None:
         self._wake = wake
         self._lock = threading.Lock()
         self._parts: list[str] = []
-        self._posted = False
+        self._idle = True  # the stream waits for a wake-up
 
     def put(self, text: str) -> None:
         """From the worker thread."""
         with self._lock:
             self._parts.append(text)
-            if self._posted:
+            if not self._idle:
                 return
-            self._posted = True
+            self._idle = False
         self._wake()
 
     def take(self) -> str:
-        """On the event loop, when woken."""
+        """On the event loop: everything so far ("" means the stream goes idle until the next wake-up)."""
         with self._lock:
             text = "".join(self._parts)
             self._parts.clear()
-            self._posted = False
+            self._idle = not text
         return text
 
 
 class ReplyStream:
-    def __init__(self, widget: Any, cpu_share: float = CPU_SHARE) -> None:
+    """Appends what `source()` returns to a Markdown widget, paced as the module says, until stopped."""
+
+    def __init__(self, widget: Any, source: Callable[[], str], cpu_share: float = CPU_SHARE) -> None:
         self.widget = widget
+        self.source = source
         self.cpu_share = cpu_share
-        self._pending: list[str] = []
-        self._wake = asyncio.Event()  # text is waiting
+        self._wake = asyncio.Event()  # text arrived while idle
         self._stop = asyncio.Event()  # the reply has ended
         self._task: asyncio.Task | None = None
         self._gc_was_enabled = False
@@ -72,13 +75,11 @@ class ReplyStream:
         self._task = asyncio.create_task(self._run())
         return self
 
-    def write(self, text: str) -> None:
-        if text:
-            self._pending.append(text)
-            self._wake.set()
+    def wake(self) -> None:
+        self._wake.set()
 
     async def stop(self) -> None:
-        """Append what is still pending, then end."""
+        """Append what is still waiting, then end."""
         self._stop.set()
         self._wake.set()
         try:
@@ -101,17 +102,19 @@ class ReplyStream:
     async def _run(self) -> None:
         cpu = time.thread_time()
         while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if self._pending:
-                text = "".join(self._pending)
-                self._pending.clear()
+            stopping = self._stop.is_set()
+            text = self.source()
+            if text:
                 await self.widget.append(text)
                 self.appends += 1
-            if self._stop.is_set():
-                if self._pending:
-                    continue
+            elif stopping:
                 return
+            else:
+                await self._wake.wait()
+                self._wake.clear()
+                continue
+            if stopping:
+                continue  # take what came in during the last append
             # CPU this thread used since the last append: mostly the layout and render that append caused.
             now = time.thread_time()
             cost, cpu = now - cpu, now

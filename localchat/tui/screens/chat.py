@@ -148,20 +148,18 @@ class ChatScreen(Screen):
             await self.log_view.add_notice(event.notice)
             self.notify(event.notice, title="Context window full", severity="warning", timeout=8)
         self._reply_block = await self.log_view.add_message("assistant", author=self.app.model_id)
-        self._stream = ReplyStream(self._reply_block).start()
+        self._stream = ReplyStream(self._reply_block, self._deltas.take).start()
         self.status.state = "replying…"
         self.app.show_context(event.prompt_tokens)
 
     @on(ReplyDelta)
     def _reply_delta(self, event: ReplyDelta) -> None:
-        if self._stream is not None and self._deltas is not None:
-            self._stream.write(self._deltas.take())
+        if self._stream is not None:
+            self._stream.wake()
 
     @on(ReplyFinished)
     async def _reply_finished(self, event: ReplyFinished) -> None:
         if self._stream is not None:
-            if self._deltas is not None:
-                self._stream.write(self._deltas.take())
             await self._stream.stop()
             self._stream = None
         self._deltas = None
