@@ -3,8 +3,8 @@
 Every append re-lays out the screen and re-renders the growing block, and on a small CPU that work competes
 with the model's own decoding (llama.cpp uses every core). Textual's MarkdownStream appends as fast as it
 can; this one batches deltas and waits between appends long enough that the UI's own CPU time stays near a
-fixed share of the wall clock (and never under 20 or over 2 updates a second). On a fast machine that is
-~20 updates a second; on a busy laptop it backs off instead of slowing the model down.
+fixed share of the wall clock (and never more than 20 or fewer than 1 update a second). Where the model leaves a
+core free that is ~20 updates a second; on a small, busy CPU it backs off instead of slowing the model down.
 
 While a reply streams, Python's cyclic garbage collector is paused (as Textual does while scrolling): a full
 collection walks every object of the app and stalls the event loop for tens of milliseconds. It resumes when
@@ -20,9 +20,22 @@ import time
 from typing import Any, Callable
 
 MIN_INTERVAL = 0.05  # seconds between appends, at most 20 a second
-MAX_INTERVAL = 0.5  # at least 2 a second, however slow the machine
+MAX_INTERVAL = 1.0  # at least 1 a second, however slow the machine
 GC_RESUME_DELAY = 0.3  # seconds after the reply ends
-CPU_SHARE = 0.03  # aim: the event loop's thread uses at most this share of one core while a reply streams
+CPU_SHARE = 0.03  # aim: the event loop's thread uses at most this share of one core while a reply streams...
+SPARE_CORE_SHARE = 0.15  # ...or this much where the model leaves a core free (more threads than it uses, or a GPU)
+
+
+def cpu_share_for(info: Any, cpus: int | None) -> float:
+    """How much of a core the UI may spend on a streaming reply without slowing the model down.
+
+    llama.cpp runs one thread per physical core and waits at a barrier after every step for the slowest of
+    them: where it uses every CPU, whatever the UI takes delays each token. Where a CPU is left over (more
+    logical CPUs than model threads) or the GPU does the work, the UI can afford smoother updates.
+    """
+    threads = getattr(info, "n_threads", 0) or (cpus or 1)
+    on_gpu = bool(info.n_layer) and info.n_gpu_layers >= info.n_layer
+    return SPARE_CORE_SHARE if on_gpu or (cpus or 1) > threads else CPU_SHARE
 
 
 class DeltaBuffer:

@@ -8,6 +8,7 @@ workers too.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from textual import on, work
@@ -21,7 +22,7 @@ from localchat.errors import LocalchatError
 from localchat.tui.events import (ConversationLoaded, ConversationsListed, Failed, ReplyDelta, ReplyFinished,
                                   ReplyStarted, SearchResults)
 from localchat.tui.screens.dialogs import ChoiceDialog, ConfirmDialog, TextDialog
-from localchat.tui.streaming import DeltaBuffer, ReplyStream, resume_gc
+from localchat.tui.streaming import DeltaBuffer, ReplyStream, cpu_share_for, resume_gc
 from localchat.tui.widgets.chatlog import ChatLog, CopyRequested, MessageBlock
 from localchat.tui.widgets.prompt import PromptInput
 from localchat.tui.widgets.sidebar import ConversationList
@@ -148,7 +149,8 @@ class ChatScreen(Screen):
             await self.log_view.add_notice(event.notice)
             self.notify(event.notice, title="Context window full", severity="warning", timeout=8)
         self._reply_block = await self.log_view.add_message("assistant", author=self.app.model_id)
-        self._stream = ReplyStream(self._reply_block, self._deltas.take).start()
+        share = cpu_share_for(self.app.engine.info, os.cpu_count())
+        self._stream = ReplyStream(self._reply_block, self._deltas.take, share).start()
         self.status.state = "replying…"
         self.app.show_context(event.prompt_tokens)
 
