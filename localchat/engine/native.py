@@ -1,9 +1,10 @@
 """llama.cpp through llama-cpp-python's low-level bindings: the only module that imports llama_cpp.
 
 It runs inside the worker process (localchat.engine.worker). The decode loop is deliberately small: per
-token one `llama_decode` on a preallocated one-token batch, one `llama_sampler_sample` on a native sampler
-chain, a list lookup for the token's cached bytes and an incremental UTF-8 decode. Everything else
-(batching deltas, the pipe) happens outside it.
+token one `llama_decode` on a preallocated one-token batch, one pick (numpy's argmax of the logits for
+plain greedy decoding, else `llama_sampler_sample` on a native sampler chain), a list lookup for the
+token's cached bytes and an incremental UTF-8 decode, done while the GPU (if any) computes the next step.
+Everything else (batching deltas, the pipe) happens outside it.
 """
 
 from __future__ import annotations
@@ -444,6 +445,19 @@ class NativeModel:
                     break
                 n_gen += 1
                 t_last = now()
+                last = n_gen >= max_tokens or len(cached) >= n_ctx
+                if not last and cancelled():
+                    finish = "cancelled"  # this token's text still goes out: it was generated
+                    last = True
+                if not last:
+                    # Start the next decode before handling this token's text: on a GPU llama_decode
+                    # returns once the work is queued, so the Python below runs while the GPU computes,
+                    # and the sampler's read of the logits waits for it.
+                    one[0] = token
+                    rc = decode(ctx, batch)
+                    if rc:
+                        self._check_decode(rc)
+                    cached.append(token)
                 text = utf8(piece)
                 if text:
                     if stops:
@@ -460,16 +474,8 @@ class NativeModel:
                             pending = pending[len(pending) - hold:]
                     else:
                         yield text
-                if n_gen >= max_tokens or len(cached) >= n_ctx:
+                if last:
                     break
-                if cancelled():
-                    finish = "cancelled"
-                    break
-                one[0] = token
-                rc = decode(ctx, batch)
-                if rc:
-                    self._check_decode(rc)
-                cached.append(token)
                 token = sample(chain, ctx, -1)
             if finish == "stop" and not stopped_by_string:
                 # The model ended: bytes it left unfinished are invalid UTF-8 and show as U+FFFD. (After
