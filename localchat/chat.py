@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from localchat.errors import ContextOverflowError, EngineError, LocalchatError
+from localchat.errors import ContextOverflowError, EngineError, LocalchatError, StoreError
 from localchat.types import Message, SamplingParams, Usage
 
 # Tokens a ChatML message costs besides its content: <|im_start|>, role, "\n", <|im_end|>, "\n".
@@ -188,6 +188,7 @@ class ChatTurn:
     status: str = "streaming"  # streaming | complete | length | cancelled | error
     usage: Usage | None = None
     error: LocalchatError | None = None
+    store_error: StoreError | None = None  # saving failed; the reply itself went on
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -204,14 +205,13 @@ class ChatTurn:
             for delta in self.generation:
                 self.text += delta
                 if self.writer is not None:
-                    self.writer.append(delta)
+                    self._save(self.writer.append, delta)
                 yield delta
             self.usage = self.generation.usage
             reason = getattr(self.generation, "finish_reason", "stop")
             self.status = {"stop": "complete", "length": "length", "cancelled": "cancelled"}.get(reason, "complete")
             finished = True
         except EngineError as exc:
-            self.text = getattr(self.generation, "text", self.text) or self.text
             self.status = "error"
             self.error = exc
             finished = True
@@ -227,9 +227,17 @@ class ChatTurn:
             pass
         return self.text
 
+    def _save(self, fn, *args) -> None:
+        """Write through to the store; a failing database must not cut the reply short."""
+        try:
+            fn(*args)
+        except StoreError as exc:
+            self.store_error = exc
+            self.writer = None
+
     def _close(self) -> None:
         if self.writer is not None:
             stored_status = {"length": "complete"}.get(self.status, self.status)
-            self.writer.finish(stored_status, self.usage.to_dict() if self.usage else None)
+            self._save(self.writer.finish, stored_status, self.usage.to_dict() if self.usage else None)
             self.writer = None
         self.session._finish(self)

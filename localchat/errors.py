@@ -81,3 +81,11 @@ class ContextOverflowError(LocalchatError):
 
 class StoreError(LocalchatError):
     """The conversation database is unreadable, corrupt or locked."""
+
+
+class ConversationNotFound(StoreError):
+    """A conversation or message id that the database does not hold."""
+
+
+class ConversationFormatError(StoreError):
+    """A file given to `history import` is not a conversation we can read; the message says where and why."""

@@ -10,7 +10,8 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip >&2
 fi
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+# A venv shared by several checkouts (LOCALCHAT_VENV) is managed by its owner, not refreshed from here.
+if [ -z "${LOCALCHAT_VENV:-}" ] && [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "installing localchat and its dependencies into $VENV" >&2
   "$VENV/bin/python" -m pip install -q -e ".[test]" >&2
   echo "$want" > "$stamp"

@@ -1,0 +1,124 @@
+"""Write a random-weight GGUF with the exact tensor shapes of a real model, for speed benchmarks.
+
+Token rate depends on tensor shapes and types, not on the values, so a model too large to carry to a
+benchmark machine can be generated there. Usage:
+    python scripts/gen_shaped_gguf.py qwen2.5-0.5b OUT.gguf [--dtype f16]
+    python scripts/gen_shaped_gguf.py qwen2.5-7b OUT.gguf
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+# Shapes from the models' own config.json.
+SHAPES = {
+    "qwen2.5-0.5b": dict(n_embd=896, n_layer=24, n_head=14, n_head_kv=2, n_ff=4864, n_vocab=151936, tied=True),
+    "qwen2.5-1.5b": dict(n_embd=1536, n_layer=28, n_head=12, n_head_kv=2, n_ff=8960, n_vocab=151936, tied=True),
+    "qwen2.5-7b": dict(n_embd=3584, n_layer=28, n_head=28, n_head_kv=4, n_ff=18944, n_vocab=152064, tied=False),
+}
+
+CHATML = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def _bytes_to_unicode() -> list[str]:
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    table = dict(zip(bs, cs))
+    return [chr(table[b]) for b in range(256)]
+
+
+class _Filler:
+    """Random-looking values without generating billions of random numbers: tiles of one random block."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.block = (np.random.default_rng(seed).standard_normal(1 << 22) * 0.02).astype(np.float32)
+
+    def __call__(self, shape: tuple[int, ...], dtype) -> np.ndarray:
+        n = int(np.prod(shape))
+        reps = -(-n // self.block.size)
+        return np.tile(self.block, reps)[:n].reshape(shape).astype(dtype)
+
+
+def generate(kind: str, out: Path, dtype: str = "f16") -> Path:
+    import gguf
+
+    s = SHAPES[kind]
+    wdtype = np.float16 if dtype == "f16" else np.float32
+    fill = _Filler()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tokens = _bytes_to_unicode() + ["ĠĠ"]
+    tokens += [f"tok{i}" for i in range(s["n_vocab"] - len(tokens) - len(specials))] + specials
+    types = [1] * (len(tokens) - len(specials)) + [3] * len(specials)
+    w = gguf.GGUFWriter(str(out), "qwen2")
+    w.add_name(f"{kind}-shaped-random")
+    w.add_context_length(32768)
+    w.add_embedding_length(s["n_embd"])
+    w.add_block_count(s["n_layer"])
+    w.add_feed_forward_length(s["n_ff"])
+    w.add_head_count(s["n_head"])
+    w.add_head_count_kv(s["n_head_kv"])
+    w.add_rope_freq_base(1e6)
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_file_type(1 if dtype == "f16" else 0)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("qwen2")
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges(["Ġ Ġ"])
+    w.add_bos_token_id(len(tokens) - 3)
+    w.add_eos_token_id(len(tokens) - 1)
+    w.add_add_bos_token(False)
+    w.add_chat_template(CHATML)
+    e, kv = s["n_embd"], s["n_embd"] // s["n_head"] * s["n_head_kv"]
+    ones = lambda n: np.ones((n,), dtype=np.float32)  # noqa: E731
+    w.add_tensor("token_embd.weight", fill((s["n_vocab"], e), wdtype))
+    w.add_tensor("output_norm.weight", ones(e))
+    if not s["tied"]:
+        w.add_tensor("output.weight", fill((s["n_vocab"], e), wdtype))
+    for i in range(s["n_layer"]):
+        p = f"blk.{i}."
+        w.add_tensor(p + "attn_norm.weight", ones(e))
+        w.add_tensor(p + "attn_q.weight", fill((e, e), wdtype))
+        w.add_tensor(p + "attn_q.bias", fill((e,), np.float32))
+        w.add_tensor(p + "attn_k.weight", fill((kv, e), wdtype))
+        w.add_tensor(p + "attn_k.bias", fill((kv,), np.float32))
+        w.add_tensor(p + "attn_v.weight", fill((kv, e), wdtype))
+        w.add_tensor(p + "attn_v.bias", fill((kv,), np.float32))
+        w.add_tensor(p + "attn_output.weight", fill((e, e), wdtype))
+        w.add_tensor(p + "ffn_norm.weight", ones(e))
+        w.add_tensor(p + "ffn_gate.weight", fill((s["n_ff"], e), wdtype))
+        w.add_tensor(p + "ffn_up.weight", fill((s["n_ff"], e), wdtype))
+        w.add_tensor(p + "ffn_down.weight", fill((e, s["n_ff"]), wdtype))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("kind", choices=sorted(SHAPES))
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--dtype", choices=["f16", "f32"], default="f16")
+    args = ap.parse_args()
+    generate(args.kind, args.out, args.dtype)
+    print(f"{args.out}: {args.out.stat().st_size / 1e9:.2f} GB", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
