@@ -56,6 +56,7 @@ def create_app(services: Any, settings: ServerSettings | None = None) -> FastAPI
     app = FastAPI(title="localchat", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.state.pool, app.state.stats, app.state.settings, app.state.startup_error = pool, stats, settings, None
+    app.state.stop_generations = api.stop_generations
     if settings.api_key:
         app.add_middleware(BearerAuth, api_key=settings.api_key)
 
@@ -86,6 +87,23 @@ class _Api:
         self.settings = settings
         self.pool = pool
         self.stats = stats
+        self.jobs: set[Job] = set()
+        self.stopping = False
+
+    def stop_generations(self) -> None:
+        """The server is shutting down: refuse new requests and end the running replies now, so open
+        streams close at once instead of holding the shutdown up."""
+        self.stopping = True
+        for job in list(self.jobs):
+            job.cancel()
+
+    def _start(self, model_id: str, prepare) -> Job:
+        if self.stopping:
+            raise _shutting_down()
+        job = Job(self.pool, self.stats, model_id, prepare).start()
+        self.jobs.add(job)
+        job.on_finished(self.jobs.discard)
+        return job
 
     # --- routes -----------------------------------------------------------------------------------
 
@@ -125,7 +143,7 @@ class _Api:
                           "max_length")
             return prompt, replace(sampling, max_tokens=req.max_length - used)
 
-        done = await self._run_to_end(request, Job(self.pool, self.stats, model_id, prepare).start())
+        done = await self._run_to_end(request, self._start(model_id, prepare))
         return JSONResponse(tutorial_response(req, done.text))
 
     # --- generation -------------------------------------------------------------------------------
@@ -139,7 +157,7 @@ class _Api:
                 return slot.template.render(req.messages, add_generation_prompt=True), sampling
             return req.prompt, sampling
 
-        job = Job(self.pool, self.stats, model_id, prepare).start()
+        job = self._start(model_id, prepare)
         builder = ResponseBuilder(model_id, chat)
         if not req.stream:
             done = await self._run_to_end(request, job)
@@ -164,6 +182,8 @@ class _Api:
             while True:
                 event = await job.next()
                 if isinstance(event, Done):
+                    if event.finish_reason == "cancelled":  # by the shutdown (a gone client reads nothing)
+                        raise _shutting_down()
                     return event
                 if isinstance(event, Failed):
                     raise to_api_error(event.error)
@@ -231,6 +251,9 @@ async def _stream(job: Job, first: Any, builder: ResponseBuilder, watcher: async
         while True:
             if isinstance(event, Delta):
                 yield builder.chunk(event.text)
+            elif isinstance(event, Done) and event.finish_reason == "cancelled":
+                yield sse(_shutting_down().body())  # ended by the shutdown: say so rather than "stop"
+                return
             elif isinstance(event, Done):
                 yield builder.chunk(None, reason=event.finish_reason, usage=event.usage)
                 if include_usage:
@@ -272,6 +295,10 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise _too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _shutting_down() -> ApiError:
+    return ApiError(503, "the server is shutting down", type="server_error", code="server_shutdown")
 
 
 def _too_large(limit: int) -> ApiError:

@@ -72,6 +72,10 @@ class Job:
     async def next(self) -> Delta | Done | Failed:
         return await self.events.get()
 
+    def on_finished(self, callback: Callable[["Job"], None]) -> None:
+        """Call `callback(job)` once the job is over (its turn passed on)."""
+        self._task.add_done_callback(lambda _task: callback(self))
+
     def cancel(self) -> None:
         """The client went away: leave the line, or stop the generation (idempotent, event loop only)."""
         if self._task is not None and not self._task.done():

@@ -36,10 +36,17 @@ def run_server(services: Any, settings: ServerSettings) -> None:
             auth = "API key required" if settings.api_key else "no API key"
             print(f"localchat: serving {loaded}on http://{host}:{port}/v1 ({auth}, up to {settings.max_models} "
                   f"model{'s' if settings.max_models != 1 else ''} loaded; Ctrl-C stops)", file=sys.stderr, flush=True)
+        while not serving.done():
+            if server.should_exit:  # Ctrl-C / SIGTERM: end the running replies so open streams close now
+                app.state.stop_generations()
+                break
+            await asyncio.sleep(0.05)
         await serving
 
     try:
         asyncio.run(main())
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it caught, once it has shut down cleanly
+        print("localchat: server stopped", file=sys.stderr)
     except SystemExit:  # uvicorn exits when the app's startup (loading --model) failed
         error = app.state.startup_error
         if isinstance(error, LocalchatError):

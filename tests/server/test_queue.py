@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 import openai
 import psutil
+import pytest
 import requests
 
 from tests.server.conftest import long_context
@@ -125,10 +126,6 @@ def test_max_models_keeps_several_loaded_and_evicts_the_least_recently_used(loca
         r = client.chat.completions.create(model=model_id, messages=[{"role": "user", "content": "x"}])
         assert r.choices[0].message.content == REPLY
 
-    def workers() -> int:
-        return sum(1 for p in psutil.Process(server.proc.pid).children(recursive=True)
-                   if "localchat.engine.worker" in " ".join(p.cmdline()))
-
     for model_id in ("a", "b", "a", "b"):
         ask(model_id)
     health = server.health()
@@ -139,7 +136,7 @@ def test_max_models_keeps_several_loaded_and_evicts_the_least_recently_used(loca
     assert (health["loads"], health["evictions"]) == (3, 1)
     assert {m["id"] for m in health["models"]} == {"b", "c"}
     deadline = time.monotonic() + 60
-    while workers() != 2:  # the evicted worker process ends: its memory goes back to the system
+    while len(worker_processes(server)) != 2:  # the evicted worker process ends: its memory goes back to the system
         assert time.monotonic() < deadline, "the evicted worker did not exit"
         time.sleep(0.05)
 
@@ -156,3 +153,49 @@ def test_one_model_by_default_swaps_between_requests(localchat_home, tiny_model,
     health = server.health()
     assert len(health["models"]) == 1 and health["generations"]["completed"] == 6
     assert health["loads"] == health["evictions"] + 1
+
+
+def worker_processes(server) -> list[psutil.Process]:
+    return [p for p in psutil.Process(server.proc.pid).children(recursive=True)
+            if "localchat.engine.worker" in " ".join(p.cmdline())]
+
+
+def test_a_worker_crash_fails_that_request_and_the_next_one_gets_a_fresh_worker(localchat_home, slow_loop_model,
+                                                                                  serve):
+    register_local_model(localchat_home, slow_loop_model, "chatty")
+    long_context(localchat_home, "chatty")
+    server = serve("--model", "chatty")
+    client = openai.OpenAI(base_url=server.v1, api_key="x", max_retries=0, timeout=300)
+    stream = client.chat.completions.create(model="chatty", stream=True, max_tokens=30000,
+                                            messages=[{"role": "user", "content": "talk"}])
+    (worker,) = worker_processes(server)
+    received = ""
+    with pytest.raises(openai.APIError, match="stopped unexpectedly"):
+        for chunk in stream:
+            received += chunk.choices[0].delta.content or ""
+            if len(received) > 10 and worker.is_running():
+                worker.kill()
+    assert received.startswith("abcdefgh")
+    r = client.chat.completions.create(model="chatty", max_tokens=3, messages=[{"role": "user", "content": "x"}])
+    assert r.usage.completion_tokens == 3
+    health = server.health()
+    assert health["loads"] == 2 and health["generations"]["failed"] == 1
+
+
+def test_stopping_the_server_mid_reply_ends_its_workers(localchat_home, slow_loop_model, serve):
+    register_local_model(localchat_home, slow_loop_model, "chatty")
+    long_context(localchat_home, "chatty")
+    server = serve("--model", "chatty")
+    client = openai.OpenAI(base_url=server.v1, api_key="x", max_retries=0, timeout=300)
+    stream = client.chat.completions.create(model="chatty", stream=True, max_tokens=30000,
+                                            messages=[{"role": "user", "content": "talk"}])
+    next(iter(stream))
+    workers = worker_processes(server)
+    assert len(workers) == 1
+    assert server.stop() == 0  # at once: the running reply is ended, not waited for
+    with pytest.raises(openai.APIError, match="shutting down"):
+        for _ in stream:
+            pass
+    gone, alive = psutil.wait_procs(workers, timeout=30)
+    assert not alive
+    assert "localchat: server stopped" in server.log.read_text()
