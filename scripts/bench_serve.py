@@ -33,11 +33,12 @@ PROMPT = "Write a long, detailed essay about the history of computing, from the 
 MODEL_ID = "bench-model"
 
 
-def register(home: Path, model: Path) -> None:
-    sys.path.insert(0, str(ROOT))
+def register(home: Path, model: Path, threads: int | None) -> None:
     from tests.support.models import register_local_model
 
-    register_local_model(home, model, MODEL_ID, template="chatml")
+    svc = register_local_model(home, model, MODEL_ID, template="chatml")
+    if threads:  # both paths load the model through this home's config: the same settings
+        svc.paths.config_file.write_text(f"load:\n  n_threads: {threads}\n", encoding="utf-8")
 
 
 def start_server(home: Path) -> tuple[subprocess.Popen, str, Path]:
@@ -70,7 +71,7 @@ def timed(generate) -> dict:
     tokens = generation.usage.completion_tokens
     return {"tokens": tokens, "ttft": first - t0, "latency": last - t0,
             "rate": (tokens - 1) / (last - first) if tokens > 1 and last > first else 0.0,
-            "engine_rate": generation.usage.tokens_per_second, "text": generation.text}
+            "evaluated": generation.usage.prompt_eval_tokens, "text": generation.text}
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -111,7 +112,8 @@ def single_client(svc, remote, template, sampling: SamplingParams, rounds: int, 
     print(f"  ratio server/engine {s / d:8.3f}            (target >= 0.95)")
     td = statistics.median(r["ttft"] for r in direct) * 1000
     ts = statistics.median(r["ttft"] for r in served) * 1000
-    print(f"  time to first token {td:8.1f} ms alone, {ts:.1f} ms through the server")
+    print(f"  time to first token {td:8.1f} ms alone, {ts:.1f} ms through the server (prompt tokens evaluated: "
+          f"{direct[-1]['evaluated']} alone, {served[-1]['evaluated']} through the server; the rest reused)")
     tokens = sum(r["tokens"] for r in served)
     wall = sum(r["latency"] for r in served)
     print(f"  server process CPU  {server_cpu / tokens * 1e6:8.1f} us per token "
@@ -154,6 +156,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5, help="alternating single-client rounds")
     ap.add_argument("--load-tokens", type=int, default=64, help="tokens per reply under concurrency")
     ap.add_argument("--levels", default="1,4,16", help="concurrent clients to try")
+    ap.add_argument("--threads", type=int, help="llama.cpp threads for both paths (default: the engine's own "
+                    "choice, one per physical core; on a busy machine 1 avoids OpenMP spinning against other work)")
     args = ap.parse_args()
     if not args.model.is_file():
         raise SystemExit(f"no model at {args.model}: pass --model PATH.gguf (e.g. shared/scripts/fetch-test-models)")
@@ -163,7 +167,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         home = Path(tmp) / "home"
-        register(home, args.model)
+        register(home, args.model, args.threads)
         svc = Services.open(home)
         entry = svc.entry(MODEL_ID)
         proc, url, log = start_server(home)

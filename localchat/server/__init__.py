@@ -13,6 +13,14 @@ def create_app(services, settings: ServerSettings | None = None):
 
 
 def run_server(services, settings: ServerSettings) -> None:
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        from localchat.errors import LocalchatError
+
+        raise LocalchatError(f"`localchat serve` needs {exc.name}, which is not installed",
+                             hint="install the server extra: pip install 'localchat[serve]'") from None
     from localchat.server.runner import run_server as _run_server
 
     _run_server(services, settings)
