@@ -187,6 +187,11 @@ def load_file(path: Path, origin: str) -> list[ModelEntry]:
         raise CatalogError(f"{path}: not UTF-8 text ({exc.reason})") from None
     except OSError as exc:
         raise CatalogError(f"{path}: cannot read the catalog ({exc.strerror})") from None
+    return parse_text(text, path, origin)
+
+
+def parse_text(text: str, path: Path, origin: str) -> list[ModelEntry]:
+    """The entries of catalog text, validated; messages name `path` (where the text is or will be)."""
     if "\x00" in text:
         raise CatalogError(f"{path}: contains a NUL byte; this is not a YAML catalog")
     root = _compose(text, path)
@@ -235,9 +240,8 @@ def _entry(node: _Node, path: Path, origin: str) -> ModelEntry:
             raise _fail(path, value.line, f"unknown field '{key}'", hint=f"did you mean '{close[0]}'?" if close else
                         "known fields: " + ", ".join(sorted(ENTRY_FIELDS)))
     model_id = _get(m, "id", str, path, required=True)
-    if not _ID_RE.match(model_id):
-        raise _fail(path, m["id"].line, f"invalid id '{model_id}'",
-                    hint="use letters, digits, '.', '_' and '-' (up to 128 characters)")
+    if check_model_id(model_id):
+        raise _fail(path, m["id"].line, f"invalid id '{model_id}'", hint=check_model_id(model_id) or "")
     where = f"{path}:{node.line}"
     endpoint = _get(m, "endpoint", str, path)
     if endpoint is not None:
@@ -309,6 +313,13 @@ def _check_remote(m: dict[str, _Node], path: Path) -> None:
     if key_env is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key_env):
         raise _fail(path, m["api_key_env"].line, f"'{key_env}' is not an environment variable name",
                     hint="name the variable that holds the key (e.g. VLLM_API_KEY), not the key itself")
+
+
+def check_model_id(model_id: str) -> str | None:
+    """What to do about an id that is not valid, or None when it is."""
+    if not _ID_RE.match(model_id):
+        return "use letters, digits, '.', '_' and '-' (up to 128 characters), starting with a letter or digit"
+    return None
 
 
 def check_file_name(name: str) -> str | None:
@@ -397,6 +408,9 @@ def _source(node: _Node, path: Path) -> SourceSpec:
     line = m[kind].line
     if kind in ("hf", "modelscope") and not re.match(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$", location):
         raise _fail(path, line, f"'{location}' is not a repository id", hint="write it as OWNER/REPO")
+    if kind == "file" and not re.match(r"^(/|~|[A-Za-z]:[\\/])", location):
+        raise _fail(path, line, f"file source '{location}' must be an absolute path",
+                    hint="write the full path, e.g. /media/usb/models/model.gguf")
     if kind == "url" and not re.match(r"^https?://[^\s]+$", location):
         raise _fail(path, line, f"unsupported URL '{location}'", hint="url sources must be http:// or https://")
     if kind == "pip" and not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\s*(==|>=|<=|~=|!=|<|>)\s*[\w.*+!-]+)?$", location):

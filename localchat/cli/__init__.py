@@ -10,7 +10,8 @@ import sys
 from localchat import __version__
 
 # Each module exposes register(sub): it adds its parsers with set_defaults(handler=fn), fn(args) -> int.
-COMMAND_MODULES = ["localchat.cli.chat", "localchat.cli.models", "localchat.cli.history", "localchat.cli.serve"]
+COMMAND_MODULES = ["localchat.cli.chat", "localchat.cli.models", "localchat.cli.sources", "localchat.cli.history",
+                   "localchat.cli.serve"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,6 +7,7 @@ import platform
 import sys
 
 from localchat.cli.progress import ProgressBar, human_bytes
+from localchat.errors import NotInstalledError
 
 
 def register(sub) -> None:
@@ -57,6 +58,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
     print(f"\n{sum(1 for r in rows[1:] if r[-1] != '-' and not r[-1].startswith('remote'))} installed, "
           f"{human_bytes(total)} on disk in {svc.paths.models_dir}")
+    partial = svc.installer.partial_bytes()
+    if partial:
+        print(f"{human_bytes(partial)} in unfinished downloads ({svc.paths.downloads_dir}): `localchat pull ID` "
+              "resumes one, `localchat rm ID` deletes it")
     return 0
 
 
@@ -78,7 +83,14 @@ def cmd_pull(args: argparse.Namespace) -> int:
 def cmd_rm(args: argparse.Namespace) -> int:
     svc = services(args)
     entry = svc.entry(args.model)
-    rec = svc.installer.remove(entry.id)
+    try:
+        rec = svc.installer.remove(entry.id)
+    except NotInstalledError:
+        freed = svc.installer.discard_partial(entry.id)
+        if not freed:
+            raise
+        print(f"removed the unfinished download of {entry.id}, freed {human_bytes(freed)}")
+        return 0
     print(f"removed {entry.id}, freed {human_bytes(rec.size)}")
     return 0
 

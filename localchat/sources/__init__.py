@@ -145,6 +145,17 @@ class Installer:
         shutil.rmtree(self.downloads_dir / model_id, ignore_errors=True)
         return rec
 
+    def partial_bytes(self, model_id: str | None = None) -> int:
+        """Bytes held by unfinished downloads (of one model, or of all): what `pull` would resume from."""
+        folder = self.downloads_dir / model_id if model_id else self.downloads_dir
+        return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
+
+    def discard_partial(self, model_id: str) -> int:
+        """Delete an unfinished download of a model that is not installed; returns the bytes freed."""
+        freed = self.partial_bytes(model_id)
+        shutil.rmtree(self.downloads_dir / model_id, ignore_errors=True)
+        return freed
+
     def verify(self, model_id: str, progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> VerifyReport:
         """Re-hash an installed model's files offline against what was recorded at install."""
         rec = self.registry.get(model_id)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Callable, Protocol
 
-from localchat.errors import Cancelled
+from localchat.errors import Cancelled, OfflineError
 
 CHUNK = 1 << 20
 
@@ -20,7 +20,7 @@ class DownloadProgress:
 
     model_id: str
     file: str
-    phase: str  # resolve | download | extract | verify | install | done
+    phase: str  # resolve | download | extract | copy | verify | install | done
     done: int = 0
     total: int | None = None
     speed: float = 0.0  # bytes per second, smoothed
@@ -40,6 +40,14 @@ class DownloadProgress:
 ProgressCallback = Callable[[DownloadProgress], None]
 
 
+def require_network(offline: bool, action: str) -> None:
+    """Refuse, before any socket is opened, an action that needs the network while offline mode is on."""
+    if offline:
+        raise OfflineError(f"{action} needs the network, and offline mode is on",
+                           hint="turn it off (drop --offline, or set `offline: false` in config.yaml), "
+                                "or `localchat import` a local copy of the file")
+
+
 class CancelToken:
     """Set from any thread (Ctrl-C handler, a TUI button); long operations check it between chunks."""
 
@@ -56,6 +64,11 @@ class CancelToken:
     def check(self) -> None:
         if self._event.is_set():
             raise Cancelled("cancelled", hint="run the same command again to resume")
+
+    def wait(self, seconds: float) -> None:
+        """Sleep up to `seconds` (a retry back-off), returning early and raising Cancelled if cancelled."""
+        self._event.wait(max(0.0, seconds))
+        self.check()
 
 
 class ProgressMeter:

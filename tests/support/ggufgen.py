@@ -45,6 +45,7 @@ def make_tiny_gguf(
     n_ctx_train: int = 2048,
     chat_template: str | None = CHATML_TEMPLATE,
     extra_metadata: dict | None = None,
+    split_max_tensors: int = 0,  # > 0: a split GGUF (NAME-00001-of-0000N.gguf, ...); returns the first part
 ) -> Path:
     import gguf
 
@@ -77,7 +78,7 @@ def make_tiny_gguf(
     n_head = 4
     head_dim = n_embd // n_head
     n_ff = 2 * n_embd
-    w = gguf.GGUFWriter(str(path), "llama")
+    w = gguf.GGUFWriter(str(path), "llama", split_max_tensors=split_max_tensors)
     w.add_name("tiny-test")
     w.add_context_length(n_ctx_train)
     w.add_embedding_length(n_embd)
@@ -119,4 +120,6 @@ def make_tiny_gguf(
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+    if split_max_tensors:
+        return min(path.parent.glob(f"{path.stem}-00001-of-*.gguf"), default=path)
     return path
