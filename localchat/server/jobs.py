@@ -77,8 +77,10 @@ class Job:
         self._task.add_done_callback(lambda _task: callback(self))
 
     def cancel(self) -> None:
-        """The client went away: leave the line, or stop the generation (idempotent, event loop only)."""
-        if self._task is not None and not self._task.done():
+        """The client went away: leave the line, or stop the generation (idempotent, event loop only).
+        Cancelling once is enough: a second cancel would cut short the wait for the worker to stop."""
+        if self._task is not None and not self._task.done() and not self._stop.is_set():
+            self._stop.set()
             self._task.cancel()
 
     @property
@@ -151,7 +153,6 @@ class Job:
             done.set_result(None)
 
     def _cancel_generation(self) -> None:
-        self._stop.set()
         with self._lock:
             generation = self._generation
         if generation is not None:

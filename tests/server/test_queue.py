@@ -199,3 +199,19 @@ def test_stopping_the_server_mid_reply_ends_its_workers(localchat_home, slow_loo
     gone, alive = psutil.wait_procs(workers, timeout=30)
     assert not alive
     assert "localchat: server stopped" in server.log.read_text()
+
+
+def test_a_model_that_fails_to_load_is_a_500_and_the_server_stays_up(localchat_home, tiny_model, tmp_path, serve):
+    bogus = tmp_path / "broken.gguf"
+    bogus.write_bytes(b"GGUF" + b"\x00" * 64)
+    register_local_model(localchat_home, bogus, "broken")
+    register_local_model(localchat_home, tiny_model, "tiny")
+    server = serve()
+    body = {"messages": [{"role": "user", "content": "x"}]}
+    for _ in range(2):  # each request tries again (the file may have been fixed meanwhile)
+        r = requests.post(server.v1 + "/chat/completions", json={"model": "broken", **body}, timeout=120)
+        assert r.status_code == 500
+        assert r.json()["error"]["type"] == "server_error" and r.json()["error"]["message"]
+    r = requests.post(server.v1 + "/chat/completions", json={"model": "tiny", **body}, timeout=120)
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == REPLY
+    assert [m["id"] for m in server.health()["models"]] == ["tiny"]
