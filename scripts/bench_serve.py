@@ -109,7 +109,8 @@ def single_client(svc, remote, template, sampling: SamplingParams, rounds: int, 
     runs_s = ", ".join(f"{r['rate']:.1f}" for r in served)
     print(f"  engine alone        {d:8.1f} tokens/s   (runs: {runs_d})")
     print(f"  through the server  {s:8.1f} tokens/s   (runs: {runs_s})")
-    print(f"  ratio server/engine {s / d:8.3f}            (target >= 0.95)")
+    paired = statistics.median(b["rate"] / a["rate"] for a, b in zip(direct, served))
+    print(f"  ratio server/engine {s / d:8.3f}            (target >= 0.95; median of per-round ratios {paired:.3f})")
     td = statistics.median(r["ttft"] for r in direct) * 1000
     ts = statistics.median(r["ttft"] for r in served) * 1000
     print(f"  time to first token {td:8.1f} ms alone, {ts:.1f} ms through the server (prompt tokens evaluated: "
