@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from localchat.errors import CatalogError, UnknownModelError
+from localchat.templates import TEMPLATE_NAMES as TEMPLATES
 
 SOURCE_KINDS = ("hf", "modelscope", "pip", "url", "file")
-TEMPLATES = ("chatml", "qwen", "gguf")
 ENTRY_FIELDS = {
     "id", "name", "quant", "size", "sha256", "context", "template", "files", "sources", "description",
     "endpoint", "remote_model", "api_key_env",

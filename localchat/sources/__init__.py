@@ -181,10 +181,8 @@ class Installer:
 
 def _check_gguf(paths: list[Path], entry: ModelEntry) -> None:
     """Refuse a file that is not a well-formed GGUF before it is installed (and before llama.cpp sees it)."""
-    try:
-        from localchat import gguf
-    except ImportError:  # the reader lands separately; the hash check above already guards integrity
-        return
+    from localchat import gguf
+
     try:
         if len(paths) > 1:
             gguf.check_split(paths)

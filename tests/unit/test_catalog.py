@@ -28,7 +28,7 @@ def test_shipped_catalog_loads_with_required_entries():
                      "qwen2.5-coder-7b-instruct"):
         assert model_id in cat
     smol = cat.get("smollm2-135m-instruct")
-    assert smol.sources[0].kind == "pip" and smol.template == "chatml"
+    assert smol.sources[0].kind == "pip" and smol.template == "smollm2"
     assert smol.sha256[smol.main_file] == "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
     big = cat.get("qwen2.5-7b-instruct")
     assert big.is_split and big.main_file.endswith("-00001-of-00002.gguf")
