@@ -25,9 +25,20 @@ def run_server(services: Any, settings: ServerSettings) -> None:
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     config = uvicorn.Config(app, log_level="info", lifespan="on", timeout_graceful_shutdown=5,
                             server_header=False, date_header=True)
-    server = uvicorn.Server(config)
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            # Ctrl-C / SIGTERM: end the running replies too, so open streams close now instead of
+            # holding the graceful shutdown up. The handler may interrupt the loop anywhere: schedule.
+            super().handle_exit(sig, frame)
+            if loops:
+                loops[0].call_soon_threadsafe(app.state.stop_generations)
+
+    server = Server(config)
 
     async def main() -> None:
+        loops.append(asyncio.get_running_loop())
         serving = asyncio.create_task(server.serve(sockets=[sock]))
         while not server.started and not serving.done():
             await asyncio.sleep(0.02)
@@ -36,11 +47,6 @@ def run_server(services: Any, settings: ServerSettings) -> None:
             auth = "API key required" if settings.api_key else "no API key"
             print(f"localchat: serving {loaded}on http://{host}:{port}/v1 ({auth}, up to {settings.max_models} "
                   f"model{'s' if settings.max_models != 1 else ''} loaded; Ctrl-C stops)", file=sys.stderr, flush=True)
-        while not serving.done():
-            if server.should_exit:  # Ctrl-C / SIGTERM: end the running replies so open streams close now
-                app.state.stop_generations()
-                break
-            await asyncio.sleep(0.05)
         await serving
 
     try:
