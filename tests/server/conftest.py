@@ -22,6 +22,7 @@ class Server:
     url: str  # http://127.0.0.1:PORT
     log: Path
     home: Path
+    key: str | None = None  # sent to /health when the server requires one
 
     @property
     def v1(self) -> str:
@@ -30,7 +31,7 @@ class Server:
     def health(self) -> dict:
         import requests
 
-        headers = {"Authorization": f"Bearer {self.key}"} if getattr(self, "key", None) else {}
+        headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
         return requests.get(self.url + "/health", headers=headers, timeout=30).json()
 
     def wait_health(self, predicate, timeout: float = 60.0) -> dict:
