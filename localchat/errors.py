@@ -89,3 +89,12 @@ class ConversationNotFound(StoreError):
 
 class ConversationFormatError(StoreError):
     """A file given to `history import` is not a conversation we can read; the message says where and why."""
+
+
+class BundleError(LocalchatError):
+    """A model bundle (.lcb) is not one, is truncated, unsafe (path traversal, links) or contradicts itself;
+    nothing was imported."""
+
+
+class EngineContextOverflow(EngineError, ContextOverflowError):
+    """The engine was given more tokens than its loaded context window holds."""

@@ -26,15 +26,27 @@ class Services:
 
     @classmethod
     def open(cls, home: str | Path | None = None, offline: bool | None = None) -> "Services":
+        """Offline mode (the argument, else config.yaml, or LOCALCHAT_OFFLINE=1 inherited from a parent)
+        is enforced here for the whole process: no connection except to loopback from then on."""
+        from localchat.offline import enforce_offline, env_says_offline
+
         paths = Paths.from_env(home).ensure()
         config = Config.load_file(paths.config_file)
-        return cls(paths, config, offline=config.offline if offline is None else offline)
+        offline = (config.offline if offline is None else offline) or env_says_offline()
+        if offline:
+            enforce_offline()
+        return cls(paths, config, offline=offline)
 
     # --- models -------------------------------------------------------------------------------
 
     @cached_property
     def catalog(self) -> ModelCatalog:
         return ModelCatalog.load(self.paths.user_catalog)
+
+    def reload_catalog(self) -> ModelCatalog:
+        """Forget the cached catalog (after the user catalog changed) and load it again."""
+        self.__dict__.pop("catalog", None)
+        return self.catalog
 
     @cached_property
     def registry(self) -> InstalledModels:

@@ -119,8 +119,19 @@ class ModelInfo:
     flash_attn: bool = False
     gpu_offload_supported: bool = False
     chat_template: str | None = None
+    bos_token: str | None = None  # text of the BOS/EOS tokens (what a GGUF's Jinja template calls them)
+    eos_token: str | None = None
+    n_threads: int = 0
+    kv_type: str = "f16"
     load_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)  # why auto settings resolved as they did
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelInfo":
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
 @dataclass
@@ -132,14 +143,26 @@ class Usage:
     completion_tokens: int = 0
     ttft: float = 0.0  # seconds from request to first token
     prompt_seconds: float = 0.0
-    decode_seconds: float = 0.0
+    decode_seconds: float = 0.0  # from the first sampled token to the last
     finish_reason: str = "stop"  # stop | length | cancelled | error
 
     @property
     def tokens_per_second(self) -> float:
-        return self.completion_tokens / self.decode_seconds if self.decode_seconds > 0 else 0.0
+        """Decode rate: (completion_tokens - 1) / decode_seconds.
+
+        decode_seconds runs from the first sampled token to the last one, so it spans completion_tokens - 1
+        decode steps; the first token's cost is prompt evaluation (ttft), not decoding. This is the figure
+        `scripts/bench engine` compares with a bare llama-cpp-python loop and with llama-bench's tg.
+        """
+        if self.completion_tokens < 2 or self.decode_seconds <= 0:
+            return 0.0
+        return (self.completion_tokens - 1) / self.decode_seconds
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["tokens_per_second"] = self.tokens_per_second
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Usage":
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})

@@ -33,8 +33,8 @@ def render_entry(fields: dict[str, Any], comment: str | None = None) -> str:
             lines.append(f"{lead}sources:")
             for source in value:
                 items = list(source.items())
-                lines.append(f"    - {items[0][0]}: {_scalar(items[0][1])}")
-                lines += [f"      {k}: {_scalar(v)}" for k, v in items[1:]]
+                lines.append(f"    - {items[0][0]}: {_value(items[0][1])}")
+                lines += [f"      {k}: {_value(v)}" for k, v in items[1:]]
         elif isinstance(value, dict):
             lines.append(f"{lead}{key}:")
             lines += [f"    {_scalar(k)}: {_scalar(v)}" for k, v in value.items()]
@@ -66,6 +66,13 @@ def check_new_entry(path: Path, text: str) -> ModelEntry:
     old = path.read_text(encoding="utf-8") if path.exists() else ""
     entries = parse_text(old + ("\n" if old and not old.endswith("\n") else "") + "\n" + text, path, "user")
     return entries[-1]
+
+
+def _value(value: Any) -> str:
+    """A scalar, or a flow list of scalars (`pip: [part1==1.0, part2==1.0]`, a model over several wheels)."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_scalar(v) for v in value) + "]"
+    return _scalar(value)
 
 
 def _scalar(value: Any) -> str:

@@ -26,6 +26,16 @@ def localchat_home(tmp_path, monkeypatch) -> Path:
     return home
 
 
+@pytest.fixture(autouse=True)
+def offline_disarmed():
+    """Offline mode arms a process-wide guard (and LOCALCHAT_OFFLINE for child processes) when a test runs
+    `main(["--offline", ...])` or opens Services offline; the next test starts without it."""
+    yield
+    from localchat import offline
+
+    offline.release()
+
+
 @pytest.fixture
 def paths(localchat_home):
     from localchat.paths import Paths
@@ -35,7 +45,8 @@ def paths(localchat_home):
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
-    """A tiny model that answers every prompt with exactly 'Hi 你好🙂!' (one byte per token), then stops."""
+    """A tiny model that answers every prompt with exactly "Hi 你好🙂!", then stops: 13 tokens of one or two
+    bytes, so its multi-byte characters arrive split across tokens."""
     from tests.support.ggufgen import make_tiny_gguf
 
     return make_tiny_gguf(tmp_path_factory.mktemp("models") / "tiny.gguf")
@@ -70,10 +81,37 @@ def smollm2_pip_home() -> Path:
 
 
 @pytest.fixture(scope="session")
-def smollm2_path(smollm2_pip_home) -> Path:
+def smollm2_path(request) -> Path:
+    """The real SmolLM2-135M-Instruct Q4_1 GGUF (ChatML): $LOCALCHAT_TEST_SMOLLM2 if set, else the copy
+    installed through our pip source (smollm2_pip_home), else fetched once by ../shared/scripts/fetch-test-models."""
+    import subprocess
+
     from localchat.services import Services
 
-    return Services.open(smollm2_pip_home).installed("smollm2-135m-instruct").path
+    env_path = os.environ.get("LOCALCHAT_TEST_SMOLLM2")
+    if env_path:
+        if not Path(env_path).is_file():
+            pytest.skip(f"LOCALCHAT_TEST_SMOLLM2={env_path} is not a file")
+        return Path(env_path)
+    try:
+        home = request.getfixturevalue("smollm2_pip_home")
+        return Services.open(home).installed("smollm2-135m-instruct").path
+    except pytest.skip.Exception as exc:
+        pip_reason = str(exc)
+    dest = MODEL_CACHE / "models"
+    script = ROOT.parent / "shared" / "scripts" / "fetch-test-models"
+    if not script.is_file():
+        pytest.skip(f"{pip_reason}; and there is no {script} to fetch it (or set LOCALCHAT_TEST_SMOLLM2)")
+    env = dict(os.environ, SKIP_QWEN="1", PYTHON=sys.executable)
+    try:
+        done = subprocess.run(["bash", str(script), str(dest)], env=env, capture_output=True, text=True, timeout=900)
+    except subprocess.TimeoutExpired:
+        pytest.skip(f"{pip_reason}; and fetch-test-models took more than 15 minutes")
+    path = dest / "smollm2-135m-instruct-q4_1.gguf"
+    if done.returncode != 0 or not path.is_file():
+        reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        pytest.skip(f"{pip_reason}; and fetch-test-models failed ({reason}); set LOCALCHAT_TEST_SMOLLM2")
+    return path
 
 
 @pytest.fixture

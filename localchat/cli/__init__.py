@@ -11,7 +11,7 @@ from localchat import __version__
 
 # Each module exposes register(sub): it adds its parsers with set_defaults(handler=fn), fn(args) -> int.
 COMMAND_MODULES = ["localchat.cli.chat", "localchat.cli.models", "localchat.cli.sources", "localchat.cli.history",
-                   "localchat.cli.serve"]
+                   "localchat.cli.bundle", "localchat.cli.serve"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,12 +42,33 @@ def _open_tui(args: argparse.Namespace) -> int:
     return open_tui(args)
 
 
+def _apply_offline(args: argparse.Namespace) -> None:
+    """Guard the whole process before any command runs when offline mode is on: --offline,
+    LOCALCHAT_OFFLINE=1 (inherited from a parent) or `offline: true` in config.yaml. A config that cannot
+    be read stops the command: offline mode must never be off by accident."""
+    from localchat.offline import enforce_offline, env_says_offline
+
+    if not (args.offline or env_says_offline()):
+        from localchat.paths import Paths
+
+        config_file = Paths.from_env(args.home).config_file
+        if not config_file.exists():
+            return
+        from localchat.config import Config
+
+        if not Config.load_file(config_file).offline:
+            return
+    args.offline = True
+    enforce_offline()
+
+
 def main(argv: list[str] | None = None) -> int:
     from localchat.errors import LocalchatError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _apply_offline(args)
         return int(args.handler(args) or 0)
     except LocalchatError as exc:
         print(f"localchat: error: {exc}", file=sys.stderr)

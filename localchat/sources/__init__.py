@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from localchat.catalog import ModelEntry, SourceSpec
+from localchat.catalog import ModelEntry
 from localchat.errors import (
     Cancelled, DiskFullError, GGUFError, IntegrityError, LocalchatError, NotInstalledError, OfflineError, SourceError,
 )
@@ -17,7 +17,7 @@ from localchat.sources.base import (
     CancelToken, DownloadProgress, FetchContext, FetchedFile, ProgressCallback, ProgressMeter, sha256_file,
 )
 
-__all__ = ["Installer", "DownloadProgress", "CancelToken", "ProgressCallback", "VerifyReport"]
+__all__ = ["Installer", "DownloadProgress", "CancelToken", "ProgressCallback", "VerifyReport", "check_gguf_files"]
 
 # kind -> "module:class"; each hub client library is imported only inside its own module.
 SOURCE_CLASSES = {
@@ -74,7 +74,7 @@ class Installer:
             ctx = FetchContext(entry.id, work_dir, ProgressMeter(progress, entry.id, spec.label()), cancel, self.offline)
             try:
                 fetched = source_for(spec.kind).fetch(entry, spec, ctx)
-                return self._install_fetched(entry, spec, fetched, ctx)
+                return self.install_fetched(entry, spec.label(), fetched, ctx)
             except (Cancelled, IntegrityError, DiskFullError):
                 raise
             except OfflineError as exc:
@@ -101,22 +101,26 @@ class Installer:
                 hint="free some space (`localchat rm ID` removes a model) and run the command again",
             )
 
-    def _install_fetched(self, entry: ModelEntry, spec: SourceSpec, fetched: list[FetchedFile], ctx: FetchContext) -> InstalledModel:
+    def install_fetched(self, entry: ModelEntry, source: str, fetched: list[FetchedFile], ctx: FetchContext) -> InstalledModel:
+        """Verify files a source (or a bundle) wrote under ctx.work_dir, move them into place, record them.
+
+        `source` is what the registry records as the origin ("pip:NAME==1.0", "bundle:models.lcb").
+        """
         by_name = {f.name: f for f in fetched}
         missing = [n for n in entry.files if n not in by_name]
         if missing:
-            raise SourceError(f"{spec.label()} did not provide {', '.join(missing)}")
+            raise SourceError(f"{source} did not provide {', '.join(missing)}")
         for f in fetched:
             expected = entry.sha256.get(f.name) or f.expected_sha256
             if expected and expected.lower() != f.sha256:
                 f.path.unlink(missing_ok=True)  # never keep a file that failed its hash where it could be used
                 raise IntegrityError(
-                    f"{f.name} from {spec.label()} failed its sha256 check (expected {expected[:12]}…, got {f.sha256[:12]}…); "
+                    f"{f.name} from {source} failed its sha256 check (expected {expected[:12]}…, got {f.sha256[:12]}…); "
                     "nothing was installed",
                     hint="the download was corrupted or the file was changed; run the command again or use another source",
                 )
         ctx.meter.start(entry.main_file, "verify", None)
-        _check_gguf([by_name[n].path for n in entry.files], entry)
+        check_gguf_files([by_name[n].path for n in entry.files])
         final_dir = self.registry.model_dir(entry.id)
         final_dir.mkdir(parents=True, exist_ok=True)
         for name in entry.files:
@@ -124,7 +128,7 @@ class Installer:
         model = InstalledModel(
             id=entry.id,
             files=[InstalledFile(n, by_name[n].sha256, by_name[n].size) for n in entry.files],
-            source=spec.label(),
+            source=source,
             installed_at=time.time(),
             directory=str(final_dir),
         )
@@ -179,7 +183,7 @@ class Installer:
         return VerifyReport(model_id, not problems, problems)
 
 
-def _check_gguf(paths: list[Path], entry: ModelEntry) -> None:
+def check_gguf_files(paths: list[Path]) -> None:
     """Refuse a file that is not a well-formed GGUF before it is installed (and before llama.cpp sees it)."""
     from localchat import gguf
 

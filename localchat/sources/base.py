@@ -12,6 +12,9 @@ from typing import BinaryIO, Callable, Protocol
 from localchat.errors import Cancelled, OfflineError
 
 CHUNK = 1 << 20
+# Copy/hash buffer: small enough to stay in the CPU cache between the read, the hash and the write. With
+# 4 MiB buffers a 491 MB copy+hash measured 1.7-2.2 s, with 256 KiB 0.43-0.87 s (same machine, same run).
+COPY_BUFFER = 256 << 10
 
 
 @dataclass
@@ -133,38 +136,80 @@ class ModelSource(Protocol):
         """Write each of the entry's files to ctx.work_dir and return them (not yet verified)."""
 
 
+class HashingWriter:
+    """Writes one file from one or more streams (the parts of a model), hashing and reporting as it goes.
+
+    Chunks are read into one reused, cache-sized buffer: the bytes are copied once in and once out, which
+    keeps a multi-hundred-MB copy at the speed of `cat` + `sha256sum`.
+    """
+
+    def __init__(self, dest: Path, name: str, total: int | None, ctx: "FetchContext", phase: str = "download") -> None:
+        self.dest, self.name, self.total, self.ctx, self.phase = dest, name, total, ctx, phase
+        self.done = 0
+        self._hash = hashlib.sha256()
+        self._buf = bytearray(COPY_BUFFER)
+        self._out = open(dest, "wb")
+        ctx.meter.start(name, phase, total)
+
+    def copy_from(self, src: BinaryIO, limit: int | None = None) -> int:
+        """Copy src until its end (or `limit` bytes); returns the bytes copied."""
+        view = memoryview(self._buf)
+        readinto = getattr(src, "readinto", None)
+        copied = 0
+        while limit is None or copied < limit:
+            self.ctx.cancel.check()
+            want = len(view) if limit is None else min(len(view), limit - copied)
+            if readinto is not None:
+                n = readinto(view[:want])
+                chunk = view[:n] if n else b""
+            else:  # a stream without readinto (some HTTP bodies)
+                chunk = src.read(want)
+                n = len(chunk)
+            if not n:
+                break
+            self._out.write(chunk)
+            self._hash.update(chunk)
+            copied += n
+            self.done += n
+            self.ctx.meter.update(self.name, self.phase, self.done, self.total)
+        return copied
+
+    def finish(self) -> "FetchedFile":
+        self._out.close()
+        self.ctx.meter.update(self.name, self.phase, self.done, self.total, force=True)
+        return FetchedFile(self.name, self.dest, self._hash.hexdigest(), self.done)
+
+    def abort(self) -> None:
+        self._out.close()
+        self.dest.unlink(missing_ok=True)
+
+    def __enter__(self) -> "HashingWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._out.close()  # on failure the partial file stays: the caller decides (resume, or unlink)
+
+
 def copy_hashing(src: BinaryIO, dest: Path, name: str, total: int | None, ctx: FetchContext, phase: str = "download") -> FetchedFile:
     """Stream src into dest (replacing it), hashing as it goes, reporting progress and honouring cancel."""
-    h = hashlib.sha256()
-    done = 0
-    ctx.meter.start(name, phase, total)
-    with open(dest, "wb") as out:
-        while True:
-            ctx.cancel.check()
-            chunk = src.read(CHUNK)
-            if not chunk:
-                break
-            out.write(chunk)
-            h.update(chunk)
-            done += len(chunk)
-            ctx.meter.update(name, phase, done, total)
-        out.flush()
-    ctx.meter.update(name, phase, done, total, force=True)
-    return FetchedFile(name, dest, h.hexdigest(), done)
+    with HashingWriter(dest, name, total, ctx, phase) as writer:
+        writer.copy_from(src)
+        return writer.finish()
 
 
 def sha256_file(path: Path, on_progress: Callable[[int], None] | None = None, cancel: CancelToken | None = None) -> str:
     h = hashlib.sha256()
+    view = memoryview(bytearray(COPY_BUFFER))
     done = 0
-    with open(path, "rb") as f:
+    with open(path, "rb", buffering=0) as f:
         while True:
             if cancel is not None:
                 cancel.check()
-            chunk = f.read(CHUNK)
-            if not chunk:
+            n = f.readinto(view)
+            if not n:
                 break
-            h.update(chunk)
-            done += len(chunk)
+            h.update(view[:n])
+            done += n
             if on_progress is not None:
                 on_progress(done)
     return h.hexdigest()

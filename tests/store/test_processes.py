@@ -50,7 +50,13 @@ ready = pathlib.Path(path).parent
 while len(list(ready.glob("ready-*"))) < 2:
     time.sleep(0.005)
 store = ConversationStore.open(path)
+other = "beta" if tag == "alpha" else "alpha"
 for i in range(count):
+    # Lockstep: never run more than one turn ahead of the other writer, so the two really overlap even
+    # when the machine is busy enough to let one process finish before the other is scheduled.
+    deadline = time.time() + 30
+    while sum(c.model == other for c in store.list_conversations(limit=1000)) < i and time.time() < deadline:
+        time.sleep(0.002)
     cid = store.create_conversation(model=tag)
     store.add_message(cid, "user", f"{tag} question {i} 问题")
     with store.begin_reply(cid, model=tag, flush_interval=0) as reply:

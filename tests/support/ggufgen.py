@@ -5,6 +5,9 @@ embedding of the current token alone. The output matrix is built so that greedy 
 token chain: after the prompt's last token ("\\n" of "<|im_start|>assistant\\n") the model says `reply`
 token by token, one byte per token, then <|im_end|> (or loops forever with `loop=True`). That lets a test
 assert the exact text, including multi-byte characters split across tokens.
+
+The next token depends on the current token only, so each token of the chain must be unique: a byte that
+occurs again (0xBD ends both 你 and 好) is merged with the byte before it into a two-byte token.
 """
 
 from __future__ import annotations
@@ -36,6 +39,17 @@ BYTE_CHARS = _bytes_to_unicode()
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
+def _reply_pieces(data: bytes) -> list[bytes]:
+    """Split the reply into tokens: single bytes, except that a byte seen before joins its predecessor."""
+    pieces: list[bytes] = []
+    for b in data:
+        piece = bytes([b])
+        if piece in pieces and pieces:
+            piece = pieces.pop() + piece
+        pieces.append(piece)
+    return pieces
+
+
 def make_tiny_gguf(
     path: str | Path,
     reply: str = "Hi 你好🙂!",
@@ -50,9 +64,14 @@ def make_tiny_gguf(
     import gguf
 
     path = Path(path)
+    pieces = _reply_pieces(reply.encode("utf-8"))
     tokens = [BYTE_CHARS[b] for b in range(256)]
     merges = ["Ġ Ġ", "i m"]
     tokens += ["ĠĠ", "im"]
+    for piece in pieces:
+        if len(piece) > 1:
+            tokens.append("".join(BYTE_CHARS[b] for b in piece))
+            merges.append(" ".join(BYTE_CHARS[b] for b in piece))
     tokens += SPECIALS
     types = [1] * (len(tokens) - len(SPECIALS)) + [3] * len(SPECIALS)
     tok_id = {t: i for i, t in enumerate(tokens)}
@@ -60,9 +79,9 @@ def make_tiny_gguf(
     n_vocab = len(tokens)
 
     # The token chain: "\n" -> reply bytes -> <|im_end|> (or back to the first reply byte).
-    chain = [tok_id[BYTE_CHARS[ord("\n")]]] + [tok_id[BYTE_CHARS[b]] for b in reply.encode("utf-8")]
+    chain = [tok_id[BYTE_CHARS[ord("\n")]]] + [tok_id["".join(BYTE_CHARS[b] for b in p)] for p in pieces]
     if len(set(chain)) != len(chain):
-        raise ValueError("each byte of the reply must be unique (and not a newline) so the chain is a path")
+        raise ValueError("the reply must not contain a newline, nor the same two bytes twice")
     successor = {a: b for a, b in zip(chain, chain[1:])}
     successor[chain[-1]] = chain[1] if loop else eos
 

@@ -1,0 +1,606 @@
+"""llama.cpp through llama-cpp-python's low-level bindings: the only module that imports llama_cpp.
+
+It runs inside the worker process (localchat.engine.worker). The decode loop is deliberately small: per
+token one `llama_decode` on a preallocated one-token batch, one `llama_sampler_sample` on a native sampler
+chain, a list lookup for the token's cached bytes and an incremental UTF-8 decode. Everything else
+(batching deltas, the pipe) happens outside it.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import os
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from localchat.errors import EngineContextOverflow, EngineError, ModelLoadError
+from localchat.types import LoadOptions, SamplingParams
+
+_KV_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2}  # ggml_type values of the KV cache
+_FLASH_ATTN = {"auto": -1, "off": 0, "on": 1}  # enum llama_flash_attn_type
+_EOG = object()  # marks an end-of-generation token in the piece cache
+
+# enum ggml_log_level in ggml.h (llama-cpp-python's _logger.py has an older numbering)
+_LOG_DEBUG, _LOG_INFO, _LOG_WARN, _LOG_ERROR, _LOG_CONT = 1, 2, 3, 4, 5
+
+_lib = None  # llama_cpp.llama_cpp once imported
+# What llama.cpp logged lately, as (level, text) messages: load errors are only ever reported there.
+_log: dict = {"recent": deque(maxlen=1000), "count": 0, "level": _LOG_INFO, "callback": None, "amx_note": None}
+
+
+def _llama():
+    """Import llama_cpp once, send its logs to stderr (the worker's log file) and start the backend."""
+    global _lib
+    if _lib is None:
+        import llama_cpp.llama_cpp as lib
+
+        _install_logger(lib)
+        lib.llama_backend_init()
+        _lib = lib
+        _log["amx_note"] = avoid_amx()
+    return _lib
+
+
+def avoid_amx() -> str | None:
+    """Keep llama.cpp from putting weights in AMX buffers (CPU repacking stays on); returns a note if it did.
+
+    llama.cpp's AMX matmul dies with SIGSEGV (at `ldtilecfg`) on some virtual machines that advertise AMX,
+    e.g. this project's Firecracker CI VMs, as soon as a prompt of more than one token is evaluated. AMX
+    only speeds up prompt processing of some quantizations, so a crash-free default wins; LOCALCHAT_AMX=1
+    keeps it. Works by removing AMX from the list of extra buffer types the model loader reads (a copy
+    that only the loader uses). Idempotent; process-wide, so call it before loading any model.
+    """
+    if os.environ.get("LOCALCHAT_AMX") == "1":
+        return None
+    import llama_cpp.llama_cpp as lib
+
+    g = lib._lib
+    try:
+        g.ggml_backend_dev_by_type.argtypes = [ctypes.c_int]
+        g.ggml_backend_dev_by_type.restype = ctypes.c_void_p
+        g.ggml_backend_dev_backend_reg.argtypes = [ctypes.c_void_p]
+        g.ggml_backend_dev_backend_reg.restype = ctypes.c_void_p
+        g.ggml_backend_reg_get_proc_address.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        g.ggml_backend_reg_get_proc_address.restype = ctypes.c_void_p
+        g.ggml_backend_buft_name.argtypes = [ctypes.c_void_p]
+        g.ggml_backend_buft_name.restype = ctypes.c_char_p
+    except AttributeError:
+        return None
+    cpu = g.ggml_backend_dev_by_type(0)  # GGML_BACKEND_DEVICE_TYPE_CPU
+    address = g.ggml_backend_reg_get_proc_address(g.ggml_backend_dev_backend_reg(cpu), b"ggml_backend_dev_get_extra_bufts") if cpu else None
+    if not address:
+        return None
+    bufts = ctypes.CFUNCTYPE(ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p)(address)(cpu)  # NULL-terminated
+    present = []
+    while bufts and bufts[len(present)]:
+        present.append(bufts[len(present)])
+    keep = [b for b in present if g.ggml_backend_buft_name(b) != b"AMX"]
+    if len(keep) == len(present):
+        return None
+    for i in range(len(present)):
+        bufts[i] = keep[i] if i < len(keep) else None
+    return "AMX weight buffers off: llama.cpp's AMX kernels crash on some virtual machines (LOCALCHAT_AMX=1 keeps them)"
+
+
+def _install_logger(lib) -> None:
+    """llama.cpp's messages go to fd 2 without its DEBUG chatter, and into _log for error messages."""
+
+    @lib.llama_log_callback
+    def on_log(level: int, text: bytes, _user_data) -> None:
+        if level == _LOG_CONT:
+            level = _log["level"]
+        _log["level"] = level
+        if level == _LOG_DEBUG or not text:
+            return
+        os.write(2, text)
+        _log["recent"].append((level, text.decode("utf-8", "replace")))
+        _log["count"] += 1
+
+    _log["callback"] = on_log  # keep a reference: llama.cpp holds only the C pointer
+    lib.llama_log_set(on_log, ctypes.c_void_p(0))
+
+
+def _log_mark() -> int:
+    return _log["count"]
+
+
+def _log_since(mark: int, min_level: int = _LOG_INFO) -> list[str]:
+    """llama.cpp's log lines since a _log_mark() (as far as the last 1000 messages reach)."""
+    recent = list(_log["recent"])
+    n = min(len(recent), _log["count"] - mark)
+    text = "".join(t for level, t in recent[len(recent) - n:] if level >= min_level) if n > 0 else ""
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def physical_cores() -> int:
+    """Physical cores usable by this process (hyperthreads don't speed up decoding); llama-bench does the same."""
+    try:
+        allowed = os.sched_getaffinity(0)
+    except AttributeError:
+        return os.cpu_count() or 1
+    cores = set()
+    for cpu in allowed:
+        try:
+            cores.add(Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list").read_text().strip())
+        except OSError:
+            cores.add(str(cpu))
+    return max(1, len(cores))
+
+
+@dataclass
+class OffloadPlan:
+    n_gpu_layers: int  # passed to llama.cpp: -1 = all layers
+    note: str
+
+
+def plan_offload(requested: int | str, offload_supported: bool) -> OffloadPlan:
+    """Decide how many layers go to the GPU before loading.
+
+    "auto" takes every layer when the build can offload; fitting the layers into free VRAM (leaving room for
+    the KV cache) belongs here too, so callers never change when it does.
+    """
+    if requested == "auto":
+        if offload_supported:
+            return OffloadPlan(-1, "n_gpu_layers auto: all layers offloaded (this llama.cpp build supports GPU offload)")
+        return OffloadPlan(0, "n_gpu_layers auto: 0, this llama.cpp build has no GPU offload (CPU only)")
+    n = int(requested)
+    if n != 0 and not offload_supported:
+        return OffloadPlan(0, f"n_gpu_layers {n} ignored: this llama.cpp build has no GPU offload (CPU only)")
+    return OffloadPlan(n, f"n_gpu_layers {n} as requested")
+
+
+class NativeModel:
+    """One loaded model with its context, KV-cache bookkeeping and decode loop."""
+
+    def __init__(self, path: str | Path, options: LoadOptions) -> None:
+        self.lib = lib = _llama()
+        self.path = Path(path)
+        self.options = options
+        self.model = self.ctx = None
+        self.notes: list[str] = []
+        started = time.perf_counter()
+        _check_is_gguf(self.path)
+        self._load_model()
+        self.vocab = lib.llama_model_get_vocab(self.model)
+        self.n_vocab = lib.llama_vocab_n_tokens(self.vocab)
+        self.n_layer = lib.llama_model_n_layer(self.model)
+        self.n_ctx_train = lib.llama_model_n_ctx_train(self.model)
+        self.n_gpu_layers = self.n_layer + 1 if self._offload < 0 else min(self._offload, self.n_layer + 1)
+        self.n_threads = options.n_threads or physical_cores()
+        self._new_context()
+        self.n_ctx = lib.llama_n_ctx(self.ctx)
+        self.mem = lib.llama_get_memory(self.ctx)
+        self.add_bos = bool(lib.llama_vocab_get_add_bos(self.vocab))
+        self.bos = lib.llama_vocab_bos(self.vocab)
+        self.eos = lib.llama_vocab_eos(self.vocab)
+        self.load_seconds = time.perf_counter() - started
+
+        self.cached: list[int] = []  # the tokens whose K/V sit in the cache, in order (sequence 0)
+        self.last_usage: dict = {}
+        self._pieces: list = [None] * self.n_vocab  # token -> bytes, or _EOG
+        self._piece_buf = ctypes.create_string_buffer(256)
+        self._one = (ctypes.c_int32 * 1)()
+        self._one_batch = lib.llama_batch_get_one(self._one, 1)
+
+    def _load_model(self) -> None:
+        lib, notes = self.lib, self.notes
+        mark = _log_mark()
+        offload = plan_offload(self.options.n_gpu_layers, bool(lib.llama_supports_gpu_offload()))
+        notes.append(offload.note)
+        if _log["amx_note"]:
+            notes.append(_log["amx_note"])
+        self._offload = offload.n_gpu_layers
+        params = lib.llama_model_default_params()
+        params.n_gpu_layers = offload.n_gpu_layers
+        self.model = lib.llama_model_load_from_file(str(self.path).encode(), params)
+        if not self.model:
+            raise ModelLoadError(
+                f"llama.cpp could not load {self.path.name}: " + _load_reason(mark),
+                "the file may be damaged or made for a newer llama.cpp; check it with `localchat verify`",
+            )
+
+    def _new_context(self) -> None:
+        lib, options = self.lib, self.options
+        n_ctx = options.n_ctx or self.n_ctx_train
+        if self.n_ctx_train and n_ctx > self.n_ctx_train:
+            self.notes.append(f"n_ctx {n_ctx} is more than the model was trained for; using {self.n_ctx_train}")
+            n_ctx = self.n_ctx_train
+        params = lib.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = options.n_batch
+        params.n_ubatch = min(options.n_batch, 512)
+        params.n_seq_max = 1
+        params.n_threads = params.n_threads_batch = self.n_threads
+        params.flash_attn_type = _FLASH_ATTN[options.flash_attn]
+        params.type_k = params.type_v = _KV_TYPES[options.kv_type]
+        params.no_perf = False  # llama.cpp's own decode counters: the benchmark compares against them
+        mark = _log_mark()
+        self.ctx = lib.llama_init_from_model(self.model, params)
+        if not self.ctx:
+            reason = _load_reason(mark)
+            self.close()
+            hint = "lower n_ctx, or pick a smaller model"
+            if options.kv_type != "f16" and options.flash_attn == "off":
+                hint = f"kv_type {options.kv_type} needs flash attention: set flash_attn to auto or on"
+            raise ModelLoadError(f"llama.cpp could not create a context for {self.path.name}: {reason}", hint)
+        self.flash_attn = _flash_attn_in_effect(options.flash_attn, _log_since(mark), self.notes)
+
+    # -- metadata --------------------------------------------------------------------------------
+
+    def info(self) -> dict:
+        """ModelInfo fields (without `path`, which the parent knows)."""
+        lib = self.lib
+        template = lib.llama_model_chat_template(self.model, None)
+        return {
+            "architecture": self.meta("general.architecture") or "",
+            "n_ctx": self.n_ctx,
+            "n_ctx_train": self.n_ctx_train,
+            "n_layer": self.n_layer,
+            "n_vocab": self.n_vocab,
+            "n_gpu_layers": self.n_gpu_layers,
+            "flash_attn": self.flash_attn,
+            "gpu_offload_supported": bool(lib.llama_supports_gpu_offload()),
+            "chat_template": template.decode("utf-8", "replace") if template else None,
+            "bos_token": self._token_text(self.bos),
+            "eos_token": self._token_text(self.eos),
+            "n_threads": self.n_threads,
+            "kv_type": self.options.kv_type,
+            "load_seconds": self.load_seconds,
+            "notes": list(self.notes),
+        }
+
+    def meta(self, key: str) -> str | None:
+        buf = ctypes.create_string_buffer(1024)
+        n = self.lib.llama_model_meta_val_str(self.model, key.encode(), buf, len(buf))
+        if n < 0:
+            return None
+        if n >= len(buf):
+            buf = ctypes.create_string_buffer(n + 1)
+            self.lib.llama_model_meta_val_str(self.model, key.encode(), buf, len(buf))
+        return buf.value.decode("utf-8", "replace")
+
+    def _token_text(self, token: int) -> str | None:
+        if token < 0:
+            return None
+        text = self.lib.llama_vocab_get_text(self.vocab, token)
+        return text.decode("utf-8", "replace") if text is not None else None
+
+    # -- tokens ----------------------------------------------------------------------------------
+
+    def tokenize(self, text: str, special: bool = True) -> list[int]:
+        """Tokens of `text` with special tokens (<|im_start|>) parsed; BOS only where the model wants one."""
+        data = text.encode("utf-8", "replace")
+        n_max = len(data) + 2
+        buf = (ctypes.c_int32 * n_max)()
+        n = self.lib.llama_tokenize(self.vocab, data, len(data), buf, n_max, False, special)
+        if n < 0:
+            n_max = -n
+            buf = (ctypes.c_int32 * n_max)()
+            n = self.lib.llama_tokenize(self.vocab, data, len(data), buf, n_max, False, special)
+            if n < 0:
+                raise EngineError(f"could not tokenize a text of {len(data)} bytes")
+        tokens = buf[:n]
+        if self.add_bos and self.bos >= 0 and (not tokens or tokens[0] != self.bos):
+            tokens.insert(0, self.bos)  # the rendered template may already start with the BOS text
+        return tokens
+
+    def _piece(self, token: int):
+        """Bytes of a token (special tokens render as nothing), or _EOG; cached per token."""
+        lib = self.lib
+        if lib.llama_vocab_is_eog(self.vocab, token):
+            piece = _EOG
+        else:
+            buf = self._piece_buf
+            n = lib.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
+            if n < 0:
+                buf = ctypes.create_string_buffer(-n)
+                n = lib.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
+            piece = buf.raw[:n]
+        self._pieces[token] = piece
+        return piece
+
+    # -- generation ------------------------------------------------------------------------------
+
+    def _sampler(self, s: SamplingParams):
+        """A native sampler chain. top_k runs before the penalties so they never scan the whole vocabulary
+        (llama.cpp's own advice); with temperature <= 0 the pick is greedy (argmax)."""
+        lib = self.lib
+        params = lib.llama_sampler_chain_default_params()
+        params.no_perf = True
+        chain = lib.llama_sampler_chain_init(params)
+        add = lib.llama_sampler_chain_add
+        penalties = s.repeat_penalty != 1.0 or s.presence_penalty != 0.0 or s.frequency_penalty != 0.0
+        greedy = s.temperature <= 0
+        if s.top_k > 0 and (penalties or not greedy):
+            add(chain, lib.llama_sampler_init_top_k(s.top_k))
+        if penalties:
+            add(chain, lib.llama_sampler_init_penalties(
+                self.n_vocab, s.repeat_last_n, s.repeat_penalty, s.frequency_penalty, s.presence_penalty))
+        if greedy:
+            add(chain, lib.llama_sampler_init_greedy())
+        else:
+            if 0.0 < s.top_p < 1.0:
+                add(chain, lib.llama_sampler_init_top_p(s.top_p, 1))
+            if s.min_p > 0.0:
+                add(chain, lib.llama_sampler_init_min_p(s.min_p, 1))
+            add(chain, lib.llama_sampler_init_temp(s.temperature))
+            seed = 0xFFFFFFFF if s.seed is None else s.seed & 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: random
+            add(chain, lib.llama_sampler_init_dist(seed))
+        return chain
+
+    def _reuse_prefix(self, tokens: list[int]) -> int:
+        """Drop the cached tokens after the longest common prefix; return how many stay in the cache."""
+        cached = self.cached
+        keep = 0
+        for keep, (a, b) in enumerate(zip(cached, tokens)):  # noqa: B007
+            if a != b:
+                break
+        else:
+            keep = min(len(cached), len(tokens))
+        keep = min(keep, len(tokens) - 1)  # the last prompt token is always evaluated: it yields the logits
+        if keep < len(cached):
+            if not self.lib.llama_memory_seq_rm(self.mem, 0, keep, -1):
+                self.lib.llama_memory_clear(self.mem, True)  # e.g. recurrent models: no partial removal
+                keep = 0
+            del cached[keep:]
+        return keep
+
+    def _eval_prompt(self, tokens: list[int], start: int, cancelled) -> bool:
+        """Decode tokens[start:] in n_batch chunks; False if cancelled in between."""
+        lib = self.lib
+        n = len(tokens)
+        arr = (ctypes.c_int32 * n)(*tokens)
+        step = self.options.n_batch
+        for i in range(start, n, step):
+            if cancelled():
+                return False
+            count = min(step, n - i)
+            batch = lib.llama_batch_get_one(ctypes.cast(ctypes.byref(arr, i * 4), ctypes.POINTER(ctypes.c_int32)), count)
+            self._check_decode(lib.llama_decode(self.ctx, batch))
+            self.cached.extend(tokens[i:i + count])
+        return True
+
+    def _check_decode(self, rc: int) -> None:
+        if rc == 0:
+            return
+        self.lib.llama_memory_clear(self.mem, True)
+        self.cached.clear()
+        if rc == 1:
+            raise EngineContextOverflow(f"the context window ({self.n_ctx} tokens) is full", "start a new conversation or raise n_ctx")
+        raise EngineError(f"llama_decode failed with code {rc}", "see the engine log")
+
+    def generate(self, prompt: str, sampling: SamplingParams, cancelled) -> Iterator[str]:
+        """Stream the reply to a rendered prompt as text pieces; `last_usage` holds the counters after it.
+
+        `cancelled()` is polled once per token (and between prompt chunks).
+        """
+        lib = self.lib
+        t_request = time.perf_counter()
+        tokens = self.tokenize(prompt)
+        if not tokens:
+            raise EngineError("the prompt is empty", "render at least one message before generating")
+        if len(tokens) >= self.n_ctx:
+            raise EngineContextOverflow(
+                f"the prompt has {len(tokens)} tokens; the context window holds {self.n_ctx}",
+                "drop older turns or load the model with a larger n_ctx",
+            )
+        keep = self._reuse_prefix(tokens)
+        usage = {"prompt_tokens": len(tokens), "prompt_eval_tokens": len(tokens) - keep, "completion_tokens": 0,
+                 "ttft": 0.0, "prompt_seconds": 0.0, "decode_seconds": 0.0, "finish_reason": "cancelled"}
+        self.last_usage = usage
+        if not self._eval_prompt(tokens, keep, cancelled):
+            usage["prompt_seconds"] = time.perf_counter() - t_request
+            return
+
+        stops = tuple(s for s in sampling.stop if s)
+        max_tokens = sampling.max_tokens if sampling.max_tokens > 0 else self.n_ctx
+        chain = self._sampler(sampling)
+        try:
+            # Locals: this loop runs once per token and must cost next to nothing beside llama_decode.
+            decode, sample, ctx, batch, one = lib.llama_decode, lib.llama_sampler_sample, self.ctx, self._one_batch, self._one
+            pieces, piece_of, cached, n_ctx = self._pieces, self._piece, self.cached, self.n_ctx
+            decoder = codecs.getincrementaldecoder("utf-8")("replace")
+            utf8 = decoder.decode
+            now = time.perf_counter
+            pending = ""  # text held back because it may be the start of a stop string
+            n_gen = 0
+            finish = "length"
+            stopped_by_string = False
+
+            token = sample(chain, ctx, -1)
+            t_first = t_last = now()
+            usage["ttft"] = t_first - t_request
+            usage["prompt_seconds"] = t_first - t_request
+            while True:
+                piece = pieces[token]
+                if piece is None:
+                    piece = piece_of(token)
+                if piece is _EOG:
+                    finish = "stop"
+                    break
+                n_gen += 1
+                t_last = now()
+                text = utf8(piece)
+                if text:
+                    if stops:
+                        pending += text
+                        cut = _find_stop(pending, stops)
+                        if cut >= 0:
+                            pending = pending[:cut]
+                            finish = "stop"
+                            stopped_by_string = True
+                            break
+                        hold = _stop_prefix_len(pending, stops)
+                        if hold < len(pending):
+                            yield pending[:len(pending) - hold]
+                            pending = pending[len(pending) - hold:]
+                    else:
+                        yield text
+                if n_gen >= max_tokens or len(cached) >= n_ctx:
+                    break
+                if cancelled():
+                    finish = "cancelled"
+                    break
+                one[0] = token
+                rc = decode(ctx, batch)
+                if rc:
+                    self._check_decode(rc)
+                cached.append(token)
+                token = sample(chain, ctx, -1)
+            if finish == "stop" and not stopped_by_string:
+                # The model ended: bytes it left unfinished are invalid UTF-8 and show as U+FFFD. (After
+                # max_tokens or a cancel an unfinished character is simply cut, not shown broken.)
+                pending += decoder.decode(b"", final=True)
+                cut = _find_stop(pending, stops) if stops else -1
+                if cut >= 0:
+                    pending = pending[:cut]
+            if pending:
+                yield pending  # text held back for a stop string that never came, or before the one that did
+            usage["completion_tokens"] = n_gen
+            usage["decode_seconds"] = t_last - t_first
+            usage["finish_reason"] = finish
+        finally:
+            lib.llama_sampler_free(chain)
+
+    def perf(self) -> dict:
+        """llama.cpp's own counters: time spent in prompt eval and in token decode (native rate)."""
+        data = self.lib.llama_perf_context(self.ctx)
+        return {"prompt_ms": data.t_p_eval_ms, "prompt_tokens": data.n_p_eval,
+                "eval_ms": data.t_eval_ms, "eval_tokens": data.n_eval}
+
+    def close(self) -> None:
+        if self.ctx:
+            self.lib.llama_free(self.ctx)
+            self.ctx = None
+        if self.model:
+            self.lib.llama_model_free(self.model)
+            self.model = None
+
+
+def _find_stop(text: str, stops: tuple[str, ...]) -> int:
+    """Index of the earliest stop string in text, or -1."""
+    best = -1
+    for s in stops:
+        i = text.find(s)
+        if i >= 0 and (best < 0 or i < best):
+            best = i
+    return best
+
+
+def _stop_prefix_len(text: str, stops: tuple[str, ...]) -> int:
+    """Length of the longest tail of text that is the beginning of a stop string (to hold back)."""
+    hold = 0
+    for s in stops:
+        for k in range(min(len(s) - 1, len(text)), hold, -1):
+            if text.endswith(s[:k]):
+                hold = k
+                break
+    return hold
+
+
+def _check_is_gguf(path: Path) -> None:
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except IsADirectoryError:
+        raise ModelLoadError(f"{path} is a directory, not a GGUF model file") from None
+    except FileNotFoundError:
+        raise ModelLoadError(f"model file {path} does not exist", "install it with `localchat pull ID`") from None
+    except OSError as e:
+        raise ModelLoadError(f"cannot read model file {path}: {e.strerror}") from None
+    if magic != b"GGUF":
+        raise ModelLoadError(
+            f"{path.name} is not a GGUF model file (it starts with {magic!r}, a GGUF file starts with b'GGUF')",
+            "point localchat at a .gguf file, e.g. one from `localchat list`",
+        )
+
+
+def _load_reason(mark: int) -> str:
+    errors = _log_since(mark, _LOG_ERROR)
+    return "; ".join(errors[-3:]) if errors else "no reason given in llama.cpp's log"
+
+
+def _flash_attn_in_effect(requested: str, lines: list[str], notes: list[str]) -> bool:
+    """llama.cpp resolves flash_attn=auto while creating the context and only says so in its log."""
+    if requested != "auto":
+        notes.append(f"flash attention {requested} as requested")
+        return requested == "on"
+    for line in lines:
+        if "enabling flash_attn since it is required" in line:  # e.g. for a quantized V cache
+            notes.append("flash attention auto: enabled (" + line.split("since it is ")[-1] + ")")
+            return True
+        if "Flash Attention" in line and "enabled" in line:
+            notes.append("flash attention auto: enabled (every layer's device supports it)")
+            return True
+        if "Flash Attention" in line and "not supported" in line:
+            notes.append("flash attention auto: disabled (a layer's device lacks support)")
+            return False
+    notes.append("flash attention auto: llama.cpp did not report its choice; assuming off")
+    return False
+
+
+# -- build information (`localchat doctor`) ------------------------------------------------------
+
+_DEVICE_TYPES = {0: "CPU", 1: "GPU", 2: "iGPU", 3: "accelerator", 4: "meta"}
+
+
+def build_info() -> dict:
+    """What the installed llama-cpp-python build can do: version, GPU offload, devices and their memory."""
+    lib = _llama()
+    import llama_cpp
+
+    info = {
+        "llama_cpp_python": getattr(llama_cpp, "__version__", "unknown"),
+        "gpu_offload": bool(lib.llama_supports_gpu_offload()),
+        "mmap": bool(lib.llama_supports_mmap()),
+        "flash_attention": "available: flash_attn auto turns it on per model where every layer's device supports it",
+        "system_info": lib.llama_print_system_info().decode("utf-8", "replace").strip(),
+        "devices": _devices(lib),
+    }
+    try:
+        info["llama_cpp"] = lib.llama_version().decode()
+    except AttributeError:
+        pass
+    info["backends"] = sorted({d["backend"] for d in info["devices"] if d.get("backend")})
+    return info
+
+
+def _devices(lib) -> list[dict]:
+    """ggml backend devices (CPU, CUDA0, Metal, ...) with free/total memory, via ggml's C API."""
+    g = lib._lib
+    try:
+        g.ggml_backend_dev_count.restype = ctypes.c_size_t
+        g.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
+        g.ggml_backend_dev_get.restype = ctypes.c_void_p
+        for name in ("ggml_backend_dev_name", "ggml_backend_dev_description"):
+            getattr(g, name).argtypes = [ctypes.c_void_p]
+            getattr(g, name).restype = ctypes.c_char_p
+        g.ggml_backend_dev_memory.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t), ctypes.POINTER(ctypes.c_size_t)]
+        g.ggml_backend_dev_memory.restype = None
+        g.ggml_backend_dev_type.argtypes = [ctypes.c_void_p]
+        g.ggml_backend_dev_type.restype = ctypes.c_int
+        g.ggml_backend_dev_backend_reg.argtypes = [ctypes.c_void_p]
+        g.ggml_backend_dev_backend_reg.restype = ctypes.c_void_p
+        g.ggml_backend_reg_name.argtypes = [ctypes.c_void_p]
+        g.ggml_backend_reg_name.restype = ctypes.c_char_p
+    except AttributeError:
+        return []
+    devices = []
+    for i in range(g.ggml_backend_dev_count()):
+        dev = g.ggml_backend_dev_get(i)
+        free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
+        g.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
+        reg = g.ggml_backend_dev_backend_reg(dev)
+        devices.append({
+            "name": (g.ggml_backend_dev_name(dev) or b"").decode(),
+            "description": (g.ggml_backend_dev_description(dev) or b"").decode(),
+            "type": _DEVICE_TYPES.get(g.ggml_backend_dev_type(dev), "unknown"),
+            "backend": (g.ggml_backend_reg_name(reg) or b"").decode() if reg else "",
+            "free_bytes": free.value,
+            "total_bytes": total.value,
+        })
+    return devices
