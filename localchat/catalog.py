@@ -275,6 +275,13 @@ def _entry(node: _Node, path: Path, origin: str) -> ModelEntry:
         raise _fail(path, m["id"].line, f"invalid id '{model_id}'", hint=check_model_id(model_id) or "")
     where = f"{path}:{node.line}"
     endpoint = _get(m, "endpoint", str, path)
+    if endpoint is not None:
+        _check_remote(m, path)
+    else:
+        for key in ("remote_model", "api_key_env"):
+            if key in m:
+                raise _fail(path, m[key].line, f"'{key}' only applies to a remote engine",
+                            hint="add `endpoint: https://HOST/v1`, or remove it")
     files = _files(m, path, required=endpoint is None)
     sources = tuple(_source(s, path) for s in (_get(m, "sources", list, path) or []))
     for spec in sources:
@@ -282,8 +289,6 @@ def _entry(node: _Node, path: Path, origin: str) -> ModelEntry:
             raise CatalogError(f"{spec.where}: 'concat: true' joins parts into one file; the entry must list exactly one file")
     if endpoint is None and not sources and origin == "shipped":
         raise _fail(path, node.line, f"entry '{model_id}' has no sources")
-    if endpoint is not None and not re.match(r"^https?://", endpoint):
-        raise _fail(path, m["endpoint"].line, "endpoint must be an http:// or https:// URL")
     template = _get(m, "template", str, path)
     if template is not None and template not in TEMPLATES:
         raise _fail(path, m["template"].line, f"unknown template '{template}'", hint="use one of " + ", ".join(TEMPLATES))
@@ -309,6 +314,39 @@ def _entry(node: _Node, path: Path, origin: str) -> ModelEntry:
         origin=origin,
         where=where,
     )
+
+
+def _check_remote(m: dict[str, _Node], path: Path) -> None:
+    """A remote engine entry: an OpenAI-compatible base URL, the model name there, the key's variable."""
+    from urllib.parse import urlsplit
+
+    node = m["endpoint"]
+    url = node.value.strip()
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise _fail(path, node.line, f"endpoint '{url}' is not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in url):
+        raise _fail(path, node.line, "endpoint must be an http:// or https:// URL",
+                    hint="the server's OpenAI-compatible base URL, e.g. https://gpu-cluster.internal/v1")
+    if parts.username or parts.password:
+        raise _fail(path, node.line, "endpoint must not carry credentials",
+                    hint="put the key in an environment variable and name it in 'api_key_env'")
+    if parts.query or parts.fragment:
+        raise _fail(path, node.line, "endpoint must be a base URL without ?query or #fragment")
+    for key in ("files", "sources", "sha256", "template"):
+        if key in m:
+            why = ("the remote server applies its own chat template" if key == "template"
+                   else "a remote engine has no local files")
+            raise _fail(path, m[key].line, f"'{key}' does not apply to a remote engine ({why})", hint=f"remove '{key}'")
+    remote_model = _get(m, "remote_model", str, path)
+    if remote_model is not None and (not remote_model.strip() or any(c in remote_model for c in "\x00\r\n")):
+        raise _fail(path, m["remote_model"].line, "'remote_model' must be the model's name on the server")
+    key_env = _get(m, "api_key_env", str, path)
+    if key_env is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key_env):
+        raise _fail(path, m["api_key_env"].line, f"'{key_env}' is not an environment variable name",
+                    hint="name the variable that holds the key (e.g. VLLM_API_KEY), not the key itself")
 
 
 def check_model_id(model_id: str) -> str | None:

@@ -11,7 +11,7 @@ from localchat import __version__
 
 # Each module exposes register(sub): it adds its parsers with set_defaults(handler=fn), fn(args) -> int.
 COMMAND_MODULES = ["localchat.cli.chat", "localchat.cli.models", "localchat.cli.sources", "localchat.cli.history",
-                   "localchat.cli.bundle"]
+                   "localchat.cli.bundle", "localchat.cli.serve"]
 
 
 def build_parser() -> argparse.ArgumentParser:
