@@ -332,6 +332,24 @@ class NativeModel:
             add(chain, lib.llama_sampler_init_dist(seed))
         return chain
 
+    @staticmethod
+    def _plain_greedy(s: SamplingParams) -> bool:
+        return s.temperature <= 0 and s.repeat_penalty == 1.0 and s.presence_penalty == 0.0 and s.frequency_penalty == 0.0
+
+    def _argmax_sampler(self):
+        """Greedy pick straight from the logits. llama_sampler_sample first copies every logit into a
+        token-data array (152k entries for Qwen): about 0.6 ms a token, a third of the decode time of a
+        0.5B model on an H100. numpy's argmax over the same floats takes a few microseconds and picks the
+        same token (the first maximum, like llama.cpp's greedy sampler)."""
+        import numpy as np  # llama-cpp-python depends on it
+
+        logits_ith, n_vocab, as_array = self.lib.llama_get_logits_ith, self.n_vocab, np.ctypeslib.as_array
+
+        def sample(_chain, ctx, i):
+            return int(as_array(logits_ith(ctx, i), shape=(n_vocab,)).argmax())
+
+        return sample
+
     def _reuse_prefix(self, tokens: list[int]) -> int:
         """Drop the cached tokens after the longest common prefix; return how many stay in the cache."""
         cached = self.cached
@@ -402,6 +420,8 @@ class NativeModel:
         try:
             # Locals: this loop runs once per token and must cost next to nothing beside llama_decode.
             decode, sample, ctx, batch, one = lib.llama_decode, lib.llama_sampler_sample, self.ctx, self._one_batch, self._one
+            if self._plain_greedy(sampling):
+                sample = self._argmax_sampler()
             pieces, piece_of, cached, n_ctx = self._pieces, self._piece, self.cached, self.n_ctx
             decoder = codecs.getincrementaldecoder("utf-8")("replace")
             utf8 = decoder.decode
