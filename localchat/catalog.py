@@ -143,7 +143,12 @@ class _Node:
 def _compose(text: str, path: Path) -> Any:
     import yaml
 
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)  # checks the characters first (control characters are refused)
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        raise CatalogError(f"{path}:{line}: invalid YAML: character U+{exc.character:04X} is not allowed",
+                           hint="remove it; a catalog is plain text") from None
     try:
         root = loader.get_single_node()
     except yaml.YAMLError as exc:
@@ -151,6 +156,8 @@ def _compose(text: str, path: Path) -> Any:
         line = mark.line + 1 if mark is not None else 1
         problem = getattr(exc, "problem", None) or str(exc)
         raise CatalogError(f"{path}:{line}: invalid YAML: {problem}", hint="fix the file and try again") from None
+    except RecursionError:  # [[[[... thousands deep
+        raise CatalogError(f"{path}:1: invalid YAML: nested too deeply", hint="a catalog is a flat list of entries") from None
     try:
         return _convert(root, path, loader) if root is not None else _Node(None, 1)
     except yaml.YAMLError as exc:  # a scalar that fails to construct (a bad timestamp, say)
@@ -161,11 +168,24 @@ def _compose(text: str, path: Path) -> Any:
         loader.dispose()
 
 
-def _convert(node: Any, path: Path, loader: Any) -> _Node:
+# A catalog of a few hundred entries has a few thousand values; aliases (&a ... *a) can make a short file
+# expand without end ("billion laughs") or refer to themselves.
+_MAX_VALUES = 200_000
+
+
+def _convert(node: Any, path: Path, loader: Any, active: set[int] | None = None, seen: list[int] | None = None) -> _Node:
     import yaml
 
+    active = set() if active is None else active
+    seen = [0] if seen is None else seen
     line = node.start_mark.line + 1
+    seen[0] += 1
+    if seen[0] > _MAX_VALUES:
+        raise CatalogError(f"{path}:{line}: more than {_MAX_VALUES:,} values (aliases expanding?); this is not a catalog")
+    if id(node) in active:
+        raise CatalogError(f"{path}:{line}: a YAML alias refers to a value that contains it")
     if isinstance(node, yaml.MappingNode):
+        active.add(id(node))
         out: dict[str, _Node] = {}
         for key_node, value_node in node.value:
             key = key_node.value
@@ -173,18 +193,28 @@ def _convert(node: Any, path: Path, loader: Any) -> _Node:
                 raise CatalogError(f"{path}:{key_node.start_mark.line + 1}: keys must be plain names")
             if key in out:
                 raise CatalogError(f"{path}:{key_node.start_mark.line + 1}: duplicate key '{key}'")
-            out[key] = _convert(value_node, path, loader)
+            out[key] = _convert(value_node, path, loader, active, seen)
+        active.discard(id(node))
         return _Node(out, line)
     if isinstance(node, yaml.SequenceNode):
-        return _Node([_convert(n, path, loader) for n in node.value], line)
-    return _Node(loader.construct_object(node, deep=True), line, node.value)
+        active.add(id(node))
+        items = [_convert(n, path, loader, active, seen) for n in node.value]
+        active.discard(id(node))
+        return _Node(items, line)
+    try:
+        value = loader.construct_object(node, deep=True)
+    except (ValueError, OverflowError) as exc:  # PyYAML raises these for a date like 2001-13-45
+        raise CatalogError(f"{path}:{line}: invalid value '{node.value}': {exc}") from None
+    return _Node(value, line, node.value)
 
 
 def load_file(path: Path, origin: str) -> list[ModelEntry]:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise CatalogError(f"{path}: not UTF-8 text ({exc.reason})") from None
+        line = exc.object.count(b"\n", 0, exc.start) + 1
+        raise CatalogError(f"{path}:{line}: not UTF-8 text ({exc.reason} at byte {exc.start})",
+                           hint="save the file as UTF-8") from None
     except OSError as exc:
         raise CatalogError(f"{path}: cannot read the catalog ({exc.strerror})") from None
     return parse_text(text, path, origin)
@@ -193,7 +223,8 @@ def load_file(path: Path, origin: str) -> list[ModelEntry]:
 def parse_text(text: str, path: Path, origin: str) -> list[ModelEntry]:
     """The entries of catalog text, validated; messages name `path` (where the text is or will be)."""
     if "\x00" in text:
-        raise CatalogError(f"{path}: contains a NUL byte; this is not a YAML catalog")
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise CatalogError(f"{path}:{line}: contains a NUL byte; this is not a YAML catalog")
     root = _compose(text, path)
     if root.value is None:
         return []

@@ -62,6 +62,8 @@ def parse_json(body: bytes) -> dict:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise bad(f"the request body is not valid JSON ({exc})") from None
+    except RecursionError:  # [[[[... the json module parses recursively
+        raise bad("the request body is not valid JSON (nested too deeply)") from None
     if not isinstance(data, dict):
         raise bad("the request body must be a JSON object")
     return data
