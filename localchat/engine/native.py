@@ -13,10 +13,10 @@ import ctypes
 import os
 import time
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from localchat.engine.offload import OffloadPlan, plan_offload as _plan_offload
 from localchat.errors import EngineContextOverflow, EngineError, ModelLoadError
 from localchat.types import LoadOptions, SamplingParams
 
@@ -131,26 +131,12 @@ def physical_cores() -> int:
     return max(1, len(cores))
 
 
-@dataclass
-class OffloadPlan:
-    n_gpu_layers: int  # passed to llama.cpp: -1 = all layers
-    note: str
-
-
-def plan_offload(requested: int | str, offload_supported: bool) -> OffloadPlan:
-    """Decide how many layers go to the GPU before loading.
-
-    "auto" takes every layer when the build can offload; fitting the layers into free VRAM (leaving room for
-    the KV cache) belongs here too, so callers never change when it does.
-    """
-    if requested == "auto":
-        if offload_supported:
-            return OffloadPlan(-1, "n_gpu_layers auto: all layers offloaded (this llama.cpp build supports GPU offload)")
-        return OffloadPlan(0, "n_gpu_layers auto: 0, this llama.cpp build has no GPU offload (CPU only)")
-    n = int(requested)
-    if n != 0 and not offload_supported:
-        return OffloadPlan(0, f"n_gpu_layers {n} ignored: this llama.cpp build has no GPU offload (CPU only)")
-    return OffloadPlan(n, f"n_gpu_layers {n} as requested")
+def plan_offload(requested: int | str, offload_supported: bool, **sizing) -> OffloadPlan:
+    """localchat.engine.offload.plan_offload with the request first; without `info` and `free_vram_bytes`
+    in `sizing`, "auto" means every layer where the build can offload."""
+    return _plan_offload(sizing.pop("info", None), sizing.pop("n_ctx", 4096), sizing.pop("kv_type", "f16"),
+                         sizing.pop("free_vram_bytes", None), requested=requested, offload_supported=offload_supported,
+                         **sizing)
 
 
 class NativeModel:
@@ -189,7 +175,7 @@ class NativeModel:
     def _load_model(self) -> None:
         lib, notes = self.lib, self.notes
         mark = _log_mark()
-        offload = plan_offload(self.options.n_gpu_layers, bool(lib.llama_supports_gpu_offload()))
+        offload = self._plan_offload()
         notes.append(offload.note)
         if _log["amx_note"]:
             notes.append(_log["amx_note"])
@@ -202,6 +188,26 @@ class NativeModel:
                 f"llama.cpp could not load {self.path.name}: " + _load_reason(mark),
                 "the file may be damaged or made for a newer llama.cpp; check it with `localchat verify`",
             )
+
+    def _plan_offload(self) -> OffloadPlan:
+        """n_gpu_layers for this model: "auto" is sized from the GGUF header and the GPUs' free memory."""
+        options, supported = self.options, bool(self.lib.llama_supports_gpu_offload())
+        if options.n_gpu_layers != "auto" or not supported:
+            return plan_offload(options.n_gpu_layers, supported)
+        from localchat.errors import GGUFError
+        from localchat.gguf import read_gguf
+
+        try:
+            info = read_gguf(self.path)
+        except (GGUFError, OSError):
+            info = None  # llama.cpp's own loader will say what is wrong with the file
+        gpus = [d for d in _devices(self.lib) if d["type"] in ("GPU", "iGPU")]
+        free = sum(d["free_bytes"] for d in gpus) if gpus else 0
+        n_ctx = options.n_ctx or (info.context_length if info else None) or 4096
+        if info is not None and info.context_length:
+            n_ctx = min(n_ctx, info.context_length)
+        return plan_offload("auto", True, info=info, n_ctx=n_ctx, kv_type=options.kv_type, free_vram_bytes=free,
+                            flash_attn=options.flash_attn, n_ubatch=min(options.n_batch, 512))
 
     def _new_context(self) -> None:
         lib, options = self.lib, self.options
@@ -217,6 +223,15 @@ class NativeModel:
         params.n_threads = params.n_threads_batch = self.n_threads
         params.flash_attn_type = _FLASH_ATTN[options.flash_attn]
         params.type_k = params.type_v = _KV_TYPES[options.kv_type]
+        if options.kv_type != "f16":
+            if options.flash_attn == "off":
+                # llama.cpp refuses a quantized V cache without flash attention; K can stay quantized.
+                params.type_v = _KV_TYPES["f16"]
+                self.notes.append(f"kv_type {options.kv_type}: K cache {options.kv_type}, V cache f16 (a quantized V "
+                                  "cache needs flash attention, which is off; set flash_attn auto or on)")
+            else:
+                self.notes.append(f"kv_type {options.kv_type}: K and V caches {options.kv_type} (a quantized V cache "
+                                  f"needs flash attention; flash_attn {options.flash_attn})")
         params.no_perf = False  # llama.cpp's own decode counters: the benchmark compares against them
         mark = _log_mark()
         self.ctx = lib.llama_init_from_model(self.model, params)
