@@ -1,9 +1,10 @@
 """llama.cpp through llama-cpp-python's low-level bindings: the only module that imports llama_cpp.
 
 It runs inside the worker process (localchat.engine.worker). The decode loop is deliberately small: per
-token one `llama_decode` on a preallocated one-token batch, one `llama_sampler_sample` on a native sampler
-chain, a list lookup for the token's cached bytes and an incremental UTF-8 decode. Everything else
-(batching deltas, the pipe) happens outside it.
+token one `llama_decode` on a preallocated one-token batch, one pick (numpy's argmax of the logits for
+plain greedy decoding, else `llama_sampler_sample` on a native sampler chain), a list lookup for the
+token's cached bytes and an incremental UTF-8 decode, done while the GPU (if any) computes the next step.
+Everything else (batching deltas, the pipe) happens outside it.
 """
 
 from __future__ import annotations
@@ -48,11 +49,12 @@ def _llama():
 def avoid_amx() -> str | None:
     """Keep llama.cpp from putting weights in AMX buffers (CPU repacking stays on); returns a note if it did.
 
-    llama.cpp's AMX matmul dies with SIGSEGV (at `ldtilecfg`) on some virtual machines that advertise AMX,
-    e.g. this project's Firecracker CI VMs, as soon as a prompt of more than one token is evaluated. AMX
-    only speeds up prompt processing of some quantizations, so a crash-free default wins; LOCALCHAT_AMX=1
-    keeps it. Works by removing AMX from the list of extra buffer types the model loader reads (a copy
-    that only the loader uses). Idempotent; process-wide, so call it before loading any model.
+    llama.cpp's AMX matmul builds its tile configuration on the stack, and GCC 12 (which compiled the
+    llama-cpp-python here) drops the stores, so the first prompt of more than one token dies with SIGSEGV
+    at `ldtilecfg` (ggml-org/llama.cpp#20824, fix pending in #26954). One-token decodes do not use tiles,
+    so a crash-free build could keep AMX buffers for their faster VNNI decode path; LOCALCHAT_AMX=1 does
+    that for a llama.cpp known to be built right. Works by removing AMX from the list of extra buffer types
+    the model loader reads (a copy only the loader uses). Idempotent; process-wide: call it before loading.
     """
     if os.environ.get("LOCALCHAT_AMX") == "1":
         return None
@@ -83,7 +85,7 @@ def avoid_amx() -> str | None:
         return None
     for i in range(len(present)):
         bufts[i] = keep[i] if i < len(keep) else None
-    return "AMX weight buffers off: llama.cpp's AMX kernels crash on some virtual machines (LOCALCHAT_AMX=1 keeps them)"
+    return "AMX weight buffers off: this llama.cpp's AMX prompt kernels crash (llama.cpp#20824); LOCALCHAT_AMX=1 keeps them"
 
 
 def _install_logger(lib) -> None:
@@ -347,6 +349,24 @@ class NativeModel:
             add(chain, lib.llama_sampler_init_dist(seed))
         return chain
 
+    @staticmethod
+    def _plain_greedy(s: SamplingParams) -> bool:
+        return s.temperature <= 0 and s.repeat_penalty == 1.0 and s.presence_penalty == 0.0 and s.frequency_penalty == 0.0
+
+    def _argmax_sampler(self):
+        """Greedy pick straight from the logits. llama_sampler_sample first copies every logit into a
+        token-data array (152k entries for Qwen): about 0.6 ms a token, a third of the decode time of a
+        0.5B model on an H100. numpy's argmax over the same floats takes a few microseconds and picks the
+        same token (the first maximum, like llama.cpp's greedy sampler)."""
+        import numpy as np  # llama-cpp-python depends on it
+
+        logits_ith, n_vocab, as_array = self.lib.llama_get_logits_ith, self.n_vocab, np.ctypeslib.as_array
+
+        def sample(_chain, ctx, i):
+            return int(as_array(logits_ith(ctx, i), shape=(n_vocab,)).argmax())
+
+        return sample
+
     def _reuse_prefix(self, tokens: list[int]) -> int:
         """Drop the cached tokens after the longest common prefix; return how many stay in the cache."""
         cached = self.cached
@@ -407,8 +427,10 @@ class NativeModel:
         usage = {"prompt_tokens": len(tokens), "prompt_eval_tokens": len(tokens) - keep, "completion_tokens": 0,
                  "ttft": 0.0, "prompt_seconds": 0.0, "decode_seconds": 0.0, "finish_reason": "cancelled"}
         self.last_usage = usage
-        if not self._eval_prompt(tokens, keep, cancelled):
-            usage["prompt_seconds"] = time.perf_counter() - t_request
+        t_prompt = time.perf_counter()
+        evaluated = self._eval_prompt(tokens, keep, cancelled)
+        usage["prompt_seconds"] = time.perf_counter() - t_prompt  # llama_decode of the new prompt tokens
+        if not evaluated:
             return
 
         stops = tuple(s for s in sampling.stop if s)
@@ -417,6 +439,8 @@ class NativeModel:
         try:
             # Locals: this loop runs once per token and must cost next to nothing beside llama_decode.
             decode, sample, ctx, batch, one = lib.llama_decode, lib.llama_sampler_sample, self.ctx, self._one_batch, self._one
+            if self._plain_greedy(sampling):
+                sample = self._argmax_sampler()
             pieces, piece_of, cached, n_ctx = self._pieces, self._piece, self.cached, self.n_ctx
             decoder = codecs.getincrementaldecoder("utf-8")("replace")
             utf8 = decoder.decode
@@ -429,7 +453,6 @@ class NativeModel:
             token = sample(chain, ctx, -1)
             t_first = t_last = now()
             usage["ttft"] = t_first - t_request
-            usage["prompt_seconds"] = t_first - t_request
             while True:
                 piece = pieces[token]
                 if piece is None:
@@ -439,6 +462,19 @@ class NativeModel:
                     break
                 n_gen += 1
                 t_last = now()
+                last = n_gen >= max_tokens or len(cached) >= n_ctx
+                if not last and cancelled():
+                    finish = "cancelled"  # this token's text still goes out: it was generated
+                    last = True
+                if not last:
+                    # Start the next decode before handling this token's text: on a GPU llama_decode
+                    # returns once the work is queued, so the Python below runs while the GPU computes,
+                    # and the sampler's read of the logits waits for it.
+                    one[0] = token
+                    rc = decode(ctx, batch)
+                    if rc:
+                        self._check_decode(rc)
+                    cached.append(token)
                 text = utf8(piece)
                 if text:
                     if stops:
@@ -455,16 +491,8 @@ class NativeModel:
                             pending = pending[len(pending) - hold:]
                     else:
                         yield text
-                if n_gen >= max_tokens or len(cached) >= n_ctx:
+                if last:
                     break
-                if cancelled():
-                    finish = "cancelled"
-                    break
-                one[0] = token
-                rc = decode(ctx, batch)
-                if rc:
-                    self._check_decode(rc)
-                cached.append(token)
                 token = sample(chain, ctx, -1)
             if finish == "stop" and not stopped_by_string:
                 # The model ended: bytes it left unfinished are invalid UTF-8 and show as U+FFFD. (After
