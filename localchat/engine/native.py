@@ -49,11 +49,12 @@ def _llama():
 def avoid_amx() -> str | None:
     """Keep llama.cpp from putting weights in AMX buffers (CPU repacking stays on); returns a note if it did.
 
-    llama.cpp's AMX matmul dies with SIGSEGV (at `ldtilecfg`) on some virtual machines that advertise AMX,
-    e.g. this project's Firecracker CI VMs, as soon as a prompt of more than one token is evaluated. AMX
-    only speeds up prompt processing of some quantizations, so a crash-free default wins; LOCALCHAT_AMX=1
-    keeps it. Works by removing AMX from the list of extra buffer types the model loader reads (a copy
-    that only the loader uses). Idempotent; process-wide, so call it before loading any model.
+    llama.cpp's AMX matmul builds its tile configuration on the stack, and GCC 12 (which compiled the
+    llama-cpp-python here) drops the stores, so the first prompt of more than one token dies with SIGSEGV
+    at `ldtilecfg` (ggml-org/llama.cpp#20824, fix pending in #26954). One-token decodes do not use tiles,
+    so a crash-free build could keep AMX buffers for their faster VNNI decode path; LOCALCHAT_AMX=1 does
+    that for a llama.cpp known to be built right. Works by removing AMX from the list of extra buffer types
+    the model loader reads (a copy only the loader uses). Idempotent; process-wide: call it before loading.
     """
     if os.environ.get("LOCALCHAT_AMX") == "1":
         return None
@@ -84,7 +85,7 @@ def avoid_amx() -> str | None:
         return None
     for i in range(len(present)):
         bufts[i] = keep[i] if i < len(keep) else None
-    return "AMX weight buffers off: llama.cpp's AMX kernels crash on some virtual machines (LOCALCHAT_AMX=1 keeps them)"
+    return "AMX weight buffers off: this llama.cpp's AMX prompt kernels crash (llama.cpp#20824); LOCALCHAT_AMX=1 keeps them"
 
 
 def _install_logger(lib) -> None:
