@@ -149,7 +149,7 @@ class Usage:
     prompt_eval_tokens: int = 0  # tokens actually evaluated (prompt_tokens minus the reused KV prefix)
     completion_tokens: int = 0
     ttft: float = 0.0  # seconds from request to first token
-    prompt_seconds: float = 0.0
+    prompt_seconds: float = 0.0  # evaluating the prompt tokens that were not cached
     decode_seconds: float = 0.0  # from the first sampled token to the last
     finish_reason: str = "stop"  # stop | length | cancelled | error
 

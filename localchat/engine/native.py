@@ -412,8 +412,10 @@ class NativeModel:
         usage = {"prompt_tokens": len(tokens), "prompt_eval_tokens": len(tokens) - keep, "completion_tokens": 0,
                  "ttft": 0.0, "prompt_seconds": 0.0, "decode_seconds": 0.0, "finish_reason": "cancelled"}
         self.last_usage = usage
-        if not self._eval_prompt(tokens, keep, cancelled):
-            usage["prompt_seconds"] = time.perf_counter() - t_request
+        t_prompt = time.perf_counter()
+        evaluated = self._eval_prompt(tokens, keep, cancelled)
+        usage["prompt_seconds"] = time.perf_counter() - t_prompt  # llama_decode of the new prompt tokens
+        if not evaluated:
             return
 
         stops = tuple(s for s in sampling.stop if s)
@@ -436,7 +438,6 @@ class NativeModel:
             token = sample(chain, ctx, -1)
             t_first = t_last = now()
             usage["ttft"] = t_first - t_request
-            usage["prompt_seconds"] = t_first - t_request
             while True:
                 piece = pieces[token]
                 if piece is None:
