@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def open_tui(args: argparse.Namespace) -> int:
-    from localchat.cli.progress import ProgressBar
     from localchat.services import Services
 
     svc = Services.open(args.home, offline=args.offline)
-    if args.model:
-        model_id = svc.entry(args.model).id
-        if not svc.registry.is_installed(model_id):
-            print(f"localchat: {model_id} is not installed yet; pulling it", file=sys.stderr)
-            svc.installer.install(svc.entry(model_id), progress=ProgressBar())
-    else:
-        model_id = svc.default_model_id()
-        if model_id is None:
-            print("localchat: no model installed yet; installing the built-in default model", file=sys.stderr)
-            model_id = svc.ensure_default_model(progress=ProgressBar())
+    model_id = svc.entry(args.model).id if args.model else None  # an unknown id fails here, with suggestions
     from localchat.tui.app import make_app
 
+    # A model that is not installed yet (or none at all) opens on the welcome screen, which installs it with a
+    # progress bar inside the app.
     make_app(svc, model_id).run()
     return 0
