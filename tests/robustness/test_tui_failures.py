@@ -13,6 +13,7 @@ from localchat.tui.app import make_app
 from localchat.tui.widgets.prompt import PromptInput
 from localchat.tui.widgets.statusbar import StatusBar
 from tests.support.models import register_local_model
+from tests.tui.helpers import loaded, views
 from tests.tui.test_chat_app import blocks, send, wait_for
 
 
@@ -26,15 +27,15 @@ async def test_worker_death_mid_reply_keeps_the_partial_reply_and_reloads(localc
     svc = register_local_model(localchat_home, tiny_loop_model, model_id="chatty")
     app = make_app(svc, "chatty")
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_for(lambda: app.session is not None, pilot)
+        await loaded(app, pilot)
         first_pid = app.engine.pid
         await send(pilot, "talk")
         await wait_for(lambda: blocks(app, "assistant") and len(blocks(app, "assistant")[-1].source) > 20, pilot)
         os.kill(first_pid, sig)
         await wait_for(lambda: not app.busy, pilot)
         assert app.is_running
-        reply = blocks(app, "assistant")[-1]
-        assert reply.has_class("error") and reply.source.startswith("abcdefgh ")
+        view = views(app)[-1]
+        assert view.has_class("error") and view.block.source.startswith("abcdefgh ")
         assert any("Reply failed" in n and f"killed by {sig.name}" in n for n in notifications(app))
         assert "error" in app.query_one(StatusBar).render()
         # the partial reply is in the conversation and in the store, marked as an error
@@ -60,7 +61,7 @@ async def test_a_message_longer_than_the_window_is_a_notification_and_the_conver
     svc = register_local_model(localchat_home, tiny_model, context=256)
     app = make_app(svc, "tiny")
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_for(lambda: app.session is not None, pilot)
+        await loaded(app, pilot)
         assert app.engine.info.n_ctx == 256
         await send(pilot, "hello")
         await wait_for(lambda: blocks(app, "assistant") and not app.busy, pilot)
@@ -70,7 +71,9 @@ async def test_a_message_longer_than_the_window_is_a_notification_and_the_conver
         await wait_for(lambda: not app.busy, pilot)
         assert app.is_running and app.engine.alive
         assert [m.content for m in app.session.messages] == ["hello", "Hi 你好🙂!"]
-        # and the conversation goes on
+        # the refused message goes back to the input, to shorten; the conversation goes on
+        assert app.query_one(PromptInput).text.startswith("word word")
+        app.query_one(PromptInput).text = ""
         await send(pilot, "short")
         await wait_for(lambda: len(blocks(app, "assistant")) == 2 and not app.busy, pilot)
         assert [m.content for m in app.session.messages][-2:] == ["short", "Hi 你好🙂!"]

@@ -6,6 +6,8 @@ import asyncio
 
 import pytest
 
+from tests.tui.helpers import loaded
+
 from localchat.services import Services
 from localchat.tui.app import make_app
 from localchat.tui.widgets.chatlog import MessageBlock
@@ -31,7 +33,7 @@ async def test_the_app_chats_with_a_remote_engine(localchat_home, tiny_model, se
     add_remote(localchat_home, "cluster", server.v1, remote_model="tiny")
     app = make_app(Services.open(localchat_home), "cluster")
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_for(lambda: app.session is not None, pilot)
+        await loaded(app, pilot)
         for key in "hello":
             await pilot.press(key)
         await pilot.press("enter")
