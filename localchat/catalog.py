@@ -143,7 +143,12 @@ class _Node:
 def _compose(text: str, path: Path) -> Any:
     import yaml
 
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)  # checks the characters first (control characters are refused)
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        raise CatalogError(f"{path}:{line}: invalid YAML: character U+{exc.character:04X} is not allowed",
+                           hint="remove it; a catalog is plain text") from None
     try:
         root = loader.get_single_node()
     except yaml.YAMLError as exc:
@@ -151,6 +156,8 @@ def _compose(text: str, path: Path) -> Any:
         line = mark.line + 1 if mark is not None else 1
         problem = getattr(exc, "problem", None) or str(exc)
         raise CatalogError(f"{path}:{line}: invalid YAML: {problem}", hint="fix the file and try again") from None
+    except RecursionError:  # [[[[... thousands deep
+        raise CatalogError(f"{path}:1: invalid YAML: nested too deeply", hint="a catalog is a flat list of entries") from None
     try:
         return _convert(root, path, loader) if root is not None else _Node(None, 1)
     except yaml.YAMLError as exc:  # a scalar that fails to construct (a bad timestamp, say)
@@ -161,11 +168,24 @@ def _compose(text: str, path: Path) -> Any:
         loader.dispose()
 
 
-def _convert(node: Any, path: Path, loader: Any) -> _Node:
+# A catalog of a few hundred entries has a few thousand values; aliases (&a ... *a) can make a short file
+# expand without end ("billion laughs") or refer to themselves.
+_MAX_VALUES = 200_000
+
+
+def _convert(node: Any, path: Path, loader: Any, active: set[int] | None = None, seen: list[int] | None = None) -> _Node:
     import yaml
 
+    active = set() if active is None else active
+    seen = [0] if seen is None else seen
     line = node.start_mark.line + 1
+    seen[0] += 1
+    if seen[0] > _MAX_VALUES:
+        raise CatalogError(f"{path}:{line}: more than {_MAX_VALUES:,} values (aliases expanding?); this is not a catalog")
+    if id(node) in active:
+        raise CatalogError(f"{path}:{line}: a YAML alias refers to a value that contains it")
     if isinstance(node, yaml.MappingNode):
+        active.add(id(node))
         out: dict[str, _Node] = {}
         for key_node, value_node in node.value:
             key = key_node.value
@@ -173,18 +193,28 @@ def _convert(node: Any, path: Path, loader: Any) -> _Node:
                 raise CatalogError(f"{path}:{key_node.start_mark.line + 1}: keys must be plain names")
             if key in out:
                 raise CatalogError(f"{path}:{key_node.start_mark.line + 1}: duplicate key '{key}'")
-            out[key] = _convert(value_node, path, loader)
+            out[key] = _convert(value_node, path, loader, active, seen)
+        active.discard(id(node))
         return _Node(out, line)
     if isinstance(node, yaml.SequenceNode):
-        return _Node([_convert(n, path, loader) for n in node.value], line)
-    return _Node(loader.construct_object(node, deep=True), line, node.value)
+        active.add(id(node))
+        items = [_convert(n, path, loader, active, seen) for n in node.value]
+        active.discard(id(node))
+        return _Node(items, line)
+    try:
+        value = loader.construct_object(node, deep=True)
+    except (ValueError, OverflowError) as exc:  # PyYAML raises these for a date like 2001-13-45
+        raise CatalogError(f"{path}:{line}: invalid value '{node.value}': {exc}") from None
+    return _Node(value, line, node.value)
 
 
 def load_file(path: Path, origin: str) -> list[ModelEntry]:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise CatalogError(f"{path}: not UTF-8 text ({exc.reason})") from None
+        line = exc.object.count(b"\n", 0, exc.start) + 1
+        raise CatalogError(f"{path}:{line}: not UTF-8 text ({exc.reason} at byte {exc.start})",
+                           hint="save the file as UTF-8") from None
     except OSError as exc:
         raise CatalogError(f"{path}: cannot read the catalog ({exc.strerror})") from None
     return parse_text(text, path, origin)
@@ -193,7 +223,8 @@ def load_file(path: Path, origin: str) -> list[ModelEntry]:
 def parse_text(text: str, path: Path, origin: str) -> list[ModelEntry]:
     """The entries of catalog text, validated; messages name `path` (where the text is or will be)."""
     if "\x00" in text:
-        raise CatalogError(f"{path}: contains a NUL byte; this is not a YAML catalog")
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise CatalogError(f"{path}:{line}: contains a NUL byte; this is not a YAML catalog")
     root = _compose(text, path)
     if root.value is None:
         return []
@@ -244,6 +275,13 @@ def _entry(node: _Node, path: Path, origin: str) -> ModelEntry:
         raise _fail(path, m["id"].line, f"invalid id '{model_id}'", hint=check_model_id(model_id) or "")
     where = f"{path}:{node.line}"
     endpoint = _get(m, "endpoint", str, path)
+    if endpoint is not None:
+        _check_remote(m, path)
+    else:
+        for key in ("remote_model", "api_key_env"):
+            if key in m:
+                raise _fail(path, m[key].line, f"'{key}' only applies to a remote engine",
+                            hint="add `endpoint: https://HOST/v1`, or remove it")
     files = _files(m, path, required=endpoint is None)
     sources = tuple(_source(s, path) for s in (_get(m, "sources", list, path) or []))
     for spec in sources:
@@ -251,8 +289,6 @@ def _entry(node: _Node, path: Path, origin: str) -> ModelEntry:
             raise CatalogError(f"{spec.where}: 'concat: true' joins parts into one file; the entry must list exactly one file")
     if endpoint is None and not sources and origin == "shipped":
         raise _fail(path, node.line, f"entry '{model_id}' has no sources")
-    if endpoint is not None and not re.match(r"^https?://", endpoint):
-        raise _fail(path, m["endpoint"].line, "endpoint must be an http:// or https:// URL")
     template = _get(m, "template", str, path)
     if template is not None and template not in TEMPLATES:
         raise _fail(path, m["template"].line, f"unknown template '{template}'", hint="use one of " + ", ".join(TEMPLATES))
@@ -278,6 +314,39 @@ def _entry(node: _Node, path: Path, origin: str) -> ModelEntry:
         origin=origin,
         where=where,
     )
+
+
+def _check_remote(m: dict[str, _Node], path: Path) -> None:
+    """A remote engine entry: an OpenAI-compatible base URL, the model name there, the key's variable."""
+    from urllib.parse import urlsplit
+
+    node = m["endpoint"]
+    url = node.value.strip()
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise _fail(path, node.line, f"endpoint '{url}' is not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in url):
+        raise _fail(path, node.line, "endpoint must be an http:// or https:// URL",
+                    hint="the server's OpenAI-compatible base URL, e.g. https://gpu-cluster.internal/v1")
+    if parts.username or parts.password:
+        raise _fail(path, node.line, "endpoint must not carry credentials",
+                    hint="put the key in an environment variable and name it in 'api_key_env'")
+    if parts.query or parts.fragment:
+        raise _fail(path, node.line, "endpoint must be a base URL without ?query or #fragment")
+    for key in ("files", "sources", "sha256", "template"):
+        if key in m:
+            why = ("the remote server applies its own chat template" if key == "template"
+                   else "a remote engine has no local files")
+            raise _fail(path, m[key].line, f"'{key}' does not apply to a remote engine ({why})", hint=f"remove '{key}'")
+    remote_model = _get(m, "remote_model", str, path)
+    if remote_model is not None and (not remote_model.strip() or any(c in remote_model for c in "\x00\r\n")):
+        raise _fail(path, m["remote_model"].line, "'remote_model' must be the model's name on the server")
+    key_env = _get(m, "api_key_env", str, path)
+    if key_env is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key_env):
+        raise _fail(path, m["api_key_env"].line, f"'{key_env}' is not an environment variable name",
+                    hint="name the variable that holds the key (e.g. VLLM_API_KEY), not the key itself")
 
 
 def check_model_id(model_id: str) -> str | None:

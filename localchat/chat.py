@@ -23,7 +23,9 @@ _MIN_REPLY_RESERVE = 64
 class TurnPlan:
     """What goes into one prompt: how many old messages had to be left out, and why."""
 
-    prompt: str
+    # The rendered prompt; for an engine that applies its own chat template (a remote server) the
+    # template returns the messages themselves, and they go to the engine as they are.
+    prompt: str | list[Message]
     prompt_tokens: int
     dropped: int = 0
     notice: str | None = None
@@ -145,7 +147,7 @@ class ChatSession:
         notice = "; ".join(notices) or None
         return TurnPlan(prompt, exact, start, notice)
 
-    def _render(self, messages: list[Message]) -> str:
+    def _render(self, messages: list[Message]) -> str | list[Message]:
         full = ([Message("system", self.system)] if self.system else []) + list(messages)
         try:
             return self.template.render(full, add_generation_prompt=True)

@@ -9,7 +9,7 @@ from typing import Any
 
 from localchat.catalog import ModelCatalog, ModelEntry
 from localchat.config import Config, atomic_write_text
-from localchat.errors import NotInstalledError, SourceError
+from localchat.errors import ConfigError, NotInstalledError, OfflineError
 from localchat.paths import Paths
 from localchat.registry import InstalledModel, InstalledModels
 
@@ -101,7 +101,9 @@ class Services:
 
         entry = self.entry(model_id)
         if entry.is_remote:
-            raise SourceError(f"'{model_id}' is a remote engine; local loading does not apply")
+            client = self._start_remote(entry, load_overrides.get("n_ctx"))
+            self.remember("last_model", model_id)
+            return client
         rec = self.installed(model_id)
         options = self.config.load_options_for(model_id, **load_overrides)
         if entry.context and options.n_ctx > entry.context:
@@ -112,7 +114,30 @@ class Services:
         self.remember("last_model", model_id)
         return client
 
+    def _start_remote(self, entry: ModelEntry, n_ctx: int | None):
+        """A client for a catalog entry with an `endpoint` (an OpenAI-compatible server elsewhere)."""
+        import os
+
+        from localchat.engine.remote import RemoteEngineClient, is_loopback_url
+
+        if self.offline and not is_loopback_url(entry.endpoint):
+            raise OfflineError(f"'{entry.id}' is a remote engine at {entry.endpoint}, and offline mode is on",
+                               hint="turn offline mode off to use it, or pick a local model")
+        key = None
+        if entry.api_key_env:
+            key = os.environ.get(entry.api_key_env)
+            if not key:
+                raise ConfigError(f"'{entry.id}' needs an API key in ${entry.api_key_env}, which is not set",
+                                  hint=f"export {entry.api_key_env}=... before starting localchat")
+        limits = [n for n in (n_ctx, entry.context) if n]
+        return RemoteEngineClient.start(entry.endpoint, entry.remote_model or entry.id, key,
+                                        n_ctx=min(limits) if limits else None, key_env=entry.api_key_env)
+
     def chat_template(self, entry: ModelEntry, gguf_template: str | None, bos: str | None = None, eos: str | None = None):
+        if entry.is_remote:  # the server applies its own template: the conversation goes as messages
+            from localchat.engine.remote import RemoteTemplate
+
+            return RemoteTemplate(), []
         from localchat.templates import choose_template
 
         return choose_template(entry.template, gguf_template, bos, eos)

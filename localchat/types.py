@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field, asdict
 from typing import Literal, Union
 
@@ -41,6 +43,11 @@ class SamplingParams:
         return d
 
     def validate(self) -> "SamplingParams":
+        floats = ("temperature", "top_p", "min_p", "repeat_penalty", "presence_penalty", "frequency_penalty")
+        for name in floats:  # NaN passes no comparison below by failing them all the wrong way; inf is no setting
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(f"{name} must be a finite number, not {value!r}")
         checks = [
             (self.temperature >= 0, "temperature must be 0 (greedy) or more"),
             (0 < self.top_p <= 1, "top_p must be in (0, 1]"),
@@ -142,7 +149,7 @@ class Usage:
     prompt_eval_tokens: int = 0  # tokens actually evaluated (prompt_tokens minus the reused KV prefix)
     completion_tokens: int = 0
     ttft: float = 0.0  # seconds from request to first token
-    prompt_seconds: float = 0.0
+    prompt_seconds: float = 0.0  # evaluating the prompt tokens that were not cached
     decode_seconds: float = 0.0  # from the first sampled token to the last
     finish_reason: str = "stop"  # stop | length | cancelled | error
 

@@ -87,7 +87,7 @@ class LlamaRuns:
 
         from localchat.engine.native import avoid_amx
 
-        self.amx_note = avoid_amx()  # the engine does the same (llama.cpp's AMX kernels crash on some VMs)
+        self.amx_note = avoid_amx()  # as the engine does (this llama.cpp crashes in AMX prompt kernels)
         self.lib = llama_cpp
         self.llm = llama_cpp.Llama(
             str(args.model), n_ctx=args.n_ctx, n_batch=args.n_batch, n_threads=args.threads,

@@ -3,8 +3,10 @@
     scripts/fuzz [-n N] [--seed S] [--smollm2 PATH] [--save DIR] [TARGET ...]     (scripts/fuzz --list)
 
 For each target it prints how many inputs were tried, how many were refused with the error meant for
-users (GGUFError, TemplateError), how many were accepted (parsed, rendered, ...), and how many crashed:
-any other exception, or no result within the hang guard. Exit status 1 if anything crashed.
+users (GGUFError, TemplateError), how many were accepted (parsed, rendered, loaded ...), and how many crashed:
+any other exception, or no result within the hang guard. Exit status 1 if anything crashed. The `load`
+target also counts refused-load (llama.cpp refused the file in the worker) and crashed-worker (the worker
+died with a WorkerCrashed message; the fuzzing process went on): those are outcomes, not crashes.
 
 A target is an input generator plus a runner that returns an outcome label; add one with @target. The
 GGUF inputs are structure-aware mutations (tests/support/ggufmutate.py) of a valid file, so the same
@@ -29,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from localchat.errors import GGUFError, TemplateError  # noqa: E402
 from tests.support import ggufmutate as gm  # noqa: E402
+from tests.support.loadcase import load_inputs  # noqa: E402
 
 
 class Skip(Exception):
@@ -42,14 +45,15 @@ class Target:
     accepted: str  # the label of a good outcome: parsed, rendered, loaded, ...
     inputs: Callable[[random.Random, int, argparse.Namespace], Iterator[Any]]
     run: Callable[[Any], str]  # returns an outcome label; raising anything is a crash
+    default_n: int | None = None  # inputs when -n is not given (slow targets run fewer)
 
 
 TARGETS: dict[str, Target] = {}
 
 
-def target(name: str, about: str, accepted: str, inputs: Callable) -> Callable:
+def target(name: str, about: str, accepted: str, inputs: Callable, default_n: int | None = None) -> Callable:
     def register(run: Callable[[Any], str]) -> Callable[[Any], str]:
-        TARGETS[name] = Target(name, about, accepted, inputs, run)
+        TARGETS[name] = Target(name, about, accepted, inputs, run, default_n)
         return run
 
     return register
@@ -141,6 +145,26 @@ def render_template(source: str) -> str:
     return "rendered"
 
 
+_LOAD_DIR: list[Path] = []
+
+
+@target("load", "mutations of a tiny model through the whole load path: read_gguf, then an engine worker loads "
+        "and runs the ones it passes", "loaded", lambda rng, n, args: load_inputs(rng, n), default_n=200)
+def load_in_worker(item: tuple[bytes, int | None]) -> str:
+    """refused (by our reader), refused-load (by llama.cpp), crashed-worker (the worker died, the parent
+    carries on) or loaded; anything else raised here is a crash of the parent's side."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from tests.support.loadcase import load_outcome
+
+    if not _LOAD_DIR:
+        _LOAD_DIR.append(Path(tempfile.mkdtemp(prefix="localchat-fuzz-load-")))
+        atexit.register(shutil.rmtree, _LOAD_DIR[0], True)
+    return load_outcome(item[0], _LOAD_DIR[0]).outcome
+
+
 # -- the run
 
 def fuzz(t: Target, n: int, seed: int, args: argparse.Namespace) -> tuple[collections.Counter, float]:
@@ -166,7 +190,7 @@ def fuzz(t: Target, n: int, seed: int, args: argparse.Namespace) -> tuple[collec
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/fuzz", description=__doc__.split("\n\n")[0])
     parser.add_argument("targets", nargs="*", help="targets to run (default: all that can run here)")
-    parser.add_argument("-n", type=int, default=1000, help="inputs per target (default 1000)")
+    parser.add_argument("-n", type=int, help="inputs per target (default 1000; load: 200)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--smollm2", help="path of smollm2-135m-instruct-q4_1.gguf (default: the test cache)")
     parser.add_argument("--save", help="write each crashing input into this folder")
@@ -185,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.targets or list(TARGETS):
         t = TARGETS[name]
         try:
-            counts, seconds = fuzz(t, args.n, args.seed, args)
+            counts, seconds = fuzz(t, args.n or t.default_n or 1000, args.seed, args)
         except Skip as why:
             print(f"{name:15} skipped: {why}")
             continue

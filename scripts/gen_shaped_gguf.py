@@ -14,6 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.support.ggufgen import BYTE_CHARS  # noqa: E402  GPT-2's byte -> character map
+
 # Shapes from the models' own config.json.
 SHAPES = {
     "qwen2.5-0.5b": dict(n_embd=896, n_layer=24, n_head=14, n_head_kv=2, n_ff=4864, n_vocab=151936, tied=True),
@@ -25,19 +28,6 @@ CHATML = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
-
-
-def _bytes_to_unicode() -> list[str]:
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    table = dict(zip(bs, cs))
-    return [chr(table[b]) for b in range(256)]
 
 
 class _Filler:
@@ -59,7 +49,7 @@ def generate(kind: str, out: Path, dtype: str = "f16") -> Path:
     wdtype = np.float16 if dtype == "f16" else np.float32
     fill = _Filler()
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    tokens = _bytes_to_unicode() + ["ĠĠ"]
+    tokens = [BYTE_CHARS[b] for b in range(256)] + ["ĠĠ"]
     tokens += [f"tok{i}" for i in range(s["n_vocab"] - len(tokens) - len(specials))] + specials
     types = [1] * (len(tokens) - len(specials)) + [3] * len(specials)
     w = gguf.GGUFWriter(str(out), "qwen2")

@@ -11,7 +11,7 @@ from localchat import __version__
 
 # Each module exposes register(sub): it adds its parsers with set_defaults(handler=fn), fn(args) -> int.
 COMMAND_MODULES = ["localchat.cli.chat", "localchat.cli.models", "localchat.cli.sources", "localchat.cli.history",
-                   "localchat.cli.bundle"]
+                   "localchat.cli.bundle", "localchat.cli.serve"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,6 +62,17 @@ def _apply_offline(args: argparse.Namespace) -> None:
     enforce_offline()
 
 
+def _one_line(exc) -> str:
+    """A worker crash carries the last lines of llama.cpp's log in its hint: on the command line, point at
+    the log instead, so the error stays one line."""
+    from localchat.errors import WorkerCrashed
+
+    log_path = getattr(exc, "log_path", None)
+    if isinstance(exc, WorkerCrashed) and log_path is not None:
+        return f"{exc.message}; its log is {log_path}"
+    return str(exc)
+
+
 def main(argv: list[str] | None = None) -> int:
     from localchat.errors import LocalchatError
 
@@ -71,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         _apply_offline(args)
         return int(args.handler(args) or 0)
     except LocalchatError as exc:
-        print(f"localchat: error: {exc}", file=sys.stderr)
+        print(f"localchat: error: {_one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("localchat: interrupted", file=sys.stderr)

@@ -50,7 +50,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         repeat_penalty=args.repeat_penalty, max_tokens=args.max_tokens, seed=args.seed,
         stop=tuple(args.stop) if args.stop else None,
     ).validate()
-    if not svc.registry.is_installed(entry.id):
+    if not entry.is_remote and not svc.registry.is_installed(entry.id):
         print(f"localchat: {entry.id} is not installed yet; pulling it", file=sys.stderr)
         svc.installer.install(entry, progress=ProgressBar())
     gpu_layers = None if args.gpu_layers is None else (args.gpu_layers if args.gpu_layers == "auto" else int(args.gpu_layers))

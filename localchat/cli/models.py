@@ -29,6 +29,8 @@ def register(sub) -> None:
     p.set_defaults(handler=cmd_verify)
 
     p = sub.add_parser("doctor", help="what this installation can do: llama.cpp build, GPU, paths")
+    p.add_argument("--model", metavar="ID", help="also show the offload plan for this installed model (from its header)")
+    p.add_argument("--load", action="store_true", help="with --model: load it in a worker and show the settings in effect")
     p.set_defaults(handler=cmd_doctor)
 
 
@@ -148,6 +150,37 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     for label, path in (("data", svc.paths.data_dir), ("models", svc.paths.models_dir), ("config", svc.paths.config_file),
                         ("user catalog", svc.paths.user_catalog), ("database", svc.paths.db_path), ("logs", svc.paths.log_dir)):
         print(f"{label:<14} {path}")
+    if args.model:
+        _doctor_model(svc, args.model, info, args.load)
+    elif args.load:
+        print("--load needs --model ID", file=sys.stderr)
+        return 2
     n = len(svc.installed_ids())
     print(f"installed      {n} model(s); default: {svc.default_model_id() or 'none (run `localchat pull smollm2-135m-instruct`)'}")
     return 0
+
+
+def _doctor_model(svc, model_id: str, build: dict | None, load: bool) -> None:
+    """The offload plan for one installed model, from its GGUF header and the GPUs' free memory; with
+    `load`, the settings a worker actually put in effect (ModelInfo.notes)."""
+    from localchat.engine.offload import plan_offload
+    from localchat.gguf import read_gguf
+
+    rec = svc.installed(model_id)
+    options = svc.config.load_options_for(model_id)
+    header = read_gguf(rec.path)
+    n_ctx = min(options.n_ctx, header.context_length) if header.context_length else options.n_ctx
+    gpus = [d for d in (build or {}).get("devices", []) if d.get("type") in ("GPU", "iGPU")]
+    plan = plan_offload(header, n_ctx, options.kv_type, sum(d["free_bytes"] for d in gpus),
+                        requested=options.n_gpu_layers, offload_supported=bool(build and build.get("gpu_offload")),
+                        flash_attn=options.flash_attn)
+    print(f"model          {model_id} ({rec.path})")
+    print(f"offload plan   {plan.reason}")
+    if not load:
+        return
+    with svc.start_engine(model_id) as engine:
+        mi = engine.info
+        print(f"in effect      n_gpu_layers={mi.n_gpu_layers}/{mi.n_layer + 1} flash_attn={'on' if mi.flash_attn else 'off'} "
+              f"kv_type={mi.kv_type} n_ctx={mi.n_ctx} threads={mi.n_threads} (loaded in {mi.load_seconds:.2f} s)")
+        for note in mi.notes:
+            print(f"note           {note}")

@@ -1,9 +1,10 @@
 """llama.cpp through llama-cpp-python's low-level bindings: the only module that imports llama_cpp.
 
 It runs inside the worker process (localchat.engine.worker). The decode loop is deliberately small: per
-token one `llama_decode` on a preallocated one-token batch, one `llama_sampler_sample` on a native sampler
-chain, a list lookup for the token's cached bytes and an incremental UTF-8 decode. Everything else
-(batching deltas, the pipe) happens outside it.
+token one `llama_decode` on a preallocated one-token batch, one pick (numpy's argmax of the logits for
+plain greedy decoding, else `llama_sampler_sample` on a native sampler chain), a list lookup for the
+token's cached bytes and an incremental UTF-8 decode, done while the GPU (if any) computes the next step.
+Everything else (batching deltas, the pipe) happens outside it.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import ctypes
 import os
 import time
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from localchat.engine.offload import OffloadPlan, plan_offload as _plan_offload
 from localchat.errors import EngineContextOverflow, EngineError, ModelLoadError
 from localchat.types import LoadOptions, SamplingParams
 
@@ -48,11 +49,12 @@ def _llama():
 def avoid_amx() -> str | None:
     """Keep llama.cpp from putting weights in AMX buffers (CPU repacking stays on); returns a note if it did.
 
-    llama.cpp's AMX matmul dies with SIGSEGV (at `ldtilecfg`) on some virtual machines that advertise AMX,
-    e.g. this project's Firecracker CI VMs, as soon as a prompt of more than one token is evaluated. AMX
-    only speeds up prompt processing of some quantizations, so a crash-free default wins; LOCALCHAT_AMX=1
-    keeps it. Works by removing AMX from the list of extra buffer types the model loader reads (a copy
-    that only the loader uses). Idempotent; process-wide, so call it before loading any model.
+    llama.cpp's AMX matmul builds its tile configuration on the stack, and GCC 12 (which compiled the
+    llama-cpp-python here) drops the stores, so the first prompt of more than one token dies with SIGSEGV
+    at `ldtilecfg` (ggml-org/llama.cpp#20824, fix pending in #26954). One-token decodes do not use tiles,
+    so a crash-free build could keep AMX buffers for their faster VNNI decode path; LOCALCHAT_AMX=1 does
+    that for a llama.cpp known to be built right. Works by removing AMX from the list of extra buffer types
+    the model loader reads (a copy only the loader uses). Idempotent; process-wide: call it before loading.
     """
     if os.environ.get("LOCALCHAT_AMX") == "1":
         return None
@@ -83,7 +85,7 @@ def avoid_amx() -> str | None:
         return None
     for i in range(len(present)):
         bufts[i] = keep[i] if i < len(keep) else None
-    return "AMX weight buffers off: llama.cpp's AMX kernels crash on some virtual machines (LOCALCHAT_AMX=1 keeps them)"
+    return "AMX weight buffers off: this llama.cpp's AMX prompt kernels crash (llama.cpp#20824); LOCALCHAT_AMX=1 keeps them"
 
 
 def _install_logger(lib) -> None:
@@ -131,26 +133,12 @@ def physical_cores() -> int:
     return max(1, len(cores))
 
 
-@dataclass
-class OffloadPlan:
-    n_gpu_layers: int  # passed to llama.cpp: -1 = all layers
-    note: str
-
-
-def plan_offload(requested: int | str, offload_supported: bool) -> OffloadPlan:
-    """Decide how many layers go to the GPU before loading.
-
-    "auto" takes every layer when the build can offload; fitting the layers into free VRAM (leaving room for
-    the KV cache) belongs here too, so callers never change when it does.
-    """
-    if requested == "auto":
-        if offload_supported:
-            return OffloadPlan(-1, "n_gpu_layers auto: all layers offloaded (this llama.cpp build supports GPU offload)")
-        return OffloadPlan(0, "n_gpu_layers auto: 0, this llama.cpp build has no GPU offload (CPU only)")
-    n = int(requested)
-    if n != 0 and not offload_supported:
-        return OffloadPlan(0, f"n_gpu_layers {n} ignored: this llama.cpp build has no GPU offload (CPU only)")
-    return OffloadPlan(n, f"n_gpu_layers {n} as requested")
+def plan_offload(requested: int | str, offload_supported: bool, **sizing) -> OffloadPlan:
+    """localchat.engine.offload.plan_offload with the request first; without `info` and `free_vram_bytes`
+    in `sizing`, "auto" means every layer where the build can offload."""
+    return _plan_offload(sizing.pop("info", None), sizing.pop("n_ctx", 4096), sizing.pop("kv_type", "f16"),
+                         sizing.pop("free_vram_bytes", None), requested=requested, offload_supported=offload_supported,
+                         **sizing)
 
 
 class NativeModel:
@@ -189,7 +177,7 @@ class NativeModel:
     def _load_model(self) -> None:
         lib, notes = self.lib, self.notes
         mark = _log_mark()
-        offload = plan_offload(self.options.n_gpu_layers, bool(lib.llama_supports_gpu_offload()))
+        offload = self._plan_offload()
         notes.append(offload.note)
         if _log["amx_note"]:
             notes.append(_log["amx_note"])
@@ -202,6 +190,26 @@ class NativeModel:
                 f"llama.cpp could not load {self.path.name}: " + _load_reason(mark),
                 "the file may be damaged or made for a newer llama.cpp; check it with `localchat verify`",
             )
+
+    def _plan_offload(self) -> OffloadPlan:
+        """n_gpu_layers for this model: "auto" is sized from the GGUF header and the GPUs' free memory."""
+        options, supported = self.options, bool(self.lib.llama_supports_gpu_offload())
+        if options.n_gpu_layers != "auto" or not supported:
+            return plan_offload(options.n_gpu_layers, supported)
+        from localchat.errors import GGUFError
+        from localchat.gguf import read_gguf
+
+        try:
+            info = read_gguf(self.path)
+        except (GGUFError, OSError):
+            info = None  # llama.cpp's own loader will say what is wrong with the file
+        gpus = [d for d in _devices(self.lib) if d["type"] in ("GPU", "iGPU")]
+        free = sum(d["free_bytes"] for d in gpus) if gpus else 0
+        n_ctx = options.n_ctx or (info.context_length if info else None) or 4096
+        if info is not None and info.context_length:
+            n_ctx = min(n_ctx, info.context_length)
+        return plan_offload("auto", True, info=info, n_ctx=n_ctx, kv_type=options.kv_type, free_vram_bytes=free,
+                            flash_attn=options.flash_attn, n_ubatch=min(options.n_batch, 512))
 
     def _new_context(self) -> None:
         lib, options = self.lib, self.options
@@ -217,6 +225,15 @@ class NativeModel:
         params.n_threads = params.n_threads_batch = self.n_threads
         params.flash_attn_type = _FLASH_ATTN[options.flash_attn]
         params.type_k = params.type_v = _KV_TYPES[options.kv_type]
+        if options.kv_type != "f16":
+            if options.flash_attn == "off":
+                # llama.cpp refuses a quantized V cache without flash attention; K can stay quantized.
+                params.type_v = _KV_TYPES["f16"]
+                self.notes.append(f"kv_type {options.kv_type}: K cache {options.kv_type}, V cache f16 (a quantized V "
+                                  "cache needs flash attention, which is off; set flash_attn auto or on)")
+            else:
+                self.notes.append(f"kv_type {options.kv_type}: K and V caches {options.kv_type} (a quantized V cache "
+                                  f"needs flash attention; flash_attn {options.flash_attn})")
         params.no_perf = False  # llama.cpp's own decode counters: the benchmark compares against them
         mark = _log_mark()
         self.ctx = lib.llama_init_from_model(self.model, params)
@@ -410,8 +427,10 @@ class NativeModel:
         usage = {"prompt_tokens": len(tokens), "prompt_eval_tokens": len(tokens) - keep, "completion_tokens": 0,
                  "ttft": 0.0, "prompt_seconds": 0.0, "decode_seconds": 0.0, "finish_reason": "cancelled"}
         self.last_usage = usage
-        if not self._eval_prompt(tokens, keep, cancelled):
-            usage["prompt_seconds"] = time.perf_counter() - t_request
+        t_prompt = time.perf_counter()
+        evaluated = self._eval_prompt(tokens, keep, cancelled)
+        usage["prompt_seconds"] = time.perf_counter() - t_prompt  # llama_decode of the new prompt tokens
+        if not evaluated:
             return
 
         stops = tuple(s for s in sampling.stop if s)
@@ -434,7 +453,6 @@ class NativeModel:
             token = sample(chain, ctx, -1)
             t_first = t_last = now()
             usage["ttft"] = t_first - t_request
-            usage["prompt_seconds"] = t_first - t_request
             while True:
                 piece = pieces[token]
                 if piece is None:
@@ -444,6 +462,19 @@ class NativeModel:
                     break
                 n_gen += 1
                 t_last = now()
+                last = n_gen >= max_tokens or len(cached) >= n_ctx
+                if not last and cancelled():
+                    finish = "cancelled"  # this token's text still goes out: it was generated
+                    last = True
+                if not last:
+                    # Start the next decode before handling this token's text: on a GPU llama_decode
+                    # returns once the work is queued, so the Python below runs while the GPU computes,
+                    # and the sampler's read of the logits waits for it.
+                    one[0] = token
+                    rc = decode(ctx, batch)
+                    if rc:
+                        self._check_decode(rc)
+                    cached.append(token)
                 text = utf8(piece)
                 if text:
                     if stops:
@@ -460,16 +491,8 @@ class NativeModel:
                             pending = pending[len(pending) - hold:]
                     else:
                         yield text
-                if n_gen >= max_tokens or len(cached) >= n_ctx:
+                if last:
                     break
-                if cancelled():
-                    finish = "cancelled"
-                    break
-                one[0] = token
-                rc = decode(ctx, batch)
-                if rc:
-                    self._check_decode(rc)
-                cached.append(token)
                 token = sample(chain, ctx, -1)
             if finish == "stop" and not stopped_by_string:
                 # The model ended: bytes it left unfinished are invalid UTF-8 and show as U+FFFD. (After

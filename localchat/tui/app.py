@@ -417,6 +417,7 @@ def make_app(services: Any, model_id: str | None = None) -> LocalchatApp:
         model_id = services.default_model_id()
         if model_id is None:
             return LocalchatApp(services, None, offer_model=DEFAULT_MODEL)
-    if not services.registry.is_installed(model_id):
+    remote = model_id in services.catalog and services.catalog.get(model_id).is_remote  # nothing to install
+    if not remote and not services.registry.is_installed(model_id):
         return LocalchatApp(services, None, offer_model=model_id)
     return LocalchatApp(services, model_id)

@@ -50,6 +50,7 @@ class ChatScreen(Screen):
         self._stream: ReplyStream | None = None
         self._deltas: DeltaBuffer | None = None
         self._editing = False
+        self._stop_requested = False
         self._pending_text = ""  # what was sent, to give back if the turn could not start
         self._turn_kind = "send"
 
@@ -104,6 +105,7 @@ class ChatScreen(Screen):
 
     def _start_turn(self, kind: str, text: str = "") -> None:
         self.app.busy = True
+        self._stop_requested = False  # Esc pressed before the worker has a turn to cancel
         self._turn_kind = kind
         self._pending_text = text
         self.status.state = "thinking…"
@@ -127,6 +129,8 @@ class ChatScreen(Screen):
             self.post_message(ReplyFinished("error", None, f"internal error: {exc!r}", started=False))
             return
         self.app.turn = turn
+        if self._stop_requested:
+            turn.cancel()
         buffer = DeltaBuffer(lambda: self.post_message(ReplyDelta()))
         self._deltas = buffer
         self.post_message(ReplyStarted(turn.notice, turn.plan.prompt_tokens))
@@ -201,6 +205,11 @@ class ChatScreen(Screen):
     def action_stop(self) -> None:
         if self.app.turn is not None:
             self.app.turn.cancel()
+            self.status.state = "stopping…"
+        elif self.app.busy:
+            self._stop_requested = True
+            if self.app.turn is not None:  # the worker handed its turn over meanwhile
+                self.app.turn.cancel()
             self.status.state = "stopping…"
         elif self._editing:
             self._end_editing()

@@ -1,0 +1,455 @@
+"""A remote engine: an OpenAI-compatible server (vLLM, llama.cpp's llama-server, another `localchat serve`)
+behind the same interface as EngineClient, so ChatSession, `localchat run` and the TUI use it unchanged.
+
+Standard library only (http.client): no new dependency. A chat turn hands this client the conversation as
+messages (RemoteTemplate.render returns them) and it calls POST /chat/completions, so the server applies
+its own chat template; a plain string prompt goes to POST /completions instead. Replies stream as SSE.
+
+Token counts (the context budget) are estimated, not asked of the server: /tokenize is not part of the
+OpenAI API and differs between servers. The estimate starts at 3 UTF-8 bytes a token (safe for English,
+about right for CJK) and is corrected by the real prompt_tokens each reply reports.
+"""
+
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import json
+import math
+import socket
+import ssl
+import threading
+import time
+from typing import Any, Iterable
+from urllib.parse import urlsplit
+
+from localchat.errors import ContextOverflowError, EngineError
+from localchat.types import Message, ModelInfo, SamplingParams, Usage
+
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 600.0  # between two chunks; a busy server may queue a request for a while
+DEFAULT_CONTEXT = 4096  # when neither the catalog nor the server says
+_MESSAGE_OVERHEAD = 5  # tokens a chat message costs besides its content (role markers)
+
+
+class RemoteTemplate:
+    """The 'template' of a remote engine: the server renders the chat itself, so messages pass through."""
+
+    name = "remote"
+
+    def render(self, messages: Iterable[Message], add_generation_prompt: bool = True) -> list[Message]:
+        return [Message(m.role, m.content) for m in messages]
+
+
+class RemoteEngineClient:
+    """A model on an OpenAI-compatible server. Same surface as EngineClient: info, generate, count_tokens,
+    close, alive. Requests are independent HTTP calls, so generations do not wait for each other."""
+
+    def __init__(self, endpoint: str, model: str, api_key: str | None, info: ModelInfo,
+                 key_env: str | None = None) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        self.model = model
+        self.info = info
+        self._api_key = api_key
+        self._key_env = key_env  # named in messages about a refused key, never the key itself
+        self._url = urlsplit(self.endpoint)
+        self._bytes_per_token = 3.0
+        self._closed = False
+        self._unreachable: EngineError | None = None
+
+    @classmethod
+    def start(cls, endpoint: str, model: str, api_key: str | None = None, *, n_ctx: int | None = None,
+              key_env: str | None = None) -> "RemoteEngineClient":
+        """Check that the server answers and serves `model` (GET /models), learn its context window.
+
+        n_ctx: a limit of ours (catalog `context`, --n-ctx); the window used is the smaller of it and what
+        the server reports (vLLM max_model_len, llama-server n_ctx, localchat max_model_len).
+        """
+        t0 = time.perf_counter()
+        info = ModelInfo(path=f"{endpoint.rstrip('/')}#{model}", architecture="remote")
+        client = cls(endpoint, model, api_key, info, key_env=key_env)
+        listed = client._list_models()
+        notes = [f"remote engine {client.endpoint}, model {model}"]
+        served: dict | None = None
+        if listed is not None:
+            ids = [m.get("id") for m in listed if isinstance(m, dict)]
+            served = next((m for m in listed if isinstance(m, dict) and m.get("id") == model), None)
+            if served is None:
+                raise EngineError(f"the remote engine at {client.endpoint} does not serve '{model}'",
+                                  hint="it serves: " + (", ".join(map(str, ids)) or "nothing") +
+                                  "; set `remote_model` in the catalog entry to one of them")
+        server_ctx = _context_of(served) if served else None
+        windows = [w for w in (n_ctx, server_ctx) if w]
+        client.info.n_ctx = min(windows) if windows else DEFAULT_CONTEXT
+        client.info.n_ctx_train = server_ctx or 0
+        if not windows:
+            notes.append(f"the server does not say its context window; assuming {DEFAULT_CONTEXT} tokens "
+                         "(set `context` in the catalog entry)")
+        client.info.notes = notes
+        client.info.load_seconds = time.perf_counter() - t0
+        return client
+
+    # --- the EngineClient interface ---------------------------------------------------------------
+
+    @property
+    def alive(self) -> bool:
+        return not self._closed and self._unreachable is None
+
+    def generate(self, prompt: str | list[Message], sampling: SamplingParams) -> "RemoteGeneration":
+        """Start a reply: messages go to /chat/completions, a rendered string prompt to /completions."""
+        if self._closed:
+            raise EngineError("the remote engine client was closed")
+        body: dict[str, Any] = {"model": self.model, "stream": True, "stream_options": {"include_usage": True}}
+        if isinstance(prompt, str):
+            path, body["prompt"] = "/completions", prompt
+        else:
+            path, body["messages"] = "/chat/completions", [m.to_dict() for m in prompt]
+        body.update(_sampling_body(sampling))
+        generation = RemoteGeneration(self, path, body, self._prompt_bytes(prompt))
+        generation._open()
+        return generation
+
+    def count_tokens(self, texts: list[str | list[Message]]) -> list[int]:
+        """Estimated tokens of each text (or list of messages, with their role markers)."""
+        return [self._estimate(t) for t in texts]
+
+    def close(self) -> None:
+        self._closed = True
+
+    def __enter__(self) -> "RemoteEngineClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- plumbing ---------------------------------------------------------------------------------
+
+    def _estimate(self, item: str | list[Message]) -> int:
+        if isinstance(item, str):
+            return math.ceil(len(item.encode("utf-8")) / self._bytes_per_token)
+        return sum(self._estimate(m.content) + _MESSAGE_OVERHEAD for m in item)
+
+    @staticmethod
+    def _prompt_bytes(prompt: str | list[Message]) -> int:
+        if isinstance(prompt, str):
+            return len(prompt.encode("utf-8"))
+        return sum(len(m.content.encode("utf-8")) for m in prompt)
+
+    def _learn(self, prompt_bytes: int, prompt_tokens: int, n_messages: int) -> None:
+        """Correct the bytes-per-token estimate with what the server counted (never above 4: stay safe)."""
+        content_tokens = prompt_tokens - n_messages * _MESSAGE_OVERHEAD
+        if prompt_bytes >= 200 and content_tokens > 0:
+            self._bytes_per_token = max(1.0, min(4.0, prompt_bytes / content_tokens))
+
+    def _connection(self, timeout: float) -> http.client.HTTPConnection:
+        host, port = self._url.hostname, self._url.port
+        if self._url.scheme == "https":
+            return http.client.HTTPSConnection(host, port, timeout=timeout, context=ssl.create_default_context())
+        return http.client.HTTPConnection(host, port, timeout=timeout)
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "Accept": "text/event-stream, application/json"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        return headers
+
+    def _path(self, path: str) -> str:
+        return (self._url.path.rstrip("/") or "") + path
+
+    def _list_models(self) -> list | None:
+        """GET /models; None when the server has no such route (then the first reply tells)."""
+        conn = self._connection(CONNECT_TIMEOUT)
+        try:
+            conn.request("GET", self._path("/models"), headers=self._headers())
+            resp = conn.getresponse()
+            data = resp.read()
+        except (OSError, http.client.HTTPException) as exc:
+            raise self._unreachable_error(exc) from None
+        finally:
+            conn.close()
+        if resp.status == 404:
+            return None
+        if resp.status != 200:
+            raise self._http_error(resp.status, data)
+        try:
+            payload = json.loads(data)
+        except ValueError:
+            raise EngineError(f"{self.endpoint}/models did not answer JSON", hint="is this an OpenAI-compatible base URL?") from None
+        listed = payload.get("data") if isinstance(payload, dict) else None
+        return listed if isinstance(listed, list) else None
+
+    def _unreachable_error(self, exc: BaseException) -> EngineError:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        return EngineError(f"cannot reach the remote engine at {self.endpoint} ({reason})",
+                           hint="check that the server runs and the endpoint in the catalog is right")
+
+    def _http_error(self, status: int, data: bytes) -> EngineError:
+        message = _error_message(data) or http.client.responses.get(status, "error")
+        text = f"the remote engine at {self.endpoint} answered {status}: {message}"
+        if status in (401, 403):
+            env = self._key_env
+            hint = (f"check the key in ${env}" if env else
+                    "the server needs a key: name the variable that holds it in the entry's `api_key_env`")
+            return EngineError(text, hint=hint)
+        if status == 400 and "context" in message.lower():
+            return ContextOverflowError(text, hint="start a new conversation or shorten the message")
+        return EngineError(text)
+
+
+class RemoteGeneration:
+    """An iterator of text deltas from a streamed remote reply (the same contract as engine.Generation).
+
+    `cancel()` from any thread shuts the socket: the read in progress returns at once and the server
+    sees the client go away (a `localchat serve` or vLLM then stops generating).
+    """
+
+    def __init__(self, client: RemoteEngineClient, path: str, body: dict, prompt_bytes: int) -> None:
+        self._client = client
+        self._path = path
+        self._body = body
+        self._prompt_bytes = prompt_bytes
+        self._chat = path == "/chat/completions"
+        self._parts: list[str] = []
+        self._conn: http.client.HTTPConnection | None = None
+        self._resp: http.client.HTTPResponse | None = None
+        self._cancelled = threading.Event()
+        self._lock = threading.Lock()
+        self._ended = False
+        self._t_start = 0.0
+        self._t_first = 0.0
+        self._t_last = 0.0
+        self._server_finish: str | None = None
+        self._server_usage: dict | None = None
+        self._chunks = 0
+        self.usage: Usage | None = None
+        self.finish_reason: str | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(self._parts)
+
+    def _open(self) -> None:
+        """Connect and send the request (a refused connection is raised here, like a dead worker)."""
+        self._t_start = time.perf_counter()
+        conn = self._client._connection(CONNECT_TIMEOUT)
+        try:
+            conn.connect()
+            conn.sock.settimeout(READ_TIMEOUT)
+            conn.request("POST", self._client._path(self._path), body=json.dumps(self._body).encode("utf-8"),
+                         headers=self._client._headers())
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            error = self._client._unreachable_error(exc)
+            self._client._unreachable = error
+            raise error from None
+        with self._lock:
+            self._conn = conn
+        if self._cancelled.is_set():
+            self._shutdown()
+
+    def __iter__(self) -> "RemoteGeneration":
+        return self
+
+    def __next__(self) -> str:
+        while not self._ended:
+            try:
+                event = self._next_event()
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                if self._cancelled.is_set():
+                    self._end("cancelled")
+                    break
+                self._end("error")
+                error = EngineError(f"the remote engine at {self._client.endpoint} broke off the reply ({exc})",
+                                    hint="the text received so far is kept; try again")
+                raise error from None
+            if event is None:  # [DONE] or the end of the stream
+                self._end("cancelled" if self._cancelled.is_set() else self._server_finish or "stop")
+                break
+            delta = self._delta(event)
+            if delta:
+                now = time.perf_counter()
+                if not self._t_first:
+                    self._t_first = now
+                self._t_last = now
+                self._parts.append(delta)
+                return delta
+        raise StopIteration
+
+    def cancel(self) -> None:
+        """Stop the reply (thread-safe, idempotent); iteration then ends with finish_reason 'cancelled'."""
+        if self._ended or self._cancelled.is_set():
+            return
+        self._cancelled.set()
+        self._shutdown()
+
+    close = cancel
+
+    def __enter__(self) -> "RemoteGeneration":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.cancel()
+
+    def __del__(self) -> None:
+        try:
+            self.cancel()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+    # --- plumbing ---------------------------------------------------------------------------------
+
+    def _shutdown(self) -> None:
+        with self._lock:
+            conn = self._conn
+        if conn is not None and conn.sock is not None:
+            try:
+                conn.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _response(self) -> http.client.HTTPResponse:
+        if self._resp is None:
+            resp = self._conn.getresponse()
+            if resp.status != 200:
+                data = resp.read()
+                self._end("error")
+                raise self._client._http_error(resp.status, data)
+            self._resp = resp
+        return self._resp
+
+    def _next_event(self) -> dict | None:
+        """The next `data:` payload of the SSE stream, or None at [DONE] / the end."""
+        if self._cancelled.is_set():
+            return None
+        resp = self._response()
+        data: list[str] = []
+        while True:
+            raw = resp.readline()
+            if not raw:  # the server closed the stream
+                return json.loads("\n".join(data)) if data else None
+            line = raw.decode("utf-8").rstrip("\r\n")
+            if not line:
+                if data:
+                    break
+                continue
+            if line.startswith(":"):
+                continue  # an SSE comment (keep-alive)
+            field, _, value = line.partition(":")
+            if field == "data":
+                data.append(value[1:] if value.startswith(" ") else value)
+        payload = "\n".join(data)
+        if payload.strip() == "[DONE]":
+            return None
+        event = json.loads(payload)
+        if not isinstance(event, dict):
+            raise ValueError("an SSE event that is not a JSON object")
+        if "error" in event:
+            self._end("error")
+            raise EngineError(f"the remote engine at {self._client.endpoint} failed: "
+                              f"{_error_message(payload.encode()) or event['error']}")
+        return event
+
+    def _delta(self, event: dict) -> str:
+        if isinstance(event.get("usage"), dict):
+            self._server_usage = event["usage"]
+        text = ""
+        for choice in event.get("choices") or []:
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            if self._chat:
+                text += (choice.get("delta") or {}).get("content") or ""
+            else:
+                text += choice.get("text") or ""
+            if choice.get("finish_reason"):
+                self._server_finish = choice["finish_reason"]
+        if text:
+            self._chunks += 1
+        return text
+
+    def _end(self, reason: str) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        finish = {"stop": "stop", "length": "length", "cancelled": "cancelled", "error": "error"}.get(reason, "stop")
+        self.finish_reason = finish
+        server = self._server_usage or {}
+        prompt_tokens = _int(server.get("prompt_tokens"))
+        cached = _int((server.get("prompt_tokens_details") or {}).get("cached_tokens"))
+        completion = _int(server.get("completion_tokens"))
+        if prompt_tokens is None:
+            prompt_tokens = self._client._estimate(self._body.get("prompt") or [
+                Message(m["role"], m["content"]) for m in self._body.get("messages", [])])
+        else:
+            self._client._learn(self._prompt_bytes, prompt_tokens, len(self._body.get("messages", [])))
+        ttft = (self._t_first - self._t_start) if self._t_first else 0.0
+        self.usage = Usage(
+            prompt_tokens=prompt_tokens,
+            prompt_eval_tokens=prompt_tokens - (cached or 0),
+            completion_tokens=completion if completion is not None else self._chunks,
+            ttft=ttft,
+            prompt_seconds=ttft,
+            decode_seconds=(self._t_last - self._t_first) if self._t_first else 0.0,
+            finish_reason=finish,
+        )
+        with self._lock:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+
+def _sampling_body(s: SamplingParams) -> dict[str, Any]:
+    """The OpenAI fields, plus the llama.cpp/vLLM extensions (top_k, min_p, repetition penalty) that both
+    understand; a server that does not ignores unknown fields."""
+    body: dict[str, Any] = {
+        "temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_tokens,
+        "presence_penalty": s.presence_penalty, "frequency_penalty": s.frequency_penalty,
+        "top_k": s.top_k, "min_p": s.min_p, "repeat_penalty": s.repeat_penalty,
+    }
+    if s.seed is not None:
+        body["seed"] = s.seed
+    if s.stop:
+        body["stop"] = list(s.stop)
+    return body
+
+
+def _context_of(model: dict) -> int | None:
+    """The context window a /models entry reports, in the field names the common servers use."""
+    candidates = [model.get("max_model_len"), model.get("context_length"), model.get("n_ctx")]
+    meta = model.get("meta")
+    if isinstance(meta, dict):
+        candidates += [meta.get("n_ctx"), meta.get("n_ctx_train")]
+    for value in candidates:
+        n = _int(value)
+        if n and n > 0:
+            return n
+    return None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _error_message(data: bytes) -> str:
+    try:
+        payload = json.loads(data)
+    except ValueError:
+        return data.decode("utf-8", "replace").strip()[:300]
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if isinstance(error, dict):
+        return str(error.get("message") or "")
+    if isinstance(error, str):
+        return error
+    if isinstance(payload, dict) and "detail" in payload:
+        return str(payload["detail"])
+    return ""
+
+
+def is_loopback_url(url: str) -> bool:
+    """Whether a URL points at this machine (allowed in offline mode: it is no network call)."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,45 @@
+"""What `localchat serve` was asked for, checked before anything listens."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from localchat.errors import ConfigError
+
+DEFAULT_MAX_BODY = 4 * 1024 * 1024  # a 32k-token conversation is ~150 KB of JSON; this leaves ample room
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None  # Bearer token every request must carry; required off loopback
+    default_model: str | None = None  # loaded at start; used when a request names no model
+    max_models: int = 1  # models kept loaded at once (least recently used closed first)
+    max_body_bytes: int = DEFAULT_MAX_BODY
+
+    def validate(self) -> "ServerSettings":
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port {self.port} is out of range", hint="use 1-65535 (0 picks a free one)")
+        if self.max_models < 1:
+            raise ConfigError("--max-models must be at least 1")
+        if self.max_body_bytes < 1024:
+            raise ConfigError("the request size limit must be at least 1 KiB")
+        if self.api_key is not None and len(self.api_key) < 8:
+            raise ConfigError("the API key is too short", hint="use at least 8 characters (e.g. `openssl rand -hex 16`)")
+        if not is_loopback_host(self.host) and not self.api_key:
+            raise ConfigError(
+                f"listening on {self.host} makes the models reachable from other machines; that needs an API key",
+                hint="add --api-key KEY (or set LOCALCHAT_API_KEY), or bind to 127.0.0.1",
+            )
+        return self
+
+
+def is_loopback_host(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve to any address
