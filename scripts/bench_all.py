@@ -4,7 +4,8 @@
 
 1. Builds llama.cpp's `llama-bench` from the vendored sources of the installed llama-cpp-python version:
    `pip download --no-binary :all: --no-deps llama-cpp-python==VERSION` into ~/.cache/localchat-bench
-   (override: LOCALCHAT_BENCH_CACHE), CPU build, only the llama-bench target, -j2; reused when present.
+   (override: LOCALCHAT_BENCH_CACHE), CPU build with scripts/build/gcc-amx-fix.h as llama-cpp-python gets it,
+   only the llama-bench target, -j2; reused when present.
 2. Per model (default: SmolLM2 and Qwen2.5-Coder from /work/models): `scripts/bench engine --native` (llama-bench
    tg, bare generate(), create_completion(stream=True), localchat engine), llama-bench pp512, and
    `scripts/bench tui` when it exists; then `scripts/bench turns`, `scripts/bench swap` and
@@ -46,9 +47,11 @@ def build_llama_bench(cache: Path) -> Path:
         with tarfile.open(sdist) as tar:
             tar.extractall(cache, filter="data")
     build = cache / f"build-{v}"
+    # the same AMX intrinsics fix scripts/_venv.sh compiles llama-cpp-python with (else pp crashes under GCC 12)
+    fix = ROOT / "scripts" / "build" / "gcc-amx-fix.h"
     subprocess.run(["cmake", "-S", str(src / "vendor" / "llama.cpp"), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
                     "-DGGML_NATIVE=ON", "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
-                    "-DLLAMA_BUILD_SERVER=OFF"], check=True)
+                    "-DLLAMA_BUILD_SERVER=OFF", f"-DCMAKE_CXX_FLAGS=-include {fix}"], check=True)
     subprocess.run(["cmake", "--build", str(build), "--target", "llama-bench", "-j2"], check=True)
     return binary
 

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import localchat
-from localchat.engine import protocol
+from localchat.engine import amx, protocol
 from localchat.errors import EngineContextOverflow, EngineError, ModelLoadError, WorkerCrashed
 from localchat.types import LoadOptions, ModelInfo, SamplingParams, Usage
 
@@ -185,7 +185,8 @@ class EngineClient:
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "localchat.engine.worker"],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file, env=_worker_env(), close_fds=True,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file, close_fds=True,
+                env=amx.worker_env(_worker_env(), log_dir),  # the AMX self-test runs here, once per build
             )
         except OSError as e:
             log_file.close()

@@ -47,16 +47,19 @@ def _llama():
 
 
 def avoid_amx() -> str | None:
-    """Keep llama.cpp from putting weights in AMX buffers (CPU repacking stays on); returns a note if it did.
+    """Keep llama.cpp from putting weights in AMX buffers (CPU repacking stays on) unless AMX is known to
+    work with this llama.cpp build; returns a note saying why when it turned them off.
 
-    llama.cpp's AMX matmul builds its tile configuration on the stack, and GCC 12 (which compiled the
-    llama-cpp-python here) drops the stores, so the first prompt of more than one token dies with SIGSEGV
-    at `ldtilecfg` (ggml-org/llama.cpp#20824, fix pending in #26954). One-token decodes do not use tiles,
-    so a crash-free build could keep AMX buffers for their faster VNNI decode path; LOCALCHAT_AMX=1 does
-    that for a llama.cpp known to be built right. Works by removing AMX from the list of extra buffer types
-    the model loader reads (a copy only the loader uses). Idempotent; process-wide: call it before loading.
+    A llama.cpp compiled by GCC 12 dies with SIGSEGV at `ldtilecfg` on the first prompt of more than one
+    token (ggml-org/llama.cpp#20824); `localchat.engine.amx` decides, from a self-test run once per build,
+    or from LOCALCHAT_AMX=1/0 (which is how a worker gets the answer its client found). Works by removing
+    AMX from the list of extra buffer types the model loader reads (a copy only the loader uses).
+    Idempotent; process-wide: call it before loading.
     """
-    if os.environ.get("LOCALCHAT_AMX") == "1":
+    from localchat.engine import amx
+
+    decision = amx.decide(_selftest_cache_dir())
+    if decision.use:
         return None
     import llama_cpp.llama_cpp as lib
 
@@ -85,7 +88,16 @@ def avoid_amx() -> str | None:
         return None
     for i in range(len(present)):
         bufts[i] = keep[i] if i < len(keep) else None
-    return "AMX weight buffers off: this llama.cpp's AMX prompt kernels crash (llama.cpp#20824); LOCALCHAT_AMX=1 keeps them"
+    return decision.note or "AMX weight buffers off"
+
+
+def _selftest_cache_dir() -> Path | None:
+    try:
+        from localchat.paths import Paths
+
+        return Paths.from_env().log_dir
+    except Exception:  # noqa: BLE001 - no cache: the self-test just runs again
+        return None
 
 
 def _install_logger(lib) -> None:
@@ -609,6 +621,9 @@ def build_info() -> dict:
     except AttributeError:
         pass
     info["backends"] = sorted({d["backend"] for d in info["devices"] if d.get("backend")})
+    from localchat.engine import amx
+
+    info["amx"] = amx.decide(_selftest_cache_dir()).reason
     return info
 
 

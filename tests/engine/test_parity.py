@@ -22,7 +22,7 @@ def llama_cpp_python_greedy(path, prompt: str, max_tokens: int) -> tuple[list[in
 
     from localchat.engine.native import avoid_amx
 
-    avoid_amx()  # as the engine does: this llama.cpp build crashes in AMX prompt kernels (see avoid_amx)
+    avoid_amx()  # as the engine does: AMX weight buffers only where the self-test passed (engine/amx.py)
     llm = llama_cpp.Llama(str(path), n_ctx=2048, n_batch=512, n_threads=THREADS, n_threads_batch=THREADS,
                           flash_attn=True, verbose=False)
     try:
