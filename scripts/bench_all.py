@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         if binary:
             r["pp512_llama_bench"] = llama_bench_pp(binary, model, args.threads)
         if (ROOT / "scripts" / "bench_tui.py").is_file():
-            r["tui"] = bench("tui", str(model))
+            r["tui"] = bench("tui", "--model", str(model), "--tokens", str(args.tokens), "--threads", t,
+                             "--repeats", str(args.repeat), "--frames", "3", "--swaps", "2")
         results["models"][model.name] = r
     results["turns"] = bench("turns", *map(str, args.models), "--threads", t)
     results["swap"] = bench("swap", *map(str, args.models[:2] if len(args.models) > 1 else args.models * 2), "--threads", t)
@@ -108,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
 def print_table(results: dict) -> None:
     print("\n" + "=" * 100)
     print(f"{'model':<40}{'method':<34}{'tok/s':>9}{'/ native':>10}")
-    labels = [("llama-bench", "llama-bench tg (native)"), ("tg", "tg loop (native, via ctypes)"),
+    labels = [("llama-bench-d0", "llama-bench tg, empty cache"), ("llama-bench", "llama-bench tg -d PROMPT (native)"),
+              ("tg", "tg loop -d PROMPT (via ctypes)"),
               ("bare", "llama-cpp-python generate()"), ("stream", "create_completion(stream=True)"),
               ("engine", "localchat engine")]
     for name, r in results["models"].items():
@@ -119,7 +121,8 @@ def print_table(results: dict) -> None:
                 print(f"{name:<40}{label:<34}{med[key]:>9.1f}{med[key] / native:>10.1%}")
         tui = r.get("tui")
         if isinstance(tui, dict) and "tokens_per_second" in tui:
-            print(f"{name:<40}{'localchat TUI':<34}{tui['tokens_per_second']:>9.1f}{tui['tokens_per_second'] / native:>10.1%}")
+            print(f"{name:<40}{'localchat TUI (own run)':<34}{tui['tokens_per_second']:>9.1f}{tui['tokens_per_second'] / native:>10.1%}"
+                  f"   app/engine {tui['ratio']:.3f}, stall {tui['max_stall_ms']:.1f} ms, first frame {tui['first_frame_ms']:.0f} ms")
         if "pp512_llama_bench" in r:
             print(f"{name:<40}{'prompt processing pp512 (native)':<34}{r['pp512_llama_bench']:>9.1f}")
     for t in results["turns"]:

@@ -9,10 +9,13 @@ In one run, repeats interleaved (bare, stream, engine, bare, ...), greedy decodi
   engine   localchat: worker process + pipe + EngineClient, the consumer iterating the text deltas
 Rate = (tokens - 1) / (time from the first token to the last), as seen by the consumer, which is also
 how `Usage.tokens_per_second` is defined. "llama.cpp decode" is llama.cpp's own time inside llama_decode
-during the bare runs (its perf counters). "tg loop" does what llama-bench's tg test does (one-token decodes
-from an empty cache, no sampling) with one ctypes call per token: the stand-in for llama-bench's tg, against
-which the "/ tg" column compares; with --native, llama-bench itself runs too (tg of the same length, same threads, offload
-and flash attention). The figure per method is the median of the repeats; ratios are against the bare loop.
+during the bare runs (its perf counters). "tg loop" does what llama-bench's tg test does (one-token decodes,
+no sampling) with one ctypes call per token: the stand-in for llama-bench's tg, against which the "/ tg"
+column compares; with --native, llama-bench itself runs too (tg of the same length, same threads, offload
+and flash attention) and is the reference. Both decode after as many cached tokens as the prompt has
+(llama-bench -d PROMPT), because that is where the engine decodes: on a CPU a token's attention costs grow
+with the context (a 40-token head start costs SmolLM2 about 10%), so tg from an empty cache, llama-bench's
+default, is printed too but is not a like-for-like reference. The figure per method is the median of the repeats.
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ def rate(n_tokens: int, seconds: float) -> float:
 
 
 class TgLoop:
-    """What llama-bench's tg test does, driven from Python: one-token llama_decode calls from an empty cache,
+    """What llama-bench's tg test does, driven from Python: one-token llama_decode calls after `depth` tokens
+    already in the cache (llama-bench -d; set to the prompt's length, so it decodes where the engine does),
     no sampling; one ctypes call per token is all the Python there is."""
 
     def __init__(self, args) -> None:
@@ -65,11 +69,17 @@ class TgLoop:
         self.token = (ctypes.c_int32 * 1)()
         self.batch = lib.llama_batch_get_one(self.token, 1)
         self.n = args.tokens
+        self.depth = 0
         self.run()  # warm-up, as llama-bench does
 
     def run(self) -> float:
         lib, ctx, batch, token = self.lib, self.ctx, self.batch, self.token
         lib.llama_memory_clear(self.mem, True)
+        if self.depth:  # untimed, as llama-bench -d fills the cache before its tg run
+            import ctypes
+
+            fill = (ctypes.c_int32 * self.depth)(*[(self.first + i * 31) % self.n_vocab for i in range(self.depth)])
+            lib.llama_decode(ctx, lib.llama_batch_get_one(fill, self.depth))
         token[0] = self.first
         start = time.perf_counter()
         for i in range(self.n):
@@ -149,21 +159,24 @@ def engine_run(client, args, sampling) -> dict:
             "worker_rate": usage.tokens_per_second, "ttft": usage.ttft}
 
 
-def llama_bench(args) -> float:
-    """tg rate from llama.cpp's own llama-bench with the same settings (no Python at all)."""
+def llama_bench(args, depth: int) -> dict[int, float]:
+    """tg rates from llama.cpp's own llama-bench with the same settings (no Python at all), from an empty cache
+    (its default) and after `depth` tokens (-d): the engine decodes after its prompt, and on a CPU each token
+    costs more the longer the context it attends over (flash attention skips masked cells)."""
     cmd = [str(args.native), "-m", str(args.model), "-p", "0", "-n", str(args.tokens), "-t", str(args.threads),
-           "-ngl", str(99 if args.llama_gpu_layers < 0 else args.llama_gpu_layers),
+           "-ngl", str(99 if args.llama_gpu_layers < 0 else args.llama_gpu_layers), "-d", f"0,{depth}",
            "-fa", "1" if args.flash_attn == "on" else "0", "-r", str(max(args.repeat, 3)), "-o", "json"]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"llama-bench failed: {done.stderr.strip().splitlines()[-1:]}")
     runs = [r for r in json.loads(done.stdout) if r.get("n_gen") == args.tokens and not r.get("n_prompt")]
-    return float(runs[0]["avg_ts"])
+    return {int(r.get("n_depth", 0)): float(r["avg_ts"]) for r in runs}
 
 
 LABELS = {
-    "llama-bench": "llama-bench tg (llama.cpp, no Python)",
-    "tg": "llama.cpp tg loop (1-token decodes, no sampling)",
+    "llama-bench-d0": "llama-bench tg, empty cache (its default)",
+    "llama-bench": "llama-bench tg -d PROMPT (llama.cpp, no Python)",
+    "tg": "llama.cpp tg loop -d PROMPT (ctypes, no sampling)",
     "tg-amx": "  same, AMX weight buffers (llama-bench's default)",
     "native": "llama.cpp decode (perf counters, bare runs)",
     "bare": "llama-cpp-python Llama.generate() loop",
@@ -187,12 +200,13 @@ def report(args, rows: dict[str, list[float]], extra: dict[str, list[float]], n_
         if key in med:
             print(f"{LABELS[key]:<46}{med[key]:>8.1f}{max(rows[key]):>8.1f}{med[key] / bare:>9.1%}{med[key] / native:>15.1%}")
     ttft = statistics.median(extra["ttft"])
-    print(f"\n{n_tokens} tokens per run; engine time to first token with the prompt cached: {ttft * 1e3:.1f} ms (median)")
+    print(f"\n{n_tokens} tokens per run after a {args.depth}-token prompt (PROMPT = {args.depth}); "
+          f"engine time to first token with the prompt cached: {ttft * 1e3:.1f} ms (median)")
     if "sampled" in med:
         cost = (1 / med["sampled"] - 1 / med["engine"]) * 1e3
         print(f"sampling (temperature, top-k, top-p, min-p, repeat penalty) costs {cost:.2f} ms per token over greedy")
     print(f"engine / bare = {med['engine'] / bare:.1%}   engine / {native_key} = {med['engine'] / native:.1%}")
-    return {"model": str(args.model), "threads": args.threads, "tokens": n_tokens, "repeats": args.repeat,
+    return {"model": str(args.model), "threads": args.threads, "tokens": n_tokens, "repeats": args.repeat, "depth": args.depth,
             "flash_attn": args.flash_attn, "gpu_layers": args.gpu_layers, "median_tok_s": med,
             "runs_tok_s": rows, "engine_ttft_s": ttft,
             "ratios": {"engine/bare": med["engine"] / bare, f"engine/{native_key}": med["engine"] / native}}
@@ -236,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     llama = LlamaRuns(args)  # calls avoid_amx()
     tg = TgLoop(args) if llama.amx_note else tg_default
     tg_amx = tg_default if llama.amx_note else None
+    args.depth = tg.depth = len(llama.tokens)
+    if tg_amx is not None:
+        tg_amx.depth = args.depth
     options = LoadOptions(n_ctx=args.n_ctx, n_threads=args.threads, n_batch=args.n_batch, flash_attn=args.flash_attn,
                           n_gpu_layers=gpu_layers)
     rows: dict[str, list[float]] = {"tg": [], "tg-amx": [], "bare": [], "stream": [], "engine": [], "native": [], "worker": []}
@@ -265,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
                 extra["sampled"].append(engine_run(client, args, sampled)["rate"])
             time.sleep(0.2)
     if args.native:
-        rows["llama-bench"] = [llama_bench(args)]
+        native = llama_bench(args, args.depth)
+        rows["llama-bench-d0"], rows["llama-bench"] = [native[0]], [native[args.depth]]
     figures = report(args, rows, extra, n_tokens)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import pty
 import select
@@ -263,6 +264,7 @@ def main() -> int:
                         "produce the same text; it stops at --tokens or where it ends its reply)")
     parser.add_argument("--prompt", default=PROMPT, help="the message sent (for --model)")
     parser.add_argument("--threads", type=int, help="llama.cpp threads (default: the engine's own choice)")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-tui-") as tmp:
@@ -325,6 +327,12 @@ def main() -> int:
               f"worst {max(swap_times) * 1000:.0f} ms; old worker process ended: {'yes' if ended else 'NO'}")
         print(f"  bare start+load   median {statistics.median(starts) * 1000:.0f} ms  "
               f"(swap / bare {statistics.median(swap_times) / statistics.median(starts):.2f})")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "model": name, "tokens": app_runs[0]["tokens"], "tokens_per_second": a_rate,
+            "engine_tokens_per_second": e_rate, "ratio": ratio, "max_stall_ms": stall * 1000, "p99_stall_ms": p99 * 1000,
+            "first_frame_ms": med * 1000, "swap_ms": statistics.median(swap_times) * 1000,
+            "bare_start_ms": statistics.median(starts) * 1000}, indent=2) + "\n")
     return 0
 
 
