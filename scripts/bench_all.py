@@ -1,6 +1,7 @@
 """The whole performance suite in one table: llama.cpp's own llama-bench next to localchat.
 
-    scripts/bench all [MODEL.gguf ...] [--threads 2] [--tokens 128] [--repeat 3] [--skip-build] [--json OUT.json]
+    scripts/bench all [MODEL.gguf ...] [--threads 2] [--tokens 128] [--repeat 3] [--flash-attn off|on] [--skip-build]
+                      [--json OUT.json]
 
 1. Builds llama.cpp's `llama-bench` from the vendored sources of the installed llama-cpp-python version:
    `pip download --no-binary :all: --no-deps llama-cpp-python==VERSION` into ~/.cache/localchat-bench
@@ -64,9 +65,9 @@ def bench(name: str, *args: str) -> dict | list:
     return json.loads(out.read_text())
 
 
-def llama_bench_pp(binary: Path, model: Path, threads: int) -> float:
+def llama_bench_pp(binary: Path, model: Path, threads: int, flash_attn: str) -> float:
     done = subprocess.run([str(binary), "-m", str(model), "-t", str(threads), "-p", "512", "-n", "0", "-r", "3",
-                           "-fa", "1", "-o", "json"], capture_output=True, text=True, check=True)
+                           "-fa", "1" if flash_attn == "on" else "0", "-o", "json"], capture_output=True, text=True, check=True)
     runs = [r for r in json.loads(done.stdout) if r.get("n_prompt")]
     return runs[0]["avg_ts"] if runs else 0.0
 
@@ -77,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--tokens", type=int, default=128)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--flash-attn", choices=["on", "off"], default="off",
+                   help="for every row (default off: what flash_attn auto picks for a model on the CPU)")
     p.add_argument("--skip-build", action="store_true", help="no llama-bench: the engine's tg loop is the native figure")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
@@ -90,9 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     for model in args.models:
         native = ["--native", str(binary)] if binary else []
         r = {"engine": bench("engine", str(model), "--threads", t, "--tokens", str(args.tokens),
-                             "--repeat", str(args.repeat), *native)}
+                             "--repeat", str(args.repeat), "--flash-attn", args.flash_attn, *native)}
         if binary:
-            r["pp512_llama_bench"] = llama_bench_pp(binary, model, args.threads)
+            r["pp512_llama_bench"] = llama_bench_pp(binary, model, args.threads, args.flash_attn)
         if (ROOT / "scripts" / "bench_tui.py").is_file():
             r["tui"] = bench("tui", "--model", str(model), "--tokens", str(args.tokens), "--threads", t,
                              "--repeats", str(args.repeat), "--frames", "3", "--swaps", "2")

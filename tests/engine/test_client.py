@@ -284,3 +284,16 @@ def test_bad_sampling_settings_are_refused_before_anything_runs(tiny):
     with pytest.raises(ConfigError, match="top_p"):
         tiny.generate(CHAT_PROMPT, greedy(top_p=0.0))
     assert "".join(tiny.generate(CHAT_PROMPT, GREEDY)) == TINY_REPLY  # nothing was left half-started
+
+
+def test_flash_attention_auto_is_off_for_a_model_on_the_cpu_and_on_when_asked(start, tiny_model):
+    # llama.cpp's CPU flash-attention kernel decodes 1.2-2.5x slower at a few hundred tokens of context
+    # (docs/benchmarks.md), so auto leaves it off where every layer runs on the CPU; `on` still turns it on.
+    auto = start(tiny_model, flash_attn="auto", n_gpu_layers=0)
+    assert auto.info.n_gpu_layers == 0 and not auto.info.flash_attn
+    assert any(n.startswith("flash attention auto: off (the model runs on the CPU") for n in auto.info.notes)
+    assert "".join(auto.generate(CHAT_PROMPT, GREEDY)) == TINY_REPLY
+    auto.close()
+    forced = start(tiny_model, flash_attn="on", n_gpu_layers=0)
+    assert forced.info.flash_attn and "flash attention on as requested" in forced.info.notes
+    assert "".join(forced.generate(CHAT_PROMPT, GREEDY)) == TINY_REPLY
