@@ -152,6 +152,7 @@ class Usage:
     prompt_seconds: float = 0.0  # evaluating the prompt tokens that were not cached
     decode_seconds: float = 0.0  # from the first sampled token to the last
     finish_reason: str = "stop"  # stop | length | cancelled | error
+    threads: int = 0  # llama.cpp threads decoding at the end (n_threads auto follows other programs' load)
 
     @property
     def tokens_per_second(self) -> float:

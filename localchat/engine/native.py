@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from localchat.engine.offload import OffloadPlan, plan_offload as _plan_offload
+from localchat.engine.threads import CHECK_SECONDS, FIRST_CHECK_SECONDS, ThreadGovernor
 from localchat.errors import EngineContextOverflow, EngineError, ModelLoadError
 from localchat.types import LoadOptions, SamplingParams
 
@@ -172,6 +173,11 @@ class NativeModel:
         self.n_ctx_train = lib.llama_model_n_ctx_train(self.model)
         self.n_gpu_layers = self.n_layer + 1 if self._offload < 0 else min(self._offload, self.n_layer + 1)
         self.n_threads = options.n_threads or physical_cores()
+        self._governor = ThreadGovernor(self.n_threads) if options.n_threads is None else None
+        self._threads_now = self.n_threads
+        if self._governor is not None and self._governor.enabled:
+            self.notes.append(f"threads auto: up to {self.n_threads} (the physical cores), fewer while other programs "
+                              "keep CPUs busy: llama.cpp's threads stall when they share a core")
         self._new_context()
         self.n_ctx = lib.llama_n_ctx(self.ctx)
         self.mem = lib.llama_get_memory(self.ctx)
@@ -463,6 +469,12 @@ class NativeModel:
         usage = {"prompt_tokens": len(tokens), "prompt_eval_tokens": len(tokens) - keep, "completion_tokens": 0,
                  "ttft": 0.0, "prompt_seconds": 0.0, "decode_seconds": 0.0, "finish_reason": "cancelled"}
         self.last_usage = usage
+        governor = self._governor
+        if governor is not None:
+            # Judge only windows in which this worker decodes: between replies the machine may have been busy
+            # with something that has ended (another model's worker, the user's build), so a reply starts with
+            # the last choice, and the load is measured from here.
+            governor.mark()
         t_prompt = time.perf_counter()
         evaluated = self._eval_prompt(tokens, keep, cancelled)
         usage["prompt_seconds"] = time.perf_counter() - t_prompt  # llama_decode of the new prompt tokens
@@ -489,6 +501,7 @@ class NativeModel:
             token = sample(chain, ctx, -1)
             t_first = t_last = now()
             usage["ttft"] = t_first - t_request
+            next_check = t_first + FIRST_CHECK_SECONDS if governor is not None else float("inf")
             while True:
                 piece = pieces[token]
                 if piece is None:
@@ -498,6 +511,9 @@ class NativeModel:
                     break
                 n_gen += 1
                 t_last = now()
+                if t_last >= next_check:  # other programs' load changes: decode with the cores they leave
+                    self._set_threads(governor.choose(FIRST_CHECK_SECONDS))
+                    next_check = t_last + CHECK_SECONDS
                 last = n_gen >= max_tokens or len(cached) >= n_ctx
                 if not last and cancelled():
                     finish = "cancelled"  # this token's text still goes out: it was generated
@@ -541,9 +557,15 @@ class NativeModel:
                 yield pending  # text held back for a stop string that never came, or before the one that did
             usage["completion_tokens"] = n_gen
             usage["decode_seconds"] = t_last - t_first
+            usage["threads"] = self._threads_now
             usage["finish_reason"] = finish
         finally:
             lib.llama_sampler_free(chain)
+
+    def _set_threads(self, n: int) -> None:
+        if n != self._threads_now:
+            self.lib.llama_set_n_threads(self.ctx, n, n)
+            self._threads_now = n
 
     def perf(self) -> dict:
         """llama.cpp's own counters: time spent in prompt eval and in token decode (native rate)."""

@@ -297,3 +297,45 @@ def test_flash_attention_auto_is_off_for_a_model_on_the_cpu_and_on_when_asked(st
     forced = start(tiny_model, flash_attn="on", n_gpu_layers=0)
     assert forced.info.flash_attn and "flash attention on as requested" in forced.info.notes
     assert "".join(forced.generate(CHAT_PROMPT, GREEDY)) == TINY_REPLY
+
+
+def test_auto_threads_step_aside_for_busy_programs_and_come_back(start, tiny_loop_model):
+    import subprocess
+    import sys
+    import time
+
+    from localchat.engine.native import physical_cores
+
+    if physical_cores() < 2 or not os.path.exists("/proc/stat"):
+        pytest.skip("needs Linux and 2 or more cores")
+    client = start(tiny_loop_model)  # n_threads auto
+    assert client.info.n_threads == physical_cores()
+    assert any(n.startswith("threads auto: up to") for n in client.info.notes)
+    long = greedy(max_tokens=2000)  # the first look comes a quarter of a second into a reply
+
+    def reply_threads() -> int:
+        gen = client.generate(CHAT_PROMPT, long)
+        assert "".join(gen).startswith("abcdefgh abcdefgh")
+        return gen.usage.threads
+
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
+    try:
+        time.sleep(0.5)
+        used = [reply_threads() for _ in range(2)]
+        assert used[-1] == 1, used  # every CPU busy elsewhere: one thread, which cannot stall at a barrier
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    for _ in range(10):  # a shared CI machine's other load can linger: look a few times
+        time.sleep(0.3)
+        if (threads := reply_threads()) == physical_cores():
+            break
+    assert threads == physical_cores()
+
+
+def test_explicit_threads_stay_fixed(start, tiny_model):
+    client = start(tiny_model, n_threads=1)
+    gen = client.generate(CHAT_PROMPT, GREEDY)
+    assert "".join(gen) == TINY_REPLY and gen.usage.threads == 1
+    assert not any(n.startswith("threads auto") for n in client.info.notes)
