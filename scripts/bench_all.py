@@ -9,8 +9,8 @@
    only the llama-bench target, -j2; reused when present.
 2. Per model (default: SmolLM2 and Qwen2.5-Coder from /work/models): `scripts/bench engine --native` (llama-bench
    tg, bare generate(), create_completion(stream=True), localchat engine), llama-bench pp512, and
-   `scripts/bench tui` when it exists; then `scripts/bench turns`, `scripts/bench swap` and
-   `scripts/bench startup`, each with --json, and prints one table.
+   `scripts/bench tui` when it exists; then `scripts/bench turns`, `scripts/bench swap`,
+   `scripts/bench startup` and `scripts/bench contention` (first model), each with --json, and prints one table.
 """
 
 from __future__ import annotations
@@ -103,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     results["turns"] = bench("turns", *map(str, args.models), "--threads", t)
     results["swap"] = bench("swap", *map(str, args.models[:2] if len(args.models) > 1 else args.models * 2), "--threads", t)
     results["startup"] = bench("startup")
+    results["contention"] = bench("contention", str(args.models[0]), "--busy", "0,1", "--tokens", str(args.tokens),
+                                  "--repeat", str(args.repeat))
     print_table(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
@@ -137,6 +139,11 @@ def print_table(results: dict) -> None:
           f"{max(s['load_s_median'].values()) * 1000:.0f} ms; parent RSS {s['rss_before_mb']:.1f} -> {s['rss_after_mb']:.1f} MB")
     st = results["startup"]
     print(f"startup: localchat --help {st['help_s_median'] * 1000:.0f} ms; heavy imports: {', '.join(st['heavy_imports']) or 'none'}")
+    c = results["contention"]
+    fixed = f"fixed {c['cores']}"
+    for row in c["rows"]:
+        print(f"{Path(c['model']).name}: {row['busy']} busy program(s): threads auto {row['auto']['tok_s']:.1f} tok/s "
+              f"(threads {row['auto']['threads']}), {fixed} {row[fixed]['tok_s']:.1f} tok/s")
 
 
 if __name__ == "__main__":
