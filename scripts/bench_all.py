@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             r["pp512_llama_bench"] = llama_bench_pp(binary, model, args.threads, args.flash_attn)
         if (ROOT / "scripts" / "bench_tui.py").is_file():
             r["tui"] = bench("tui", "--model", str(model), "--tokens", str(args.tokens), "--threads", t,
+                             "--prompt", "Write a long story about a dragon who learns to cook.",
                              "--repeats", str(args.repeat), "--frames", "3", "--swaps", "2")
         results["models"][model.name] = r
     results["turns"] = bench("turns", *map(str, args.models), "--threads", t)

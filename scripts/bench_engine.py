@@ -1,6 +1,6 @@
 """Decode speed of localchat's engine next to llama-cpp-python on the same model, settings and prompt.
 
-    scripts/bench engine MODEL.gguf [--tokens 128] [--threads N] [--repeat 3] [--n-ctx 2048] [--flash-attn on]
+    scripts/bench engine MODEL.gguf [--tokens 128] [--threads N] [--repeat 3] [--n-ctx N] [--flash-attn on]
                                     [--gpu-layers auto|all|N] [--native PATH/TO/llama-bench] [--json OUT.json]
 
 In one run, repeats interleaved (bare, stream, engine, bare, ...), greedy decoding:
@@ -218,7 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tokens", type=int, default=128, help="tokens to generate per run (default 128)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: physical cores)")
     p.add_argument("--repeat", type=int, default=3, help="timed runs per method (default 3)")
-    p.add_argument("--n-ctx", type=int, default=2048)
+    p.add_argument("--n-ctx", type=int, default=None,
+                   help="context size of every row (default: llama-bench's, prompt + tokens padded to 256 as llama.cpp "
+                        "pads it: without flash attention a token's cost grows with the KV cache's size, not only its use)")
     p.add_argument("--n-batch", type=int, default=512)
     p.add_argument("--flash-attn", choices=["on", "off"], default="on")
     p.add_argument("--gpu-layers", default="auto", help="auto (all if the build can offload), all, or a number")
@@ -238,6 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     from localchat.types import LoadOptions, SamplingParams
 
     args.threads = args.threads or physical_cores()
+    if args.n_ctx is None:  # what llama-bench's tg -d PROMPT gets: n_ctx = depth + tokens, padded to 256
+        vocab = llama_cpp.Llama(str(args.model), vocab_only=True, verbose=False)
+        n_prompt = len(vocab.tokenize(args.prompt.encode(), add_bos=True, special=True))
+        args.n_ctx = -(-(n_prompt + args.tokens) // 256) * 256
     gpu_layers = -1 if args.gpu_layers == "all" else args.gpu_layers if args.gpu_layers == "auto" else int(args.gpu_layers)
     args.llama_gpu_layers = plan_offload(gpu_layers, bool(llama_cpp.llama_supports_gpu_offload())).n_gpu_layers
     greedy = SamplingParams(temperature=0.0, repeat_penalty=1.0, max_tokens=args.tokens)
