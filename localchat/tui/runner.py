@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from localchat.errors import Cancelled, LocalchatError, SourceError
 from localchat.tui.events import Failed, ModelsChanged, TaskFinished, TaskProgress
@@ -104,60 +104,57 @@ class TaskRunner:
     def _report(self, model_id: str, progress: Any) -> None:
         self.app.post_message(TaskProgress(model_id, progress))
 
-    def _pull(self, entry: Any, task: ModelTask) -> None:
+    def _finish(self, key: str, kind: str, work: Callable[[], dict]) -> None:
+        """Run a task's work and post how it ended; `work` returns TaskFinished's fields on success."""
         try:
-            self.services.installer.install(entry, progress=partial(self._report, entry.id), cancel=task.cancel)
+            result = work()
         except Cancelled:
-            self.app.post_message(TaskFinished(entry.id, "pull", cancelled=True))
+            self.app.post_message(TaskFinished(key, kind, cancelled=True))
         except LocalchatError as exc:
-            self.app.post_message(TaskFinished(entry.id, "pull", error=str(exc)))
+            self.app.post_message(TaskFinished(key, kind, error=str(exc)))
         except Exception as exc:  # a bug: say so, keep the app running
             self.app.log_exception(exc)
-            self.app.post_message(TaskFinished(entry.id, "pull", error=f"internal error: {exc!r}"))
+            self.app.post_message(TaskFinished(key, kind, error=f"internal error: {exc!r}"))
         else:
-            self.app.post_message(TaskFinished(entry.id, "pull"))
+            self.app.post_message(TaskFinished(key, kind, **result))
+
+    def _pull(self, entry: Any, task: ModelTask) -> None:
+        def work() -> dict:
+            self.services.installer.install(entry, progress=partial(self._report, entry.id), cancel=task.cancel)
+            return {}
+
+        self._finish(entry.id, "pull", work)
 
     def _verify(self, task: ModelTask) -> None:
         model_id = task.model_id
-        try:
+
+        def work() -> dict:
             report = self.services.installer.verify(model_id, progress=partial(self._report, model_id),
                                                     cancel=task.cancel)
-        except Cancelled:
-            self.app.post_message(TaskFinished(model_id, "verify", cancelled=True))
-        except LocalchatError as exc:
-            self.app.post_message(TaskFinished(model_id, "verify", error=str(exc)))
-        except Exception as exc:
-            self.app.log_exception(exc)
-            self.app.post_message(TaskFinished(model_id, "verify", error=f"internal error: {exc!r}"))
-        else:
-            self.app.post_message(TaskFinished(model_id, "verify", problems=list(report.problems)))
+            return {"problems": list(report.problems)}
+
+        self._finish(model_id, "verify", work)
 
     def _import(self, path: Path, task: ModelTask) -> None:
         key = task.model_id
-        try:
+
+        def work() -> dict:
+            progress = partial(self._report, key)
             if path.suffix.lower() == ".gguf":
                 from localchat.sources.adding import import_file
 
-                added = import_file(self.services, path, progress=partial(self._report, key), cancel=task.cancel)
-                ids = [added.entry.id]
+                ids = [import_file(self.services, path, progress=progress, cancel=task.cancel).entry.id]
             elif path.suffix.lower() == ".lcb":
                 from localchat.bundle import import_bundle
 
-                installed = import_bundle(self.services, path, progress=partial(self._report, key), cancel=task.cancel)
-                ids = [m.id for m in installed]
+                ids = [m.id for m in import_bundle(self.services, path, progress=progress, cancel=task.cancel)]
             else:
                 raise SourceError(f"{path.name} is neither a .gguf file nor a .lcb bundle",
                                   hint="give the path of a model file (.gguf) or of a bundle (.lcb)")
             self.services.reload_catalog()
-        except Cancelled:
-            self.app.post_message(TaskFinished(key, "import", cancelled=True))
-        except LocalchatError as exc:
-            self.app.post_message(TaskFinished(key, "import", error=str(exc)))
-        except Exception as exc:
-            self.app.log_exception(exc)
-            self.app.post_message(TaskFinished(key, "import", error=f"internal error: {exc!r}"))
-        else:
-            self.app.post_message(TaskFinished(key, "import", installed=ids))
+            return {"installed": ids}
+
+        self._finish(key, "import", work)
 
     def _remove(self, model_id: str) -> None:
         try:

@@ -181,23 +181,21 @@ class ModelsScreen(Screen):
         if model_id is None or not self.app.tasks.cancel(model_id):
             self.notify("nothing is running for this model", severity="warning", timeout=4)
 
-    def action_verify(self) -> None:
+    def _installed_row(self):
+        """The selected row if its model is installed (else a warning, and None)."""
         row = self.rows.get(self.selected_id() or "")
-        if row is None:
-            return
-        if not row.installed:
+        if row is not None and not row.installed:
             self.notify(f"{row.id} is not installed", severity="warning", timeout=4)
-            return
-        self.app.tasks.verify(row.id)
+            return None
+        return row
+
+    def action_verify(self) -> None:
+        if (row := self._installed_row()) is not None:
+            self.app.tasks.verify(row.id)
 
     def action_delete(self) -> None:
-        row = self.rows.get(self.selected_id() or "")
-        if row is None:
-            return
-        if not row.installed:
-            self.notify(f"{row.id} is not installed", severity="warning", timeout=4)
-            return
-        self.ask_delete(self.app, row.id, row.size)
+        if (row := self._installed_row()) is not None:
+            self.ask_delete(self.app, row.id, row.size)
 
     @staticmethod
     def ask_delete(app: Any, model_id: str, size: int | None) -> None:
