@@ -7,7 +7,8 @@ decode speed on a Q4 model. But a llama.cpp compiled with GCC 12 (Debian 12's co
 prompt of more than one token dies with SIGSEGV (ggml-org/llama.cpp#20824; scripts/_venv.sh builds with
 scripts/build/gcc-amx-fix.h, which corrects GCC's intrinsics).
 
-So before a worker loads a model, `decide()` asks a throwaway process (`python -m localchat.engine.amx`)
+So before a worker loads a model, `decide()` asks a throwaway process (`localchat.engine.worker --amx-selftest`,
+which runs `native.amx_selftest`)
 to multiply a Q4_0 matrix held in an AMX buffer by a 32-row batch through ggml's CPU backend, and to
 compare the result with the same product from an ordinary buffer. AMX buffers are used only when that
 process exits cleanly with matching numbers. The answer is kept in `engine-selftest.json` (next to the
@@ -128,7 +129,7 @@ def _cpu_identity() -> str:
 def run_selftest(argv: list[str] | None = None, timeout: float = TIMEOUT_S) -> dict:
     """Runs the test in a child process. Returns {"present", "ok", "why", "final"}; "final" is False when
     the answer should not be kept (the child could not start or ran out of time)."""
-    cmd = argv or [sys.executable, "-m", "localchat.engine.amx"]
+    cmd = argv or [sys.executable, "-m", "localchat.engine.worker", "--amx-selftest"]
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parent.parent.parent)
     env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
@@ -179,114 +180,3 @@ def _write_cache(path: Path | None, key: str, entry: dict) -> None:
         os.replace(tmp, path)
     except OSError:
         tmp.unlink(missing_ok=True)  # a read-only home: the test simply runs again next time
-
-
-# -- the test itself (the child process) ------------------------------------------------------------
-
-_F32, _Q4_0 = 0, 2
-_M, _N, _K = 32, 64, 256  # a 32-row batch takes the AMX tile path (one row would take the VNNI path)
-
-
-def _selftest() -> dict:
-    import ctypes
-    import random
-
-    import llama_cpp.llama_cpp as lib
-
-    g = lib._lib
-    vp, sz, i64 = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int64
-
-    class InitParams(ctypes.Structure):
-        _fields_ = [("mem_size", sz), ("mem_buffer", vp), ("no_alloc", ctypes.c_bool)]
-
-    sigs = {
-        "ggml_backend_dev_by_type": ([ctypes.c_int], vp),
-        "ggml_backend_dev_backend_reg": ([vp], vp),
-        "ggml_backend_reg_get_proc_address": ([vp, ctypes.c_char_p], vp),
-        "ggml_backend_buft_name": ([vp], ctypes.c_char_p),
-        "ggml_tensor_overhead": ([], sz),
-        "ggml_graph_overhead": ([], sz),
-        "ggml_init": ([InitParams], vp),
-        "ggml_free": ([vp], None),
-        "ggml_new_tensor_2d": ([vp, ctypes.c_int, i64, i64], vp),
-        "ggml_mul_mat": ([vp, vp, vp], vp),
-        "ggml_new_graph": ([vp], vp),
-        "ggml_build_forward_expand": ([vp, vp], None),
-        "ggml_backend_alloc_ctx_tensors_from_buft": ([vp, vp], vp),
-        "ggml_backend_buffer_free": ([vp], None),
-        "ggml_backend_tensor_set": ([vp, vp, sz, sz], None),
-        "ggml_backend_tensor_get": ([vp, vp, sz, sz], None),
-        "ggml_backend_cpu_init": ([], vp),
-        "ggml_backend_cpu_set_n_threads": ([vp, ctypes.c_int], None),
-        "ggml_backend_cpu_buffer_type": ([], vp),
-        "ggml_backend_graph_compute": ([vp, vp], ctypes.c_int),
-        "ggml_backend_free": ([vp], None),
-        "ggml_quantize_chunk": ([ctypes.c_int, vp, vp, i64, i64, i64, vp], sz),
-        "ggml_row_size": ([ctypes.c_int, i64], sz),
-    }
-    for name, (argtypes, restype) in sigs.items():
-        f = getattr(g, name)
-        f.argtypes, f.restype = argtypes, restype
-
-    cpu = g.ggml_backend_dev_by_type(0)
-    address = g.ggml_backend_reg_get_proc_address(g.ggml_backend_dev_backend_reg(cpu), b"ggml_backend_dev_get_extra_bufts") if cpu else None
-    amx = None
-    if address:
-        bufts = ctypes.CFUNCTYPE(ctypes.POINTER(vp), vp)(address)(cpu)
-        i = 0
-        while bufts and bufts[i]:
-            if g.ggml_backend_buft_name(bufts[i]) == b"AMX":
-                amx = bufts[i]
-            i += 1
-    if amx is None:
-        return {"present": False, "ok": False, "why": "no AMX buffer type in this llama.cpp build or CPU"}
-
-    rng = random.Random(20824)
-    weights = (ctypes.c_float * (_N * _K))(*(rng.uniform(-1, 1) for _ in range(_N * _K)))
-    acts = (ctypes.c_float * (_M * _K))(*(rng.uniform(-1, 1) for _ in range(_M * _K)))
-    q_size = g.ggml_row_size(_Q4_0, _K) * _N
-    q = ctypes.create_string_buffer(q_size)
-    g.ggml_quantize_chunk(_Q4_0, weights, q, 0, _N, _K, None)
-
-    backend = g.ggml_backend_cpu_init()
-    g.ggml_backend_cpu_set_n_threads(backend, 1)
-    mem = g.ggml_tensor_overhead() * 8 + g.ggml_graph_overhead() + 4096
-
-    def product(weight_buft) -> list[float]:
-        wctx = g.ggml_init(InitParams(mem, None, True))
-        actx = g.ggml_init(InitParams(mem, None, True))
-        w = g.ggml_new_tensor_2d(wctx, _Q4_0, _K, _N)
-        wbuf = g.ggml_backend_alloc_ctx_tensors_from_buft(wctx, weight_buft)
-        g.ggml_backend_tensor_set(w, q, 0, q_size)
-        x = g.ggml_new_tensor_2d(actx, _F32, _K, _M)
-        y = g.ggml_mul_mat(actx, w, x)
-        graph = g.ggml_new_graph(actx)
-        g.ggml_build_forward_expand(graph, y)
-        abuf = g.ggml_backend_alloc_ctx_tensors_from_buft(actx, g.ggml_backend_cpu_buffer_type())
-        g.ggml_backend_tensor_set(x, acts, 0, ctypes.sizeof(acts))
-        status = g.ggml_backend_graph_compute(backend, graph)
-        out = (ctypes.c_float * (_N * _M))()
-        g.ggml_backend_tensor_get(y, out, 0, ctypes.sizeof(out))
-        for buf in (abuf, wbuf):
-            g.ggml_backend_buffer_free(buf)
-        for ctx in (actx, wctx):
-            g.ggml_free(ctx)
-        if status != 0:
-            raise RuntimeError(f"ggml_backend_graph_compute returned {status}")
-        return list(out)
-
-    expected = product(g.ggml_backend_cpu_buffer_type())
-    got = product(amx)
-    g.ggml_backend_free(backend)
-    scale = max(abs(v) for v in expected) or 1.0
-    err = max(abs(a - b) for a, b in zip(expected, got)) / scale
-    if not err < 1e-2:  # also catches NaN
-        return {"present": True, "ok": False, "why": f"this llama.cpp build's AMX kernels compute wrong results (error {err:.3g})"}
-    return {"present": True, "ok": True, "why": "", "error": err}
-
-
-if __name__ == "__main__":
-    try:
-        print(json.dumps(_selftest()), flush=True)
-    except Exception as e:  # noqa: BLE001 - reported to the parent, which keeps AMX off
-        print(json.dumps({"present": True, "ok": False, "why": f"the AMX self-test failed ({type(e).__name__}: {e})"}), flush=True)

@@ -66,6 +66,18 @@ def avoid_amx() -> str | None:
     import llama_cpp.llama_cpp as lib
 
     g = lib._lib
+    bufts, present = _cpu_extra_bufts(g)
+    keep = [b for b in present if g.ggml_backend_buft_name(b) != b"AMX"]
+    if len(keep) == len(present):
+        return None
+    for i in range(len(present)):
+        bufts[i] = keep[i] if i < len(keep) else None
+    return decision.note or "AMX weight buffers off"
+
+
+def _cpu_extra_bufts(g) -> tuple:
+    """The CPU backend's NULL-terminated list of extra weight-buffer types (AMX, CPU_REPACK, ...) that the
+    model loader reads, and its entries; (None, []) where this llama.cpp has no such list."""
     try:
         g.ggml_backend_dev_by_type.argtypes = [ctypes.c_int]
         g.ggml_backend_dev_by_type.restype = ctypes.c_void_p
@@ -76,21 +88,16 @@ def avoid_amx() -> str | None:
         g.ggml_backend_buft_name.argtypes = [ctypes.c_void_p]
         g.ggml_backend_buft_name.restype = ctypes.c_char_p
     except AttributeError:
-        return None
+        return None, []
     cpu = g.ggml_backend_dev_by_type(0)  # GGML_BACKEND_DEVICE_TYPE_CPU
     address = g.ggml_backend_reg_get_proc_address(g.ggml_backend_dev_backend_reg(cpu), b"ggml_backend_dev_get_extra_bufts") if cpu else None
     if not address:
-        return None
-    bufts = ctypes.CFUNCTYPE(ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p)(address)(cpu)  # NULL-terminated
+        return None, []
+    bufts = ctypes.CFUNCTYPE(ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p)(address)(cpu)
     present = []
     while bufts and bufts[len(present)]:
         present.append(bufts[len(present)])
-    keep = [b for b in present if g.ggml_backend_buft_name(b) != b"AMX"]
-    if len(keep) == len(present):
-        return None
-    for i in range(len(present)):
-        bufts[i] = keep[i] if i < len(keep) else None
-    return decision.note or "AMX weight buffers off"
+    return bufts, present
 
 
 def _selftest_cache_dir() -> Path | None:
@@ -709,3 +716,95 @@ def _devices(lib) -> list[dict]:
             "total_bytes": total.value,
         })
     return devices
+
+
+_GGML_F32, _GGML_Q4_0 = 0, 2
+_AMX_M, _AMX_N, _AMX_K = 32, 64, 256  # a 32-row batch takes the AMX tile path (one row: the VNNI path)
+
+
+def amx_selftest() -> dict:
+    """The AMX self-test of localchat.engine.amx, run in a throwaway process (it may crash): a Q4_0 matrix in an
+    AMX buffer times a 32-row batch through ggml's CPU backend, against the same product from an ordinary
+    buffer. Does not go through _llama(), whose avoid_amx() asks for this very test."""
+    import random
+
+    import llama_cpp.llama_cpp as lib
+
+    g = lib._lib
+    vp, sz, i64 = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int64
+
+    class InitParams(ctypes.Structure):
+        _fields_ = [("mem_size", sz), ("mem_buffer", vp), ("no_alloc", ctypes.c_bool)]
+
+    sigs = {
+        "ggml_tensor_overhead": ([], sz),
+        "ggml_graph_overhead": ([], sz),
+        "ggml_init": ([InitParams], vp),
+        "ggml_free": ([vp], None),
+        "ggml_new_tensor_2d": ([vp, ctypes.c_int, i64, i64], vp),
+        "ggml_mul_mat": ([vp, vp, vp], vp),
+        "ggml_new_graph": ([vp], vp),
+        "ggml_build_forward_expand": ([vp, vp], None),
+        "ggml_backend_alloc_ctx_tensors_from_buft": ([vp, vp], vp),
+        "ggml_backend_buffer_free": ([vp], None),
+        "ggml_backend_tensor_set": ([vp, vp, sz, sz], None),
+        "ggml_backend_tensor_get": ([vp, vp, sz, sz], None),
+        "ggml_backend_cpu_init": ([], vp),
+        "ggml_backend_cpu_set_n_threads": ([vp, ctypes.c_int], None),
+        "ggml_backend_cpu_buffer_type": ([], vp),
+        "ggml_backend_graph_compute": ([vp, vp], ctypes.c_int),
+        "ggml_backend_free": ([vp], None),
+        "ggml_quantize_chunk": ([ctypes.c_int, vp, vp, i64, i64, i64, vp], sz),
+        "ggml_row_size": ([ctypes.c_int, i64], sz),
+    }
+    for name, (argtypes, restype) in sigs.items():
+        f = getattr(g, name)
+        f.argtypes, f.restype = argtypes, restype
+
+    _, present = _cpu_extra_bufts(g)
+    amx = next((b for b in present if g.ggml_backend_buft_name(b) == b"AMX"), None)
+    if amx is None:
+        return {"present": False, "ok": False, "why": "no AMX buffer type in this llama.cpp build or CPU"}
+
+    rng = random.Random(20824)
+    weights = (ctypes.c_float * (_AMX_N * _AMX_K))(*(rng.uniform(-1, 1) for _ in range(_AMX_N * _AMX_K)))
+    acts = (ctypes.c_float * (_AMX_M * _AMX_K))(*(rng.uniform(-1, 1) for _ in range(_AMX_M * _AMX_K)))
+    q_size = g.ggml_row_size(_GGML_Q4_0, _AMX_K) * _AMX_N
+    q = ctypes.create_string_buffer(q_size)
+    g.ggml_quantize_chunk(_GGML_Q4_0, weights, q, 0, _AMX_N, _AMX_K, None)
+
+    backend = g.ggml_backend_cpu_init()
+    g.ggml_backend_cpu_set_n_threads(backend, 1)
+    mem = g.ggml_tensor_overhead() * 8 + g.ggml_graph_overhead() + 4096
+
+    def product(weight_buft) -> list[float]:
+        wctx = g.ggml_init(InitParams(mem, None, True))
+        actx = g.ggml_init(InitParams(mem, None, True))
+        w = g.ggml_new_tensor_2d(wctx, _GGML_Q4_0, _AMX_K, _AMX_N)
+        wbuf = g.ggml_backend_alloc_ctx_tensors_from_buft(wctx, weight_buft)
+        g.ggml_backend_tensor_set(w, q, 0, q_size)
+        x = g.ggml_new_tensor_2d(actx, _GGML_F32, _AMX_K, _AMX_M)
+        y = g.ggml_mul_mat(actx, w, x)
+        graph = g.ggml_new_graph(actx)
+        g.ggml_build_forward_expand(graph, y)
+        abuf = g.ggml_backend_alloc_ctx_tensors_from_buft(actx, g.ggml_backend_cpu_buffer_type())
+        g.ggml_backend_tensor_set(x, acts, 0, ctypes.sizeof(acts))
+        status = g.ggml_backend_graph_compute(backend, graph)
+        out = (ctypes.c_float * (_AMX_N * _AMX_M))()
+        g.ggml_backend_tensor_get(y, out, 0, ctypes.sizeof(out))
+        for buf in (abuf, wbuf):
+            g.ggml_backend_buffer_free(buf)
+        for ctx in (actx, wctx):
+            g.ggml_free(ctx)
+        if status != 0:
+            raise RuntimeError(f"ggml_backend_graph_compute returned {status}")
+        return list(out)
+
+    expected = product(g.ggml_backend_cpu_buffer_type())
+    got = product(amx)
+    g.ggml_backend_free(backend)
+    scale = max(abs(v) for v in expected) or 1.0
+    err = max(abs(a - b) for a, b in zip(expected, got)) / scale
+    if not err < 1e-2:  # also catches NaN
+        return {"present": True, "ok": False, "why": f"this llama.cpp build's AMX kernels compute wrong results (error {err:.3g})"}
+    return {"present": True, "ok": True, "why": "", "error": err}

@@ -4,7 +4,8 @@ Frames (localchat.engine.protocol) arrive on stdin and leave on the original std
 at stderr (the parent's log file) so nothing llama.cpp prints can corrupt the protocol. A reader thread
 takes frames off stdin at once: a cancel flips a flag the decode loop polls every token, a count is
 answered on the spot, everything else queues for the main thread, which loads and generates.
-`--build-info` prints what the llama.cpp build supports as one JSON object and exits.
+`--build-info` prints what the llama.cpp build supports as one JSON object and exits; `--amx-selftest` prints
+the result of native.amx_selftest (see localchat.engine.amx) the same way.
 """
 
 from __future__ import annotations
@@ -179,6 +180,15 @@ def main(argv: list[str] | None = None) -> int:
     from localchat.offline import enforce_if_inherited
 
     enforce_if_inherited()  # a worker of an offline app stays offline too
+    if "--amx-selftest" in argv:  # localchat.engine.amx runs this in a throwaway process: it may crash
+        try:
+            from localchat.engine.native import amx_selftest
+
+            result = amx_selftest()
+        except Exception as e:  # noqa: BLE001 - reported to the parent, which keeps AMX off
+            result = {"present": True, "ok": False, "why": f"the AMX self-test failed ({type(e).__name__}: {e})"}
+        print(json.dumps(result), flush=True)
+        return 0
     if "--build-info" in argv:
         out = os.fdopen(os.dup(1), "w")
         os.dup2(2, 1)
