@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from dataclasses import dataclass, field, asdict
-from typing import Literal, Union
+from typing import Literal
 
 from localchat.errors import ConfigError
 
@@ -73,7 +73,7 @@ class SamplingParams:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
-GpuLayers = Union[int, Literal["auto"]]
+GpuLayers = int | Literal["auto"]
 
 
 @dataclass(frozen=True)

@@ -121,7 +121,7 @@ def main() -> int:
             for run in range(args.runs):
                 pair = [("localchat", pull_with_localchat, work / "lc-home", ours),
                         ("huggingface_hub", pull_with_hf, work / "hf-cache", theirs)]
-                for label, fn, target, out in (pair if run % 2 == 0 else pair[::-1]):
+                for _label, fn, target, out in (pair if run % 2 == 0 else pair[::-1]):
                     seconds = timed(fn, target, model.name)
                     out.append(size / 1e6 / seconds)
                     shutil.rmtree(target, ignore_errors=True)

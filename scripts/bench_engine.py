@@ -233,9 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.model.is_file():
         p.error(f"{args.model} is not a file")
 
-    from localchat.engine import EngineClient
     import llama_cpp
 
+    from localchat.engine import EngineClient
     from localchat.engine.native import physical_cores, plan_offload
     from localchat.types import LoadOptions, SamplingParams
 

@@ -132,7 +132,7 @@ def concurrent(remote, sampling: SamplingParams, clients: int, requests: int) ->
                 i = next(counter, None)
             if i is None:
                 return
-            r = timed(lambda: remote.generate([Message("user", f"{PROMPT} (request {i})")], sampling))
+            r = timed(lambda: remote.generate([Message("user", f"{PROMPT} (request {i})")], sampling))  # noqa: B023 - runs now
             with lock:
                 results.append(r)
 

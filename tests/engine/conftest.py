@@ -9,9 +9,6 @@ import pytest
 from localchat.engine import EngineClient
 from localchat.types import LoadOptions
 
-CHAT_PROMPT = "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"
-TINY_REPLY = "Hi 你好🙂!"
-
 
 @pytest.fixture
 def log_dir(tmp_path) -> Path:

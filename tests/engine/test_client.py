@@ -11,7 +11,7 @@ import pytest
 from localchat.engine import EngineClient, build_info
 from localchat.errors import ContextOverflowError, EngineError, ModelLoadError, WorkerCrashed
 from localchat.types import LoadOptions, SamplingParams
-from tests.engine.conftest import CHAT_PROMPT, TINY_REPLY
+from tests.support.ggufgen import CHAT_PROMPT, TINY_REPLY
 
 GREEDY = SamplingParams(temperature=0.0, repeat_penalty=1.0)
 

@@ -6,7 +6,7 @@ import pytest
 
 from localchat.engine.native import NativeModel, _find_stop, _stop_prefix_len, plan_offload
 from localchat.types import LoadOptions, SamplingParams
-from tests.engine.conftest import CHAT_PROMPT
+from tests.support.ggufgen import CHAT_PROMPT
 
 GREEDY = SamplingParams(temperature=0.0, repeat_penalty=1.0)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from localchat.types import SamplingParams
-from tests.engine.conftest import CHAT_PROMPT, TINY_REPLY
+from tests.support.ggufgen import CHAT_PROMPT, TINY_REPLY
 
 SMOL_PROMPTS = [
     "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from tests.cli.test_models_cli import localchat
+from tests.support.cli import localchat
 
 HEAVY = ("llama_cpp", "textual", "huggingface_hub", "modelscope", "fastapi", "uvicorn")
 

@@ -12,9 +12,12 @@ import time
 
 import pytest
 
-from tests.sources.conftest import REPO, ModelFiles, fast_retries, hub, model_files, svc  # noqa: F401 - fixtures
-from tests.sources.test_resume import range_start
-from tests.sources.test_sources import assert_installed
+from tests.support.sources import (
+    REPO,
+    assert_installed,
+    fast_retries,  # noqa: F401 - autouse here, as in tests/sources
+    range_start,
+)
 
 
 def pull(home, model_id: str) -> subprocess.CompletedProcess:
@@ -67,7 +70,7 @@ def test_stopped_pull_resumes_without_fetching_finished_bytes(hub, svc, model_fi
 
 
 def test_a_partial_file_damaged_after_a_kill_is_never_installed(hub, svc, model_files, localchat_home):
-    name, size = model_files.big.name, model_files.big.stat().st_size
+    name = model_files.big.name
     hub.add_fault(name, rate=2_000_000)
     _, kept, _ = start_and_stop(svc, localchat_home, name, signal.SIGKILL)
     part = svc.paths.downloads_dir / "big" / (name + ".part")

@@ -9,7 +9,14 @@ from hypothesis import strategies as st
 from localchat.errors import GGUFError
 from localchat.gguf import GGUFInfo, parse_gguf_bytes
 from tests.support.ggufmutate import (
-    INTERESTING, OPS, apply, crafted_gguf_bytes, hang_guard, layout, peak_memory, tiny_gguf_bytes,
+    INTERESTING,
+    OPS,
+    apply,
+    crafted_gguf_bytes,
+    hang_guard,
+    layout,
+    peak_memory,
+    tiny_gguf_bytes,
 )
 
 MEMORY_LIMIT = 16 << 20  # bytes; a valid parse of these small files needs well under 1 MB

@@ -128,9 +128,8 @@ def test_escape_attempts_execute_nothing_and_fall_back_to_chatml(name, tmp_path,
 
 @pytest.mark.parametrize("name", sorted(EXHAUSTION))
 def test_exhaustion_attempts_are_stopped_within_budget(name):
-    with hang_guard(60), peak_memory() as peak:
-        with pytest.raises(TemplateError) as e:
-            SandboxedTemplate(EXHAUSTION[name], limits=RenderLimits(max_seconds=1)).render(MESSAGES)
+    with hang_guard(60), peak_memory() as peak, pytest.raises(TemplateError) as e:
+        SandboxedTemplate(EXHAUSTION[name], limits=RenderLimits(max_seconds=1)).render(MESSAGES)
     # Far below what the template asked for (gigabytes); the size budget is ~1 MB per value.
     assert peak[0] < 64 << 20, f"{name}: {peak[0]:,} bytes"
     assert "chat template" in e.value.message

@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from tests.server.conftest import start_server
 from tests.support.models import register_local_model
+from tests.support.server import start_server
 
 KEY = "robust-test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}

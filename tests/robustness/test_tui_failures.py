@@ -13,8 +13,7 @@ from localchat.tui.app import make_app
 from localchat.tui.widgets.prompt import PromptInput
 from localchat.tui.widgets.statusbar import StatusBar
 from tests.support.models import register_local_model
-from tests.tui.helpers import loaded, views
-from tests.tui.test_chat_app import blocks, send, wait_for
+from tests.support.pilot import blocks, loaded, send, views, wait_for
 
 
 def notifications(app) -> list[str]:

@@ -10,8 +10,8 @@ import openai
 import pytest
 import requests
 
-from tests.server.conftest import start_server
 from tests.support.models import register_local_model
+from tests.support.server import start_server
 
 REPLY = "Hi 你好🙂!"
 

@@ -13,8 +13,8 @@ import psutil
 import pytest
 import requests
 
-from tests.server.conftest import long_context
 from tests.support.models import register_local_model
+from tests.support.server import long_context
 
 REPLY = "Hi 你好🙂!"
 

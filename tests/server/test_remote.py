@@ -14,26 +14,11 @@ from localchat.engine.remote import RemoteEngineClient, RemoteTemplate
 from localchat.errors import ConfigError, EngineError, OfflineError
 from localchat.services import Services
 from localchat.types import Message, SamplingParams
-from tests.server.conftest import long_context
 from tests.support.models import register_local_model
+from tests.support.server import add_remote, long_context
 
 REPLY = "Hi 你好🙂!"
 KEY = "remote-key-1234"
-
-
-def add_remote(home, model_id: str, endpoint: str, remote_model: str | None = None, key_env: str | None = None,
-               context: int | None = None) -> Services:
-    svc = Services.open(home)
-    lines = [f"- id: {model_id}", f"  endpoint: {endpoint}"]
-    if remote_model:
-        lines.append(f"  remote_model: {remote_model}")
-    if key_env:
-        lines.append(f"  api_key_env: {key_env}")
-    if context:
-        lines.append(f"  context: {context}")
-    with open(svc.paths.user_catalog, "a", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
-    return Services.open(home)
 
 
 @pytest.fixture
@@ -111,7 +96,7 @@ def test_cancelling_a_remote_reply_stops_the_server_side_generation(localchat_ho
     session = ChatSession(engine, svc.chat_template(svc.entry("far-chatty"), None)[0], model_id="far-chatty",
                           sampling=SamplingParams(max_tokens=30000), store=svc.store)
     turn = session.send("talk")
-    for delta in turn:
+    for _delta in turn:
         if len(turn.text) > 20:
             turn.cancel()
     assert turn.status == "cancelled" and turn.text.startswith("abcdefgh")

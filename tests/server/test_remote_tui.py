@@ -6,13 +6,12 @@ import asyncio
 
 import pytest
 
-from tests.tui.helpers import loaded
-
 from localchat.services import Services
 from localchat.tui.app import make_app
 from localchat.tui.widgets.chatlog import MessageBlock
-from tests.server.test_remote import add_remote
 from tests.support.models import register_local_model
+from tests.support.pilot import loaded
+from tests.support.server import add_remote
 
 REPLY = "Hi 你好🙂!"
 

@@ -12,9 +12,9 @@ from localchat.errors import CatalogError, SourceError
 from localchat.sources.adding import default_id, template_for
 from localchat.sources.facts import ModelFacts, read_facts
 from localchat.sources.search import gguf_files, quant_of
-from tests.sources.conftest import REPO, SPLIT_REPO, ModelFiles
-from tests.sources.test_sources import assert_installed
+from tests.support.cli import cli_without_hub_env as cli
 from tests.support.ggufgen import make_tiny_gguf
+from tests.support.sources import REPO, SPLIT_REPO, ModelFiles, assert_installed
 
 USER_CATALOG = """\
 # my own models (this comment must survive `localchat add`)
@@ -35,8 +35,6 @@ def test_search_lists_repos_with_their_quant_files_on_both_hubs(hub, capsys):
 
 
 def test_search_reports_a_hub_that_fails_and_still_shows_the_other(hub, localchat_home):
-    from tests.sources.test_offline_and_mirrors import cli
-
     # Nothing listens on port 9; the ModelScope client's own retries are cut to one try to keep this fast.
     env = {"HF_ENDPOINT": hub.url, "MODELSCOPE_ENDPOINT": "http://127.0.0.1:9", "MODELSCOPE_API_MAX_RETRIES": "1"}
     done = cli(["search", "chat"], env, localchat_home)

@@ -11,9 +11,7 @@ import pytest
 
 from localchat.errors import Cancelled, DiskFullError, IntegrityError, SourceError
 from localchat.sources import CancelToken, http
-from tests.sources.conftest import REPO, ModelFiles, Progress, entry
-from tests.sources.test_resume import range_start
-from tests.sources.test_sources import assert_installed
+from tests.support.sources import REPO, Progress, assert_installed, entry, range_start
 
 
 @pytest.mark.parametrize("kind", ["hf", "modelscope"])

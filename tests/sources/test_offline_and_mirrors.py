@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 
 import pytest
 
 from localchat.cli import main
 from localchat.errors import OfflineError
-from tests.sources.conftest import REPO, SPLIT_REPO, entry
-from tests.sources.test_sources import assert_installed
+from tests.support.cli import cli_without_hub_env as cli
+from tests.support.sources import REPO, SPLIT_REPO, assert_installed, entry
 
 
 @pytest.fixture
@@ -36,7 +33,7 @@ def test_offline_pull_opens_no_socket_and_names_the_action(hub, model_files, loc
     for kind, location in (("hf", REPO), ("modelscope", REPO), ("url", hub.file_url(REPO, model_files.small.name))):
         with pytest.raises(OfflineError) as err:
             svc.installer.install(entry("m", [model_files.small], (kind, location)))
-        assert f"downloading 'm' from" in str(err.value) and "offline mode is on" in str(err.value)
+        assert "downloading 'm' from" in str(err.value) and "offline mode is on" in str(err.value)
     with pytest.raises(OfflineError, match="installing 'm' needs the network"):
         svc.installer.install(entry("m", [model_files.small], ("hf", REPO), ("modelscope", REPO)))
     assert no_sockets == []
@@ -63,13 +60,6 @@ def test_offline_import_of_a_local_file_still_works(svc, model_files, localchat_
     assert main(["--offline", "import", str(model_files.small), "--id", "usb"]) == 0
     assert "usb: installed" in capsys.readouterr().out
     assert no_sockets == []
-
-
-def cli(args, env_extra, home):
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_ENDPOINT", "MODELSCOPE_ENDPOINT")}
-    env.update(env_extra, LOCALCHAT_HOME=str(home))
-    return subprocess.run([sys.executable, "-m", "localchat", *args], env=env, capture_output=True, text=True,
-                          timeout=120)
 
 
 def test_mirror_variables_set_before_start_are_honoured(hub, svc, model_files, localchat_home):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -14,13 +13,7 @@ import pytest
 
 from localchat.errors import Cancelled, SourceError
 from localchat.sources import CancelToken
-from tests.sources.conftest import REPO, SPLIT_REPO, ModelFiles, Progress, entry
-from tests.sources.test_sources import assert_installed
-
-
-def range_start(record) -> int:
-    m = re.match(r"bytes=(\d+)-", record.headers.get("range", ""))
-    return int(m.group(1)) if m else 0
+from tests.support.sources import REPO, SPLIT_REPO, ModelFiles, Progress, assert_installed, entry, range_start
 
 
 @pytest.mark.parametrize("kind", ["hf", "modelscope"])

@@ -6,24 +6,12 @@ import errno
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from localchat.errors import SourceError
-from tests.sources.conftest import GATED_REPO, REPO, SPLIT_REPO, ModelFiles, Progress, entry
 from tests.support.hubserver import HF_TOKEN, MS_TOKEN
-
-
-def assert_installed(svc, model_id: str, files: list[Path]) -> None:
-    rec = svc.registry.get(model_id)
-    assert rec is not None and svc.registry.is_installed(model_id)
-    assert [f.name for f in rec.files] == [p.name for p in files]
-    for f, src in zip(rec.files, files):
-        installed = Path(rec.directory) / f.name
-        assert installed.read_bytes() == src.read_bytes()
-        assert f.sha256 == ModelFiles.sha(src) and f.size == src.stat().st_size
-    assert not (svc.paths.downloads_dir / model_id).exists()  # no partial files left behind
+from tests.support.sources import GATED_REPO, REPO, SPLIT_REPO, ModelFiles, Progress, assert_installed, entry
 
 
 def test_hf_source_installs_and_checks_the_lfs_sha256(hub, svc, model_files):

@@ -48,8 +48,11 @@ def test_json_round_trip(store, chat):
     assert copy.id != original.id
     assert (copy.title, copy.model, copy.system, copy.settings) == (
         original.title, original.model, original.system, original.settings)
-    fields = lambda m: (m.position, m.role, m.content, m.status, m.model, m.prompt_tokens, m.completion_tokens,
-                        m.ttft, m.tokens_per_second)
+
+    def fields(m):
+        return (m.position, m.role, m.content, m.status, m.model, m.prompt_tokens, m.completion_tokens, m.ttft,
+                m.tokens_per_second)
+
     assert [fields(m) for m in copy.messages] == [fields(m) for m in original.messages]
     for a, b in zip(copy.messages, original.messages):
         assert a.created == pytest.approx(b.created, abs=0.001)  # exported with millisecond precision

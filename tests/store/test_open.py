@@ -89,11 +89,10 @@ def test_v1_database_is_upgraded_with_its_messages_searchable(db_path):
 
 def refused(path, match: str) -> StoreError:
     before = path.read_bytes() if path.is_file() else None
-    with pytest.raises(StoreError, match=match) as info:
-        with ConversationStore.open(path) as store:
-            store.list_conversations()
-            store.search("anything")
-            store.conversation(1)
+    with pytest.raises(StoreError, match=match) as info, ConversationStore.open(path) as store:
+        store.list_conversations()
+        store.search("anything")
+        store.conversation(1)
     if before is not None:
         assert path.read_bytes() == before, "a refused database file was modified"
     return info.value

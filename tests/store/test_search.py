@@ -37,7 +37,9 @@ def test_sqlite_tokenizers_behave_as_the_choice_assumes():
     db.execute("CREATE VIRTUAL TABLE g USING fts5(t, tokenize='trigram')")
     for table in ("u", "g"):
         db.executemany(f"INSERT INTO {table} VALUES (?)", [("这是关键词测试",), ("你好世界",)])
-    count = lambda table, q: db.execute(f"SELECT count(*) FROM {table} WHERE {table} MATCH ?", (q,)).fetchone()[0]
+    def count(table, q):
+        return db.execute(f"SELECT count(*) FROM {table} WHERE {table} MATCH ?", (q,)).fetchone()[0]
+
     assert count("u", "关键词") == 0 and count("u", "你好") == 0  # a run of Han characters is one token
     assert count("g", "关键词") == 1 and count("g", "你好") == 0  # trigram needs 3+ characters
 

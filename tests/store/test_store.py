@@ -58,14 +58,12 @@ def test_reply_as_context_manager_records_how_it_ended(store):
     cid = store.create_conversation(model="m")
     with store.begin_reply(cid, model="m") as r:
         r.append("done")
-    with pytest.raises(Cancelled):
-        with store.begin_reply(cid, model="m") as r:
-            r.append("stopped by the user")
-            raise Cancelled("cancelled")
-    with pytest.raises(RuntimeError):
-        with store.begin_reply(cid, model="m") as r:
-            r.append("half")
-            raise RuntimeError("worker crashed")
+    with pytest.raises(Cancelled), store.begin_reply(cid, model="m") as r:
+        r.append("stopped by the user")
+        raise Cancelled("cancelled")
+    with pytest.raises(RuntimeError), store.begin_reply(cid, model="m") as r:
+        r.append("half")
+        raise RuntimeError("worker crashed")
     statuses = [(m.content, m.status) for m in store.conversation(cid).messages]
     assert statuses == [("done", "complete"), ("stopped by the user", "cancelled"), ("half", "error")]
     with pytest.raises(StoreError, match="already finished"):

@@ -60,17 +60,17 @@ class GGUFCraft:
     kv: list[tuple[bytes, bytes]] = field(default_factory=list)  # (encoded key, type + encoded value)
     tensors: list[Tensor] = field(default_factory=list)
 
-    def add(self, key: str | bytes, vtype: int, v: Any) -> "GGUFCraft":
+    def add(self, key: str | bytes, vtype: int, v: Any) -> GGUFCraft:
         self.kv.append((string(key), struct.pack("<I", vtype) + value(vtype, v)))
         return self
 
-    def add_raw(self, key: str | bytes, raw: bytes) -> "GGUFCraft":
+    def add_raw(self, key: str | bytes, raw: bytes) -> GGUFCraft:
         """A key followed by arbitrary bytes where its type and value belong."""
         self.kv.append((string(key), raw))
         return self
 
     def tensor(self, name: str | bytes, shape: tuple[int, ...], ggml_type: int = GGML_F32,
-               offset: int | None = None) -> "GGUFCraft":
+               offset: int | None = None) -> GGUFCraft:
         self.tensors.append(Tensor(name, shape, ggml_type, offset))
         return self
 

@@ -50,9 +50,14 @@ def _reply_pieces(data: bytes) -> list[bytes]:
     return pieces
 
 
+# What the tiny model answers by default, and a ChatML prompt the engine tests send it.
+TINY_REPLY = "Hi 你好🙂!"
+CHAT_PROMPT = "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"
+
+
 def make_tiny_gguf(
     path: str | Path,
-    reply: str = "Hi 你好🙂!",
+    reply: str = TINY_REPLY,
     loop: bool = False,
     n_embd: int = 256,
     n_layer: int = 2,

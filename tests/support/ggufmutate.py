@@ -16,9 +16,9 @@ import struct
 import tempfile
 import threading
 import tracemalloc
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 INTERESTING = [0, 1, 2, 3, 4, 5, 7, 8, 12, 13, 31, 32, 33, 63, 64, 255, 256, 1023, 1024, 1025, 65535, 65536,
                2**31 - 1, 2**31, 2**32 - 1, 2**32, 2**32 + 1, 2**48, 2**62, 2**63 - 1, 2**63, 2**64 - 1]
@@ -149,7 +149,7 @@ def random_mutations(rng: random.Random, max_ops: int = 4) -> list[Mutation]:
 
 # -- valid inputs to start from
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tiny_gguf_bytes() -> bytes:
     """A small but complete model written by the gguf package (through tests/support/ggufgen.py)."""
     from tests.support.ggufgen import make_tiny_gguf
@@ -158,7 +158,7 @@ def tiny_gguf_bytes() -> bytes:
         return make_tiny_gguf(Path(d) / "tiny.gguf", reply="Hi!", n_embd=8, n_layer=1).read_bytes()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def crafted_gguf_bytes() -> bytes:
     """A hand-crafted valid file with every value type, a nested array and three tensors."""
     from tests.support.ggufcraft import valid_craft

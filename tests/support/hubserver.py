@@ -140,7 +140,7 @@ class HubServer:
         """A plain URL for the file (what a `url:` source or an internal artifact store would serve)."""
         return f"{self.url}/files/{repo_id}/{quote(name)}"
 
-    def start(self) -> "HubServer":
+    def start(self) -> HubServer:
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.hub = self
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
@@ -154,7 +154,7 @@ class HubServer:
             self._server.server_close()
             self._server = None
 
-    def __enter__(self) -> "HubServer":
+    def __enter__(self) -> HubServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -300,7 +300,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._hf_model_info(m["repo"])
             else:
                 self._json({"error": f"no route for {path}"}, 404)
-        except (BrokenPipeError, ConnectionResetError, socket.timeout):
+        except (TimeoutError, BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         finally:
             self.hub._end()

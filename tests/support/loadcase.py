@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import random
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from localchat.errors import EngineError, GGUFError, ModelLoadError, WorkerCrashed
 from localchat.types import LoadOptions, SamplingParams

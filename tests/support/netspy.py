@@ -69,7 +69,7 @@ if _LOG:
             _write({"event": "probe", "outcome": outcome})
 
         atexit.register(_probe)
-''' % PROBE_HOST
+''' % PROBE_HOST  # noqa: UP031 - the template is Python full of braces
 
 
 @dataclass

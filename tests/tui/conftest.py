@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-ENDLESS_CONTEXT = 32768
+from tests.support.models import ENDLESS_CONTEXT
 
 
 @pytest.fixture(scope="session")
@@ -15,14 +15,3 @@ def endless_model(tmp_path_factory):
 
     return make_tiny_gguf(tmp_path_factory.mktemp("endless") / "endless.gguf", reply="abcdefgh ", loop=True,
                           n_ctx_train=ENDLESS_CONTEXT)
-
-
-def register_endless(home, path, model_id="chatty"):
-    """Register the endless model with a window and a reply limit big enough that it does not stop soon."""
-    from tests.support.models import register_local_model
-
-    svc = register_local_model(home, path, model_id=model_id)
-    svc.config.load = {"n_ctx": ENDLESS_CONTEXT}
-    svc.config.sampling = {"max_tokens": ENDLESS_CONTEXT}
-    svc.config.save(svc.paths.config_file)
-    return svc

@@ -4,9 +4,8 @@ import pytest
 
 from localchat.services import Services
 from localchat.tui.app import make_app
-from tests.support.models import register_local_model
-from tests.tui.conftest import register_endless
-from tests.tui.helpers import blocks, loaded, record_notifications, reply, send, status, views, wait_for
+from tests.support.models import register_endless, register_local_model
+from tests.support.pilot import blocks, loaded, record_notifications, reply, send, status, views, wait_for
 
 pytestmark = pytest.mark.asyncio
 

@@ -5,7 +5,7 @@ import pytest
 from localchat.tui.app import make_app
 from localchat.tui.screens.dialogs import ConfirmDialog, TextDialog
 from tests.support.models import register_local_model
-from tests.tui.helpers import blocks, loaded, reply, send, type_text, views, wait_for
+from tests.support.pilot import blocks, loaded, reply, send, type_text, views, wait_for
 
 pytestmark = pytest.mark.asyncio
 

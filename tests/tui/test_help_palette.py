@@ -11,7 +11,7 @@ from localchat.tui.screens.models import ModelsScreen
 from localchat.tui.screens.settings import SettingsScreen
 from localchat.tui.widgets.sidebar import ConversationOptions
 from tests.support.models import register_local_model
-from tests.tui.helpers import loaded, reply, send, type_text, views, wait_for
+from tests.support.pilot import loaded, reply, send, type_text, views, wait_for
 
 pytestmark = pytest.mark.asyncio
 

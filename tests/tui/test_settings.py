@@ -7,7 +7,7 @@ from localchat.config import Config
 from localchat.tui.app import make_app
 from localchat.tui.screens.settings import SettingsScreen
 from tests.support.models import register_local_model
-from tests.tui.helpers import loaded, record_notifications, reply, send, type_text, wait_for
+from tests.support.pilot import loaded, record_notifications, reply, send, type_text, wait_for
 
 pytestmark = pytest.mark.asyncio
 

@@ -4,13 +4,12 @@ timings and build-specific hardware facts masked, notifications cleared before t
 Update after an intended change: scripts/test tests/tui/test_snapshots.py --snapshot-update
 """
 
-import pytest
 
 from localchat.services import Services
 from localchat.tui.app import make_app
 from localchat.tui.screens.models import ModelsScreen
 from tests.support.models import register_local_model
-from tests.tui.helpers import loaded, reply, send, wait_for
+from tests.support.pilot import loaded, reply, send, wait_for
 
 SIZE = (120, 36)
 

@@ -5,9 +5,8 @@ import pytest
 from localchat.tui.app import make_app
 from localchat.tui.screens.picker import ModelPicker
 from tests.support.ggufgen import make_tiny_gguf
-from tests.support.models import register_local_model
-from tests.tui.conftest import register_endless
-from tests.tui.helpers import blocks, loaded, reply, send, status, wait_for
+from tests.support.models import register_endless, register_local_model
+from tests.support.pilot import blocks, loaded, reply, send, status, wait_for
 
 pytestmark = pytest.mark.asyncio
 

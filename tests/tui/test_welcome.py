@@ -7,8 +7,8 @@ from localchat.tui.app import make_app
 from localchat.tui.screens.welcome import WelcomeScreen
 from localchat.tui.widgets.tasks import TaskRow
 from tests.support.ggufgen import make_tiny_gguf
-from tests.tui.helpers import loaded, reply, send, wait_for
-from tests.tui.mirror import WheelIndex, catalog_entry, make_model_wheel
+from tests.support.pilot import loaded, reply, send, wait_for
+from tests.support.wheelindex import WheelIndex, catalog_entry, make_model_wheel
 
 pytestmark = pytest.mark.asyncio
 
@@ -65,7 +65,7 @@ async def test_first_run_offline_imports_a_bundle_from_a_usb_stick(localchat_hom
     async with app.run_test(size=(120, 36)) as pilot:
         await wait_for(lambda: isinstance(app.screen, WelcomeScreen) and app.screen.query("#import"), pilot)
         await pilot.click("#import")
-        from tests.tui.helpers import type_text
+        from tests.support.pilot import type_text
         await type_text(pilot, str(bundle))
         await pilot.press("enter")
         await wait_for(lambda: not isinstance(app.screen, WelcomeScreen), pilot, timeout=60)

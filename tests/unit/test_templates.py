@@ -16,7 +16,14 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from localchat.errors import TemplateError
 from localchat.gguf import read_gguf
 from localchat.templates import (
-    NATIVE, QWEN_SYSTEM, SMOLLM2_SYSTEM, TEMPLATE_NAMES, ChatMLTemplate, choose_template, from_gguf, native,
+    NATIVE,
+    QWEN_SYSTEM,
+    SMOLLM2_SYSTEM,
+    TEMPLATE_NAMES,
+    ChatMLTemplate,
+    choose_template,
+    from_gguf,
+    native,
 )
 from localchat.types import Message
 from tests.support.ggufgen import CHATML_TEMPLATE

@@ -9,7 +9,6 @@ workers too.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from textual import on, work
 from textual.app import ComposeResult

@@ -13,7 +13,7 @@ from typing import Any
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, Select, Static, TextArea
 
@@ -76,7 +76,7 @@ class SettingsScreen(Screen):
             yield Label("System prompt", classes="section")
             yield TextArea(id="system", soft_wrap=True)
             yield Label("Sampling and loading", classes="section")
-            for section, key, label, kind, help_text in FIELDS:
+            for _section, key, label, kind, help_text in FIELDS:
                 with Horizontal(classes="row"):
                     yield Label(label)
                     if kind == "flash":

@@ -95,7 +95,7 @@ class WheelIndex:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}/simple/"
 
-    def __enter__(self) -> "WheelIndex":
+    def __enter__(self) -> WheelIndex:
         self.thread.start()
         return self
 
