@@ -1,13 +1,14 @@
 """The whole performance suite in one table: llama.cpp's own llama-bench next to localchat.
 
     scripts/bench all [MODEL.gguf ...] [--threads 2] [--tokens 128] [--repeat 3] [--flash-attn off|on] [--skip-build]
-                      [--json OUT.json]
+                      [--json [OUT.json]]
 
 1. Builds llama.cpp's `llama-bench` from the vendored sources of the installed llama-cpp-python version:
    `pip download --no-binary :all: --no-deps llama-cpp-python==VERSION` into ~/.cache/localchat-bench
    (override: LOCALCHAT_BENCH_CACHE), CPU build with scripts/build/gcc-amx-fix.h as llama-cpp-python gets it,
    only the llama-bench target, -j2; reused when present.
-2. Per model (default: SmolLM2 and Qwen2.5-Coder from /work/models): `scripts/bench engine --native` (llama-bench
+2. Per model (default: $LOCALCHAT_BENCH_MODEL, else SmolLM2 and Qwen2.5-Coder from the test cache, see
+   scripts/benchlib.py): `scripts/bench engine --native` (llama-bench
    tg, bare generate(), create_completion(stream=True), localchat engine), llama-bench pp512, and
    `scripts/bench tui` when it exists; then `scripts/bench turns`, `scripts/bench swap`,
    `scripts/bench startup` and `scripts/bench contention` (first model), each with --json, and prints one table.
@@ -15,7 +16,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -25,8 +25,9 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODELS = [Path("/work/models/smollm2-135m-instruct-q4_1.gguf"),
-                  Path("/work/models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")]
+sys.path.insert(0, str(ROOT))
+
+import benchlib  # noqa: E402
 
 
 def build_llama_bench(cache: Path) -> Path:
@@ -73,19 +74,16 @@ def llama_bench_pp(binary: Path, model: Path, threads: int, flash_attn: str) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="scripts/bench all", description=__doc__.split("\n")[0])
-    p.add_argument("models", type=Path, nargs="*", default=DEFAULT_MODELS)
+    p = benchlib.parser("scripts/bench all", __doc__.split("\n")[0])
+    p.add_argument("models", type=Path, nargs="*", help=".gguf files")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--tokens", type=int, default=128)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--flash-attn", choices=["on", "off"], default="off",
                    help="for every row (default off: what flash_attn auto picks for a model on the CPU)")
     p.add_argument("--skip-build", action="store_true", help="no llama-bench: the engine's tg loop is the native figure")
-    p.add_argument("--json", type=Path)
-    args = p.parse_args(argv)
-    for m in args.models:
-        if not m.is_file():
-            p.error(f"{m} is not a file")
+    args = benchlib.parse_args(p, argv)
+    args.models = benchlib.find_models(args.models, count=len(benchlib.TEST_MODELS))
     cache = Path(os.environ.get("LOCALCHAT_BENCH_CACHE", Path.home() / ".cache" / "localchat-bench"))
     binary = None if args.skip_build else build_llama_bench(cache)
     t = str(args.threads)
@@ -107,8 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     results["contention"] = bench("contention", str(args.models[0]), "--busy", "0,1", "--tokens", str(args.tokens),
                                   "--repeat", str(args.repeat))
     print_table(results)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    benchlib.emit(args, results)
     return 0
 
 

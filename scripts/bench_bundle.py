@@ -1,9 +1,9 @@
 """Bundle export/import throughput against plain `tar` + `sha256sum` of the same model file.
 
-    scripts/bench bundle [--model PATH] [--runs N] [--dir DIR]
+    scripts/bench bundle [--model PATH | --synthetic MB] [--runs N] [--dir DIR] [--json [PATH]]
 
-The model (default: the Qwen2.5-Coder-0.5B GGUF from /work/models or ~/.cache/localchat-test-models,
-see shared/scripts/fetch-test-models) is registered in a temporary LOCALCHAT_HOME without copying it.
+The model (default: $LOCALCHAT_BENCH_MODEL, else the test cache's Qwen2.5-Coder-0.5B GGUF: scripts/benchlib.py)
+is registered in a temporary LOCALCHAT_HOME without copying it.
 Each run, side by side on the same warm page cache and disk (dirty pages flushed, untimed, before each):
   export  localchat: export_bundle (read once, hash, write the tar, fsync)
           baseline:  tar cf X.tar FILE; sha256sum FILE; sync X.tar   (and with `openssl dgst -sha256`)
@@ -15,10 +15,8 @@ from the best run of each side and from the medians.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,9 +26,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import benchlib  # noqa: E402
+
 MODEL_ID = "bench-model"
-CANDIDATES = [Path("/work/models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"),
-              Path.home() / ".cache/localchat-test-models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"]
 
 
 def timed(fn) -> float:
@@ -52,18 +50,16 @@ def sh(*cmd: str) -> None:
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", type=Path, default=next((p for p in CANDIDATES if p.exists()), CANDIDATES[0]))
+def main(argv: list[str] | None = None) -> int:
+    ap = benchlib.parser("scripts/bench bundle", __doc__, raw=True)
+    benchlib.add_model(ap)
     ap.add_argument("--synthetic", type=int, metavar="MB", help="use a generated file of MB megabytes instead "
                     "(machines without the model; throughput does not depend on the bytes)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--dir", type=Path, default=None, help="scratch folder (default: a temp dir); needs ~3x the model")
-    args = ap.parse_args()
-    if not args.synthetic and not args.model.is_file():
-        print(f"model not found: {args.model}; run shared/scripts/fetch-test-models, pass --model or --synthetic MB",
-              file=sys.stderr)
-        return 2
+    args = benchlib.parse_args(ap, argv)
+    if not args.synthetic:
+        args.model = benchlib.find_models(args.model, prefer="qwen")[0]
 
     from localchat.bundle import export_bundle, import_bundle
     from localchat.registry import InstalledFile, InstalledModel
@@ -132,17 +128,20 @@ def main() -> int:
         # disturbed figure; the median is shown next to it.
         print(f"\n{'':28}{'MB/s best':>10}{'median':>8}")
         for k, v in rows.items():
-            print(f"{k:<28}{size / 1e6 / min(v):10.0f}{size / 1e6 / statistics.median(v):8.0f}")
+            print(f"{k:<28}{size / 1e6 / min(v):10.0f}{size / 1e6 / benchlib.median(v):8.0f}")
         print()
+        figures: dict = {"model": str(model), "bytes": size, "runs_s": rows, "ratios": {}}
         for base in ("sha256sum", "openssl"):
             if f"tar+{base} (export)" not in rows:
                 continue
             ratios = []
             for ours, theirs in (("export", f"tar+{base} (export)"), ("import", f"tar x+{base} (import)")):
                 best = min(rows[theirs]) / min(rows[ours])
-                med = statistics.median(rows[theirs]) / statistics.median(rows[ours])
+                med = benchlib.median(rows[theirs]) / benchlib.median(rows[ours])
                 ratios.append(f"{ours} {best:.2f} (median {med:.2f})")
+                figures["ratios"][f"{ours} vs tar+{base}"] = {"best": best, "median": med}
             print(f"vs tar + {base:<10} " + "   ".join(ratios) + "   target >= 0.8")
+        benchlib.emit(args, figures)
         return 0
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

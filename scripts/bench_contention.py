@@ -1,6 +1,8 @@
 """Decode speed while other programs keep CPUs busy: n_threads auto (follows the load) vs a fixed count.
 
-    scripts/bench contention MODEL.gguf [--busy 0,1] [--tokens 128] [--repeat 3] [--json OUT.json]
+    scripts/bench contention [MODEL.gguf] [--busy 0,1] [--tokens 128] [--repeat 3] [--json [OUT.json]]
+
+MODEL defaults to $LOCALCHAT_BENCH_MODEL, else the test cache's SmolLM2 (scripts/benchlib.py).
 
 For each number of busy programs (each a Python busy loop, started before the measurement and running
 through it), the engine generates --tokens tokens greedily --repeat times with n_threads auto and with
@@ -11,9 +13,6 @@ llama.cpp's barriers on a shared core and collapse.
 
 from __future__ import annotations
 
-import argparse
-import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -23,20 +22,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import benchlib  # noqa: E402
+
 PROMPT = ("<|im_start|>user\nWrite a long story about a dragon who learns to cook.<|im_end|>\n"
           "<|im_start|>assistant\n")
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="scripts/bench contention", description=__doc__.split("\n")[0])
-    p.add_argument("model", type=Path)
+    p = benchlib.parser("scripts/bench contention", __doc__.split("\n")[0])
+    p.add_argument("model", type=Path, nargs="?", help="a .gguf file")
     p.add_argument("--busy", default="0,1", help="comma-separated counts of busy programs (default 0,1)")
     p.add_argument("--tokens", type=int, default=128)
     p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--json", type=Path)
-    args = p.parse_args(argv)
-    if not args.model.is_file():
-        p.error(f"{args.model} is not a file")
+    args = benchlib.parse_args(p, argv)
+    args.model = benchlib.find_models(args.model)[0]
 
     from localchat.engine import EngineClient
     from localchat.engine.native import physical_cores
@@ -73,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                     h.wait()
             row = {"busy": busy}
             for name in clients:
-                med = statistics.median(rates[name])
+                med = benchlib.median(rates[name])
                 row[name] = {"tok_s": med, "runs": rates[name], "threads": used[name]}
                 runs = " ".join(f"{r:.1f}" for r in rates[name])
                 print(f"{busy:>13} {name:<10}{med:>8.1f}  {runs:<20} {used[name]}")
@@ -83,8 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for c in clients.values():
             c.close()
-    if args.json:
-        args.json.write_text(json.dumps({"model": str(args.model), "cores": cores, "rows": results}, indent=2) + "\n")
+    benchlib.emit(args, {"model": str(args.model), "cores": cores, "rows": results})
     return 0
 
 

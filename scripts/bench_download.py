@@ -1,6 +1,6 @@
 """Download speed: `localchat pull` (hf source) next to huggingface_hub's own hf_hub_download.
 
-    scripts/bench download [--size-mb N] [--runs N] [--dir DIR]
+    scripts/bench download [--size-mb N] [--runs N] [--dir DIR] [--json [PATH]]
 
 Generates one GGUF of at least --size-mb (default 300, minimum 200) in a temporary folder, serves it from
 the local hub of the test suite (tests/support/hubserver.py, loopback, HF API with a CDN redirect), and
@@ -14,11 +14,9 @@ again fetches only the missing bytes (counted by the server).
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -26,6 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+import benchlib  # noqa: E402
 
 TARGET = 0.9
 REPO = "bench/Bench-GGUF"
@@ -91,12 +91,12 @@ def resume_check(hub, work: Path, model: Path) -> str:
             f"{second / 1e6:.1f} MB (counted by the server) = exactly the missing bytes: {'yes' if ok else 'NO'}")
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    ap = benchlib.parser("scripts/bench download", __doc__.splitlines()[0])
     ap.add_argument("--size-mb", type=int, default=300, help="model size in MB (at least 200)")
     ap.add_argument("--runs", type=int, default=5, help="downloads with each client, alternating")
     ap.add_argument("--dir", type=Path, default=None, help="where to put the temporary files (default: system temp)")
-    args = ap.parse_args()
+    args = benchlib.parse_args(ap, argv)
     if args.size_mb < 200:
         ap.error("--size-mb must be at least 200")
 
@@ -128,12 +128,16 @@ def main() -> int:
                     os.sync()  # the next run does not pay for this one's write-back
                 print(f"run {run + 1}: localchat {ours[-1]:7.0f} MB/s   huggingface_hub {theirs[-1]:7.0f} MB/s",
                       flush=True)
-            med_ours, med_theirs = statistics.median(ours), statistics.median(theirs)
+            med_ours, med_theirs = benchlib.median(ours), benchlib.median(theirs)
             ratio = med_ours / med_theirs
             print(f"\nmedian: localchat {med_ours:.0f} MB/s, huggingface_hub hf_hub_download {med_theirs:.0f} MB/s")
             print(f"ratio localchat / huggingface_hub: {ratio:.2f} (target >= {TARGET}: "
                   f"{'met' if ratio >= TARGET else 'NOT met'})")
-            print(resume_check(hub, work, model))
+            resume = resume_check(hub, work, model)
+            print(resume)
+    benchlib.emit(args, {"bytes": size, "localchat_mb_s": ours, "huggingface_hub_mb_s": theirs,
+                         "median_localchat_mb_s": med_ours, "median_huggingface_hub_mb_s": med_theirs,
+                         "ratio": ratio, "target": TARGET, "resume": resume})
     return 0
 
 

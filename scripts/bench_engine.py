@@ -1,7 +1,9 @@
 """Decode speed of localchat's engine next to llama-cpp-python on the same model, settings and prompt.
 
-    scripts/bench engine MODEL.gguf [--tokens 128] [--threads N] [--repeat 3] [--n-ctx N] [--flash-attn on]
-                                    [--gpu-layers auto|all|N] [--native PATH/TO/llama-bench] [--json OUT.json]
+    scripts/bench engine [MODEL.gguf] [--tokens 128] [--threads N] [--repeat 3] [--n-ctx N] [--flash-attn on]
+                                    [--gpu-layers auto|all|N] [--native PATH/TO/llama-bench] [--json [OUT.json]]
+
+MODEL defaults to $LOCALCHAT_BENCH_MODEL, else the test cache's SmolLM2 (scripts/benchlib.py).
 
 In one run, repeats interleaved (bare, stream, engine, bare, ...), greedy decoding:
   bare     llama-cpp-python's `Llama.generate()` loop, tokens consumed as they come
@@ -20,9 +22,7 @@ default, is printed too but is not a like-for-like reference. The figure per met
 
 from __future__ import annotations
 
-import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,6 +31,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's localchat, also for the worker it starts
+
+import benchlib  # noqa: E402
 
 DEFAULT_PROMPT = (
     "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
@@ -191,7 +193,7 @@ def report(args, rows: dict[str, list[float]], extra: dict[str, list[float]], n_
     """Print the table (median of the repeats, best, ratios) and return the figures."""
     if extra["sampled"]:
         rows["sampled"] = extra["sampled"]
-    med = {key: statistics.median(values) for key, values in rows.items() if values}
+    med = {key: benchlib.median(values) for key, values in rows.items() if values}
     bare = med["bare"]
     native_key = "llama-bench" if "llama-bench" in med else "tg"
     native = med[native_key]
@@ -199,7 +201,7 @@ def report(args, rows: dict[str, list[float]], extra: dict[str, list[float]], n_
     for key in LABELS:
         if key in med:
             print(f"{LABELS[key]:<46}{med[key]:>8.1f}{max(rows[key]):>8.1f}{med[key] / bare:>9.1%}{med[key] / native:>15.1%}")
-    ttft = statistics.median(extra["ttft"])
+    ttft = benchlib.median(extra["ttft"])
     print(f"\n{n_tokens} tokens per run after a {args.depth}-token prompt (PROMPT = {args.depth}); "
           f"engine time to first token with the prompt cached: {ttft * 1e3:.1f} ms (median)")
     if "sampled" in med:
@@ -213,8 +215,8 @@ def report(args, rows: dict[str, list[float]], extra: dict[str, list[float]], n_
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="scripts/bench engine", description=__doc__.split("\n")[0])
-    p.add_argument("model", type=Path, help="a .gguf file")
+    p = benchlib.parser("scripts/bench engine", __doc__.split("\n")[0])
+    p.add_argument("model", type=Path, nargs="?", help="a .gguf file")
     p.add_argument("--tokens", type=int, default=128, help="tokens to generate per run (default 128)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: physical cores)")
     p.add_argument("--repeat", type=int, default=3, help="timed runs per method (default 3)")
@@ -225,13 +227,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--flash-attn", choices=["on", "off"], default="on")
     p.add_argument("--gpu-layers", default="auto", help="auto (all if the build can offload), all, or a number")
     p.add_argument("--native", type=Path, help="a llama-bench binary: its tg joins the table")
-    p.add_argument("--json", type=Path, help="also write the figures to this file")
     p.add_argument("--prompt", default=DEFAULT_PROMPT, help="rendered prompt (special tokens allowed)")
     p.add_argument("--sampling", action="store_true",
                    help="also time the engine with temperature/top-k/top-p/min-p/repeat-penalty sampling")
-    args = p.parse_args(argv)
-    if not args.model.is_file():
-        p.error(f"{args.model} is not a file")
+    args = benchlib.parse_args(p, argv)
+    args.model = benchlib.find_models(args.model)[0]
 
     import llama_cpp
 
@@ -291,8 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         native = llama_bench(args, args.depth)
         rows["llama-bench-d0"], rows["llama-bench"] = [native[0]], [native[args.depth]]
     figures = report(args, rows, extra, n_tokens)
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    benchlib.emit(args, figures)
     return 0
 
 

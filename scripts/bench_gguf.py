@@ -1,9 +1,9 @@
 """The GGUF check and chat-template rendering, timed on real files.
 
-    scripts/bench gguf [FILE.gguf ...] [--runs N]
+    scripts/bench gguf [FILE.gguf ...] [--runs N] [--json [PATH]]
 
-For each file (default: the test models in the test cache, ~/.cache/localchat-tests, as fetched by
-../shared/scripts/fetch-test-models): localchat's bounded reader next to the gguf package's own reader
+For each file (default: $LOCALCHAT_BENCH_MODEL, else the test models in the test cache, as fetched by
+../shared/scripts/fetch-test-models: scripts/benchlib.py): localchat's bounded reader next to the gguf package's own reader
 (numpy memmap, no bounds policy), median of --runs with the page cache warm; then the file's chat template
 rendered for a 20-turn conversation by the native renderer (where one matches), by localchat's budgeted
 sandbox, and by plain sandboxed Jinja as Hugging Face transformers renders it. Target: reading the
@@ -12,9 +12,7 @@ sandbox, and by plain sandboxed Jinja as Hugging Face transformers renders it. T
 
 from __future__ import annotations
 
-import argparse
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -23,11 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import benchlib  # noqa: E402
 from localchat.gguf import read_gguf  # noqa: E402
 from localchat.templates import NATIVE, from_gguf  # noqa: E402
-
-CACHE = Path(os.environ.get("LOCALCHAT_TEST_CACHE", Path.home() / ".cache" / "localchat-tests"))
-DEFAULT_FILES = [CACHE / "smollm2-135m-instruct-q4_1.gguf", CACHE / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"]
 
 
 def median_seconds(fn, runs: int) -> float:
@@ -36,7 +32,7 @@ def median_seconds(fn, runs: int) -> float:
         started = time.perf_counter()
         fn()
         times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return benchlib.median(times)
 
 
 def fresh_process_seconds(path: Path) -> float:
@@ -48,12 +44,12 @@ def fresh_process_seconds(path: Path) -> float:
     return float(out.stdout)
 
 
-def bench_reader(path: Path, runs: int) -> None:
+def bench_reader(path: Path, runs: int) -> dict:
     import gguf
 
     info = read_gguf(path)
     ours = median_seconds(lambda: read_gguf(path), runs)
-    fresh = statistics.median(fresh_process_seconds(path) for _ in range(3))
+    fresh = benchlib.median(fresh_process_seconds(path) for _ in range(3))
     theirs = median_seconds(lambda: gguf.GGUFReader(str(path)), max(1, runs // 5))
     vocab = len(info.metadata.get("tokenizer.ggml.tokens", []))
     print(f"{path.name}: {info.file_size / 1e6:.0f} MB, metadata {info.data_offset / 1e6:.1f} MB, "
@@ -61,16 +57,17 @@ def bench_reader(path: Path, runs: int) -> None:
     print(f"  read_gguf (localchat)        {ours * 1000:8.1f} ms   (in a fresh process, imports included: "
           f"{fresh * 1000:.1f} ms)")
     print(f"  gguf.GGUFReader (reference)  {theirs * 1000:8.1f} ms   ratio ours/reference {ours / theirs:.3f}")
+    return {"read_gguf_s": ours, "read_gguf_fresh_process_s": fresh, "gguf_reader_s": theirs}
 
 
-def bench_template(path: Path, runs: int) -> None:
+def bench_template(path: Path, runs: int) -> dict:
     import jinja2.ext
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     info = read_gguf(path)
     if not info.chat_template:
         print("  (no chat template)")
-        return
+        return {}
     conversation = [{"role": "system", "content": "You are terse."}]
     for i in range(20):
         conversation += [{"role": "user", "content": f"Question {i}: what is {i} squared? 你好"},
@@ -91,23 +88,20 @@ def bench_template(path: Path, runs: int) -> None:
     if native is not None:
         ns = median_seconds(lambda: native.render(conversation), runs)
         print(f", native '{native.name}' {ns * 1e6:5.0f} us (x{ns / jinja:.3f}, byte-identical)")
-    else:
-        print(" (no native renderer matches this template)")
+        return {"jinja_s": jinja, "sandbox_s": ours, "native": native.name, "native_s": ns}
+    print(" (no native renderer matches this template)")
+    return {"jinja_s": jinja, "sandbox_s": ours}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(prog="scripts/bench gguf", description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = benchlib.parser("scripts/bench gguf", __doc__.split("\n\n")[0])
     parser.add_argument("files", nargs="*", type=Path)
     parser.add_argument("--runs", type=int, default=20)
-    args = parser.parse_args()
-    files = args.files or [p for p in DEFAULT_FILES if p.is_file()]
-    if not files:
-        print(f"no GGUF files given and none in {CACHE}; run ../shared/scripts/fetch-test-models {CACHE}",
-              file=sys.stderr)
-        return 2
-    for path in files:
-        bench_reader(path, args.runs)
-        bench_template(path, args.runs)
+    args = benchlib.parse_args(parser, argv)
+    figures = {}
+    for path in benchlib.find_models(args.files, count=len(benchlib.TEST_MODELS)):
+        figures[path.name] = {"reader": bench_reader(path, args.runs), "template": bench_template(path, args.runs)}
+    benchlib.emit(args, figures)
     return 0
 
 

@@ -1,5 +1,7 @@
 """scripts/bench serve: the OpenAI-compatible server against the engine alone, on the same model and settings.
 
+    scripts/bench serve [--model PATH] [--max-tokens N] [--rounds N] [--levels 1,4,16] [--threads N] [--json [PATH]]
+
 1. One streaming client: decode rate through `localchat serve` (HTTP + SSE, read by our stdlib remote
    client) against the EngineClient used directly, alternating runs; target ratio >= 0.95.
 2. 1, 4 and 16 concurrent streaming clients: total throughput and p50/p95 latency (request to last token)
@@ -11,11 +13,9 @@ Rates are measured on the client side the same way for both paths: (tokens - 1) 
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,9 +26,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import benchlib  # noqa: E402
 from localchat.types import Message, SamplingParams  # noqa: E402
 
-DEFAULT_MODEL = Path("/work/models/smollm2-135m-instruct-q4_1.gguf")
 PROMPT = "Write a long, detailed essay about the history of computing, from the abacus to modern GPUs."
 MODEL_ID = "bench-model"
 
@@ -74,14 +74,7 @@ def timed(generate) -> dict:
             "evaluated": generation.usage.prompt_eval_tokens, "text": generation.text}
 
 
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * p / 100
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
-def single_client(svc, remote, template, sampling: SamplingParams, rounds: int, server_pid: int) -> None:
+def single_client(svc, remote, template, sampling: SamplingParams, rounds: int, server_pid: int) -> dict:
     import psutil
 
     server = psutil.Process(server_pid)
@@ -102,23 +95,25 @@ def single_client(svc, remote, template, sampling: SamplingParams, rounds: int, 
         engine.close()
     if direct[0]["text"] != served[0]["text"]:
         print("warning: the two paths produced different text (different prompt or sampling?)")
-    d = statistics.median(r["rate"] for r in direct)
-    s = statistics.median(r["rate"] for r in served)
+    d = benchlib.median(r["rate"] for r in direct)
+    s = benchlib.median(r["rate"] for r in served)
     print(f"\n1 streaming client, {direct[0]['tokens']} tokens per reply, {rounds} alternating rounds (median):")
     runs_d = ", ".join(f"{r['rate']:.1f}" for r in direct)
     runs_s = ", ".join(f"{r['rate']:.1f}" for r in served)
     print(f"  engine alone        {d:8.1f} tokens/s   (runs: {runs_d})")
     print(f"  through the server  {s:8.1f} tokens/s   (runs: {runs_s})")
-    paired = statistics.median(b["rate"] / a["rate"] for a, b in zip(direct, served))
+    paired = benchlib.median(b["rate"] / a["rate"] for a, b in zip(direct, served))
     print(f"  ratio server/engine {s / d:8.3f}            (target >= 0.95; median of per-round ratios {paired:.3f})")
-    td = statistics.median(r["ttft"] for r in direct) * 1000
-    ts = statistics.median(r["ttft"] for r in served) * 1000
+    td = benchlib.median(r["ttft"] for r in direct) * 1000
+    ts = benchlib.median(r["ttft"] for r in served) * 1000
     print(f"  time to first token {td:8.1f} ms alone, {ts:.1f} ms through the server (prompt tokens evaluated: "
           f"{direct[-1]['evaluated']} alone, {served[-1]['evaluated']} through the server; the rest reused)")
     tokens = sum(r["tokens"] for r in served)
     wall = sum(r["latency"] for r in served)
     print(f"  server process CPU  {server_cpu / tokens * 1e6:8.1f} us per token "
           f"({100 * server_cpu / wall:.1f}% of one core while streaming; the worker's llama.cpp time excluded)")
+    return {"tokens": direct[0]["tokens"], "engine_tok_s": d, "server_tok_s": s, "ratio": s / d, "paired_ratio": paired,
+            "engine_ttft_ms": td, "server_ttft_ms": ts, "server_cpu_us_per_token": server_cpu / tokens * 1e6}
 
 
 def concurrent(remote, sampling: SamplingParams, clients: int, requests: int) -> dict:
@@ -146,22 +141,21 @@ def concurrent(remote, sampling: SamplingParams, clients: int, requests: int) ->
     latency = [r["latency"] for r in results]
     ttft = [r["ttft"] for r in results]
     return {"clients": clients, "requests": len(results), "tokens": sum(r["tokens"] for r in results), "wall": wall,
-            "p50": percentile(latency, 50), "p95": percentile(latency, 95),
-            "ttft50": percentile(ttft, 50), "ttft95": percentile(ttft, 95)}
+            "p50": benchlib.percentile(latency, 50), "p95": benchlib.percentile(latency, 95),
+            "ttft50": benchlib.percentile(ttft, 50), "ttft95": benchlib.percentile(ttft, 95)}
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", type=Path, default=DEFAULT_MODEL, help=f"GGUF file (default: {DEFAULT_MODEL})")
+def main(argv: list[str] | None = None) -> int:
+    ap = benchlib.parser("scripts/bench serve", __doc__, raw=True)
+    benchlib.add_model(ap, "GGUF file")
     ap.add_argument("--max-tokens", type=int, default=256, help="tokens per reply in the single-client runs")
     ap.add_argument("--rounds", type=int, default=5, help="alternating single-client rounds")
     ap.add_argument("--load-tokens", type=int, default=64, help="tokens per reply under concurrency")
     ap.add_argument("--levels", default="1,4,16", help="concurrent clients to try")
     ap.add_argument("--threads", type=int, help="llama.cpp threads for both paths (default: the engine's own "
                     "choice, one per physical core; on a busy machine 1 avoids OpenMP spinning against other work)")
-    args = ap.parse_args()
-    if not args.model.is_file():
-        raise SystemExit(f"no model at {args.model}: pass --model PATH.gguf (e.g. shared/scripts/fetch-test-models)")
+    args = benchlib.parse_args(ap, argv)
+    args.model = benchlib.find_models(args.model)[0]
 
     from localchat.engine.remote import RemoteEngineClient
     from localchat.services import Services
@@ -182,13 +176,15 @@ def main() -> int:
             print(f"model {args.model.name}: n_ctx {info.n_ctx}, {info.n_threads or '?'} threads, "
                   f"GPU layers {info.n_gpu_layers}, {os.cpu_count()} CPUs")
             sampling = SamplingParams(temperature=0.0, max_tokens=args.max_tokens, seed=1)
-            single_client(svc, remote, template, sampling, args.rounds, proc.pid)
+            figures = {"model": str(args.model), "single": single_client(svc, remote, template, sampling, args.rounds,
+                                                                         proc.pid), "concurrent": []}
             load = SamplingParams(temperature=0.0, max_tokens=args.load_tokens, seed=1)
             print(f"\nconcurrent streaming clients, {args.load_tokens} tokens per reply, one generation at a time:")
             print(f"  {'clients':>7} {'requests':>8} {'tokens/s':>9} {'p50 latency':>12} {'p95 latency':>12} "
                   f"{'p50 TTFT':>9} {'p95 TTFT':>9}")
             for clients in [int(x) for x in args.levels.split(",")]:
                 r = concurrent(remote, load, clients, max(8, 2 * clients))
+                figures["concurrent"].append(r)
                 print(f"  {r['clients']:>7} {r['requests']:>8} {r['tokens'] / r['wall']:>9.1f} {r['p50']:>11.2f}s "
                       f"{r['p95']:>11.2f}s {r['ttft50']:>8.2f}s {r['ttft95']:>8.2f}s")
         finally:
@@ -197,6 +193,7 @@ def main() -> int:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+    benchlib.emit(args, figures)
     return 0
 
 

@@ -1,6 +1,6 @@
 """Conversation store at scale: list and full-text search over 10,000 conversations and 200,000 messages.
 
-    scripts/bench store [--conversations N] [--messages N] [--runs N] [--db PATH]
+    scripts/bench store [--conversations N] [--messages N] [--runs N] [--db PATH] [--json [PATH]]
 
 Builds a database of mixed English / Chinese chats (Zipf-distributed words, so common words are common
 and rare ones rare), then times what the history screen and `localchat history` do, median of --runs
@@ -12,9 +12,7 @@ Target (issue 4): listing the newest 50 and a full-text search each well under 1
 
 from __future__ import annotations
 
-import argparse
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -22,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import benchlib  # noqa: E402
 from localchat.store import ConversationStore  # noqa: E402
 from localchat.store.text import search_text  # noqa: E402
 
@@ -142,7 +141,7 @@ def timed(fn, runs: int) -> tuple[float, float, float, object]:
         t0 = time.perf_counter()
         result = fn()
         times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times), min(times), max(times), result
+    return benchlib.median(times), min(times), max(times), result
 
 
 def like_scan(store: ConversationStore, query: str, limit: int = 20):
@@ -161,14 +160,14 @@ def count_hits(store: ConversationStore, query: str) -> int:
                                              (expr,)).fetchone()[0])
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> int:
+    ap = benchlib.parser("scripts/bench store", __doc__.split("\n\n")[0])
     ap.add_argument("--conversations", type=int, default=10_000)
     ap.add_argument("--messages", type=int, default=200_000)
     ap.add_argument("--runs", type=int, default=9, help="timed runs per figure (median shown)")
     ap.add_argument("--db", type=Path, help="keep the database here (reused when it already exists)")
     ap.add_argument("--seed", type=int, default=4)
-    args = ap.parse_args()
+    args = benchlib.parse_args(ap, argv)
 
     tmp = None
     if args.db is None:
@@ -188,11 +187,11 @@ def main() -> int:
 
     runs = args.runs
     print(f"\nEach figure: median of {runs} runs (min-max), milliseconds. Target: < {TARGET_MS:.0f} ms.\n")
-    rows = []
+    rows: dict[str, dict] = {}
 
     def report(label: str, median: float, lo: float, hi: float, extra: str = "", target: bool = True) -> None:
         mark = ("ok" if median < TARGET_MS else "SLOW") if target else ""
-        rows.append(median)
+        rows[label] = {"median_ms": median, "min_ms": lo, "max_ms": hi, "note": extra.strip(), "target": mark}
         print(f"  {label:<52} {median:8.2f} ms  ({lo:.2f}-{hi:.2f})  {mark:<4} {extra}")
 
     med, lo, hi, s = timed(lambda: ConversationStore.open(args.db), 1)
@@ -234,6 +233,8 @@ def main() -> int:
     store.close()
     if tmp is not None:
         tmp.cleanup()
+    benchlib.emit(args, {"conversations": n_conv, "messages": n_msg, "runs": runs, "target_ms": TARGET_MS,
+                         "figures": rows})
     return 0
 
 

@@ -1,6 +1,9 @@
 """Model swap cost next to a cold worker start, and the parent's memory over the swaps.
 
-    scripts/bench swap MODEL_A.gguf MODEL_B.gguf [--swaps 20] [--threads N] [--json OUT.json]
+    scripts/bench swap [MODEL_A.gguf [MODEL_B.gguf]] [--swaps 20] [--threads N] [--json [OUT.json]]
+
+Without models: $LOCALCHAT_BENCH_MODEL, else the test cache's two models (scripts/benchlib.py); one model
+alone is swapped with itself.
 
 A swap = close the current EngineClient (its worker process ends) + start one on the other model and wait
 until it is loaded. Printed side by side: median swap time, process start (a worker answering with no model:
@@ -10,9 +13,6 @@ parent's RSS before and after all swaps (target: within 50 MB).
 
 from __future__ import annotations
 
-import argparse
-import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -22,6 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import benchlib  # noqa: E402
+
 
 def process_start_seconds(repeat: int = 3) -> float:
     """A bare worker interpreter importing the engine modules (what a swap pays before llama.cpp loads)."""
@@ -30,20 +32,21 @@ def process_start_seconds(repeat: int = 3) -> float:
         t = time.perf_counter()
         subprocess.run([sys.executable, "-c", "import localchat.engine.worker, llama_cpp"], check=True, cwd=ROOT)
         times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return benchlib.median(times)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="scripts/bench swap", description=__doc__.split("\n")[0])
-    p.add_argument("models", type=Path, nargs=2, metavar="MODEL")
+    p = benchlib.parser("scripts/bench swap", __doc__.split("\n")[0])
+    p.add_argument("models", type=Path, nargs="*", metavar="MODEL", help="two .gguf files (one is swapped with itself)")
     p.add_argument("--swaps", type=int, default=20)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--n-ctx", type=int, default=2048)
-    p.add_argument("--json", type=Path, help="also write the figures to this file")
-    args = p.parse_args(argv)
-    for m in args.models:
-        if not m.is_file():
-            p.error(f"{m} is not a file")
+    args = benchlib.parse_args(p, argv)
+    if len(args.models) > 2:
+        p.error("at most two models")
+    args.models = benchlib.find_models(args.models, count=2)
+    if len(args.models) == 1:
+        args.models *= 2
     import psutil
 
     from localchat.engine import EngineClient
@@ -67,10 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     start = process_start_seconds()
     figures = {
         "swaps": args.swaps,
-        "swap_s_median": statistics.median(swaps),
+        "swap_s_median": benchlib.median(swaps),
         "swap_s_max": max(swaps),
         "process_start_s": start,
-        "load_s_median": {name: statistics.median(v) for name, v in loads.items() if v},
+        "load_s_median": {name: benchlib.median(v) for name, v in loads.items() if v},
         "rss_before_mb": rss_before / 2**20,
         "rss_after_mb": rss_after / 2**20,
     }
@@ -84,8 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  swap / (process start + slower load) {figures['swap_over_start_plus_load']:8.2f}")
     print(f"  parent RSS before {figures['rss_before_mb']:.1f} MB, after {figures['rss_after_mb']:.1f} MB "
           f"({figures['rss_after_mb'] - figures['rss_before_mb']:+.1f} MB; target within 50 MB)")
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    benchlib.emit(args, figures)
     return 0
 
 

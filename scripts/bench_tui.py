@@ -2,7 +2,7 @@
 frame, and model swap time. Everything is measured side by side in one run.
 
     scripts/bench tui [--tokens 1000] [--repeats 5] [--embd 768 --layers 12] [--threads N]
-                      [--model X.gguf --prompt TEXT] [--swap A.gguf B.gguf]
+                      [--model X.gguf --prompt TEXT] [--swap A.gguf B.gguf] [--json [PATH]]
 
 - Streaming: a reply of --tokens tokens from a model that never stops on its own (the loop model from
   tests/support/ggufgen.py, by default at the size and pace of a small real model; --model streams a real
@@ -20,9 +20,7 @@ frame, and model swap time. Everything is measured side by side in one run.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import os
 import pty
 import select
@@ -36,6 +34,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+import benchlib  # noqa: E402
 
 PROMPT = "go"  # the loop model ignores it; --model runs take --prompt
 
@@ -250,8 +250,8 @@ def bare_starts(home: Path, count: int) -> list[float]:
     return times
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = benchlib.parser("scripts/bench tui", __doc__.split("\n\n")[0])
     parser.add_argument("--tokens", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=5, help="engine/app pairs of streaming runs (medians reported)")
     parser.add_argument("--embd", type=int, default=768, help="loop model width (default: a ~285 MB model that "
@@ -264,8 +264,7 @@ def main() -> int:
                         "produce the same text; it stops at --tokens or where it ends its reply)")
     parser.add_argument("--prompt", default=PROMPT, help="the message sent (for --model)")
     parser.add_argument("--threads", type=int, help="llama.cpp threads (default: the engine's own choice)")
-    parser.add_argument("--json", type=Path, help="also write the figures to this file")
-    args = parser.parse_args()
+    args = benchlib.parse_args(parser, argv)
 
     with tempfile.TemporaryDirectory(prefix="bench-tui-") as tmp:
         folder = Path(tmp)
@@ -288,18 +287,18 @@ def main() -> int:
             engine_runs.append(pair["engine"])
             app_runs.append(pair["app"])
             ratios.append(pair["app"]["rate"] / pair["engine"]["rate"])
-        e_rate = statistics.median(r["rate"] for r in engine_runs)
-        a_rate = statistics.median(r["rate"] for r in app_runs)
+        e_rate = benchlib.median(r["rate"] for r in engine_runs)
+        a_rate = benchlib.median(r["rate"] for r in app_runs)
         worst_run = max(app_runs, key=lambda r: r["max_stall"])
         stall, stall_cpu = worst_run["max_stall"], worst_run["max_stall_cpu"]
-        p99 = statistics.median(r["p99_stall"] for r in app_runs)
+        p99 = benchlib.median(r["p99_stall"] for r in app_runs)
         print(f"\nstreaming {engine_runs[0]['tokens']} / {app_runs[0]['tokens']} tokens (engine / app)")
         e_list = ", ".join(f"{r['rate']:.1f}" for r in engine_runs)
         a_list = ", ".join(f"{r['rate']:.1f}" for r in app_runs)
-        worker = statistics.median(r["worker_rate"] for r in engine_runs)
+        worker = benchlib.median(r["worker_rate"] for r in engine_runs)
         print(f"  engine alone      {e_rate:8.1f} tok/s   (runs: {e_list}; worker decode {worker:.1f})")
         print(f"  through the app   {a_rate:8.1f} tok/s   (runs: {a_list})")
-        ratio = statistics.median(ratios)
+        ratio = benchlib.median(ratios)
         r_list = ", ".join(f"{r:.2f}" for r in ratios)
         print(f"  ratio app/engine  {ratio:8.3f}         target >= 0.95  {'ok' if ratio >= 0.95 else 'MISSED'}"
               f"   (median of pairs: {r_list})")
@@ -307,15 +306,15 @@ def main() -> int:
         print(f"  longest stall     {stall * 1000:8.1f} ms      target < 50 ms  {'ok' if stall < 0.05 else 'MISSED'}"
               f"   ({stall_cpu * 1000:.1f} ms of it CPU in the loop's thread, the rest waiting for a core or the"
               f" GIL; p99 {p99 * 1000:.1f} ms; a bare asyncio loop here meanwhile: {floor * 1000:.1f} ms)")
-        share = statistics.median(r["cpu_share"] for r in app_runs)
-        appends = statistics.median(r["appends"] for r in app_runs)
-        per_token = statistics.median(r["cpu_share"] * (r["tokens"] - 1) / r["rate"] / r["tokens"] for r in app_runs)
+        share = benchlib.median(r["cpu_share"] for r in app_runs)
+        appends = benchlib.median(r["appends"] for r in app_runs)
+        per_token = benchlib.median(r["cpu_share"] * (r["tokens"] - 1) / r["rate"] / r["tokens"] for r in app_runs)
         print(f"  app event loop    {share * 100:8.1f} % of a core while streaming "
               f"({per_token * 1e6:.0f} us of CPU per token), {appends:.0f} Markdown appends")
         print(f"  load average      {os.getloadavg()[0]:8.2f}         (other processes here skew all of the above)")
 
         frames = first_frame(home, args.frames)
-        med = statistics.median(frames)
+        med = benchlib.median(frames)
         print(f"\nfirst frame (python -m localchat in a 120x40 pty, {args.frames} runs)")
         print(f"  median {med * 1000:.0f} ms, worst {max(frames) * 1000:.0f} ms   target < 1 s  "
               f"{'ok' if max(frames) < 1 else 'MISSED'}")
@@ -323,16 +322,15 @@ def main() -> int:
         swap_times, ended = asyncio.run(swaps_in_app(home, args.swaps))
         starts = bare_starts(home, args.swaps)
         print(f"\nmodel swap ({models['swap-a'].name} <-> {models['swap-b'].name}, {args.swaps} swaps)")
-        print(f"  in the app        median {statistics.median(swap_times) * 1000:.0f} ms, "
+        print(f"  in the app        median {benchlib.median(swap_times) * 1000:.0f} ms, "
               f"worst {max(swap_times) * 1000:.0f} ms; old worker process ended: {'yes' if ended else 'NO'}")
-        print(f"  bare start+load   median {statistics.median(starts) * 1000:.0f} ms  "
-              f"(swap / bare {statistics.median(swap_times) / statistics.median(starts):.2f})")
-    if args.json:
-        args.json.write_text(json.dumps({
-            "model": name, "tokens": app_runs[0]["tokens"], "tokens_per_second": a_rate,
-            "engine_tokens_per_second": e_rate, "ratio": ratio, "max_stall_ms": stall * 1000, "p99_stall_ms": p99 * 1000,
-            "first_frame_ms": med * 1000, "swap_ms": statistics.median(swap_times) * 1000,
-            "bare_start_ms": statistics.median(starts) * 1000}, indent=2) + "\n")
+        print(f"  bare start+load   median {benchlib.median(starts) * 1000:.0f} ms  "
+              f"(swap / bare {benchlib.median(swap_times) / benchlib.median(starts):.2f})")
+    benchlib.emit(args, {
+        "model": name, "tokens": app_runs[0]["tokens"], "tokens_per_second": a_rate,
+        "engine_tokens_per_second": e_rate, "ratio": ratio, "max_stall_ms": stall * 1000, "p99_stall_ms": p99 * 1000,
+        "first_frame_ms": med * 1000, "swap_ms": benchlib.median(swap_times) * 1000,
+        "bare_start_ms": benchlib.median(starts) * 1000})
     return 0
 
 

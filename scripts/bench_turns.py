@@ -1,7 +1,9 @@
 """Time to first token by turn in a long conversation: turn N evaluates only its new message.
 
-    scripts/bench turns MODEL.gguf [MODEL.gguf ...] [--turns 10] [--repeats 3] [--threads N] [--n-ctx 8192]
-                        [--template smollm2|qwen|chatml] [--json OUT.json]
+    scripts/bench turns [MODEL.gguf ...] [--turns 10] [--repeats 3] [--threads N] [--n-ctx 8192]
+                        [--template smollm2|qwen|chatml] [--json [OUT.json]]
+
+Without models: $LOCALCHAT_BENCH_MODEL, else the test cache's models (scripts/benchlib.py).
 
 Drives ChatSession over a real EngineClient (worker process), greedy replies of --reply-tokens tokens,
 each user message the same length (about 60 tokens); the last turn sends turn 1's message again. Prints per
@@ -14,15 +16,14 @@ template is guessed from the file name unless given.
 
 from __future__ import annotations
 
-import argparse
-import json
-import statistics
 import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+import benchlib  # noqa: E402
 
 TOPICS = ["rivers", "mountains", "deserts", "forests", "oceans", "glaciers", "volcanoes", "islands", "lakes", "caves",
           "canyons", "reefs", "swamps", "plains", "fjords", "dunes"]
@@ -66,9 +67,9 @@ def run_model(path: Path, args) -> dict:
                               "ttft_ms": u.ttft * 1000, "reply_tokens": u.completion_tokens,
                               "tokens_per_second": u.tokens_per_second, "dropped": session.dropped})
             runs.append(turns)
-    turns = [dict(t, ttft_ms=statistics.median(run[i]["ttft_ms"] for run in runs),
+    turns = [dict(t, ttft_ms=benchlib.median(run[i]["ttft_ms"] for run in runs),
                   ttft_ms_runs=[run[i]["ttft_ms"] for run in runs],
-                  tokens_per_second=statistics.median(run[i]["tokens_per_second"] for run in runs))
+                  tokens_per_second=benchlib.median(run[i]["tokens_per_second"] for run in runs))
              for i, t in enumerate(runs[0])]
     return {"model": path.name, "threads": client.info.n_threads, "n_ctx": client.info.n_ctx, "turns": turns,
             "repeats": args.repeats,
@@ -76,19 +77,16 @@ def run_model(path: Path, args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="scripts/bench turns", description=__doc__.split("\n")[0])
-    p.add_argument("models", type=Path, nargs="+", metavar="MODEL", help=".gguf files")
+    p = benchlib.parser("scripts/bench turns", __doc__.split("\n")[0])
+    p.add_argument("models", type=Path, nargs="*", metavar="MODEL", help=".gguf files")
     p.add_argument("--turns", type=int, default=10)
     p.add_argument("--repeats", type=int, default=3, help="conversations per model; TTFT is the median (default 3)")
     p.add_argument("--reply-tokens", type=int, default=64, help="greedy reply length cap per turn (default 64)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: physical cores)")
     p.add_argument("--n-ctx", type=int, default=8192)
     p.add_argument("--template", choices=["smollm2", "qwen", "chatml"], help="default: guessed from the file name")
-    p.add_argument("--json", type=Path, help="also write the figures to this file")
-    args = p.parse_args(argv)
-    for m in args.models:
-        if not m.is_file():
-            p.error(f"{m} is not a file")
+    args = benchlib.parse_args(p, argv)
+    args.models = benchlib.find_models(args.models, count=len(benchlib.TEST_MODELS))
     results = []
     for path in args.models:
         r = run_model(path, args)
@@ -103,8 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             print("note: older turns were dropped to fit n_ctx; raise --n-ctx")
         verdict = "ok" if r["ttft_ratio"] <= 1.3 else "over the 1.3 target"
         print(f"TTFT turn {len(r['turns'])} / turn 1: {r['ttft_ratio']:.2f} ({verdict})")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    benchlib.emit(args, results)
     return 0
 
 
