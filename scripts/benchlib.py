@@ -72,10 +72,7 @@ def emit(args: argparse.Namespace, figures: object) -> None:
 
 
 def model_candidates() -> list[Path]:
-    """The model files to use when none was given, in order of preference (they may not exist)."""
-    given = os.environ.get(MODEL_ENV)
-    if given:
-        return [Path(p) for p in given.split(os.pathsep) if p]
+    """The test models where the tests keep them, in order of preference (they may not exist)."""
     cache = Path(os.environ.get("LOCALCHAT_TEST_CACHE", Path.home() / ".cache" / "localchat-tests"))
     found = []
     for env, name in TEST_MODELS:
@@ -92,6 +89,8 @@ def find_models(given: Iterable[Path] | Path | None, count: int = 1, *, prefer: 
     if isinstance(given, Path):
         given = [given]
     paths = list(given or [])
+    if not paths and os.environ.get(MODEL_ENV):
+        paths = [Path(p) for p in os.environ[MODEL_ENV].split(os.pathsep) if p][:count]
     if not paths:
         candidates = [p for p in model_candidates() if p.is_file()]
         if prefer:

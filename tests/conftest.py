@@ -68,22 +68,33 @@ def pytest_collection_modifyitems(config, items) -> None:
 
 @pytest.fixture(autouse=True)
 def model_guard(request, tmp_path):
-    """A test outside the slow layer must not load a model: an engine worker it starts (in this process or
-    in a child `localchat`) is recorded by tests/support/modelguard, and llama_cpp must not get imported here."""
+    """A test outside the slow layer must not load a model: an engine worker it starts (from this process or
+    a child `localchat`) is recorded by tests/support/modelguard; in this process, llama.cpp's model loader
+    is watched when llama_cpp is imported (only the engine's own modules import it)."""
     if request.node.get_closest_marker("slow"):
         yield
         return
     log = tmp_path / "engine-workers.log"
-    had_llama = "llama_cpp" in sys.modules
+    loads: list[object] = []
     mp = pytest.MonkeyPatch()
     mp.setenv(GUARD_LOG_ENV, str(log))
+    lib = sys.modules.get("llama_cpp.llama_cpp")
+    if lib is not None:
+        load = lib.llama_model_load_from_file
+
+        def watched(*args, **kwargs):
+            loads.append(args[0] if args else kwargs)
+            return load(*args, **kwargs)
+
+        mp.setattr(lib, "llama_model_load_from_file", watched)
     try:
         yield
     finally:
         mp.undo()
     started = log.read_text(encoding="utf-8").splitlines() if log.exists() else []
-    if started or (not had_llama and "llama_cpp" in sys.modules):
-        what = f"started {len(started)} engine worker(s)" if started else "imported llama_cpp in the test process"
+    if started or loads:
+        what = (f"started {len(started)} engine worker(s)" if started
+                else f"loaded a model in the test process ({loads[0]!r})")
         pytest.fail(f"{request.node.nodeid} {what} but is not marked slow: use a model fixture listed in "
                     "tests/conftest.py MODEL_FIXTURES, or mark it @pytest.mark.slow", pytrace=False)
 

@@ -186,6 +186,7 @@ def test_prompt_longer_than_the_context_is_a_clear_error(start, tiny_model):
     assert "".join(client.generate(CHAT_PROMPT, GREEDY)) == TINY_REPLY
 
 
+@pytest.mark.slow  # starts a worker (llama.cpp refuses the file)
 def test_a_file_that_is_not_a_model_is_refused_clearly(tmp_path, log_dir):
     bogus = tmp_path / "notes.gguf"
     bogus.write_text("these are my notes, not a model\n")

@@ -118,6 +118,7 @@ async def test_copy_reply_and_code_blocks(localchat_home, tiny_model):
         assert app.clipboard == "print('a')"
 
 
+@pytest.mark.slow  # starts a worker (llama.cpp refuses the file)
 async def test_a_model_that_fails_to_load_is_a_notification_not_a_crash(localchat_home, tmp_path):
     bogus = tmp_path / "broken.gguf"
     bogus.write_bytes(b"GGUF" + b"\x00" * 64)

