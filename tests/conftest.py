@@ -70,7 +70,7 @@ def pytest_collection_modifyitems(config, items) -> None:
 def model_guard(request, tmp_path):
     """A test outside the slow layer must not load a model: an engine worker it starts (from this process or
     a child `localchat`) is recorded by tests/support/modelguard; in this process, llama.cpp's model loader
-    is watched when llama_cpp is imported (only the engine's own modules import it)."""
+    is watched, or where llama_cpp is not imported yet, its import (which only loading a model needs)."""
     if request.node.get_closest_marker("slow"):
         yield
         return
@@ -92,9 +92,11 @@ def model_guard(request, tmp_path):
     finally:
         mp.undo()
     started = log.read_text(encoding="utf-8").splitlines() if log.exists() else []
+    if lib is None and "llama_cpp.llama_cpp" in sys.modules:
+        loads.append("imported llama_cpp")
     if started or loads:
         what = (f"started {len(started)} engine worker(s)" if started
-                else f"loaded a model in the test process ({loads[0]!r})")
+                else f"used llama.cpp in the test process ({loads[0]!r})")
         pytest.fail(f"{request.node.nodeid} {what} but is not marked slow: use a model fixture listed in "
                     "tests/conftest.py MODEL_FIXTURES, or mark it @pytest.mark.slow", pytrace=False)
 
