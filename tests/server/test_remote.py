@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from localchat.chat import ChatSession
+from localchat.engine.api import TextDelta
 from localchat.engine.remote import RemoteEngineClient, RemoteTemplate
 from localchat.errors import ConfigError, EngineError, OfflineError
 from localchat.services import Services
@@ -124,10 +125,13 @@ def test_cancelling_a_remote_reply_stops_the_server_side_generation(localchat_ho
 def test_a_string_prompt_goes_to_the_completions_endpoint(localchat_home, remote):
     engine = Services.open(localchat_home).start_engine("cluster")
     generation = engine.generate("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n", SamplingParams())
-    assert "".join(generation) == REPLY and generation.finish_reason == "stop"
+    events = list(generation)
+    assert all(isinstance(e, TextDelta) for e in events)
+    assert "".join(e.text for e in events) == REPLY == generation.text and generation.finish_reason == "stop"
     assert generation.usage.completion_tokens > 0
     generation = engine.generate([Message("user", "hi")], SamplingParams(max_tokens=2))
-    assert "".join(generation) == "Hi" and generation.finish_reason == "length"
+    list(generation)
+    assert generation.text == "Hi" and generation.finish_reason == "length"
 
 
 def test_token_counts_are_estimated_and_corrected_by_the_server(localchat_home, remote):
