@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Literal, Protocol, Union, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from typing_extensions import Self
 
@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 FinishReason = Literal["stop", "length", "cancelled", "tool_calls"]  # tool_calls: issue 17 uses it
-Prompt = Union[str, list[Message]]  # a rendered prompt, or messages for an engine with its own template
+Prompt = str | list[Message]  # a rendered prompt, or messages for an engine with its own template
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +44,7 @@ class ToolCallDelta:
     arguments: str  # issue 17 (defined now)
 
 
-Event = Union[TextDelta, ReasoningDelta, ToolCallDelta]
+Event = TextDelta | ReasoningDelta | ToolCallDelta
 
 
 @runtime_checkable

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any, Union
+from typing import IO, Any
 
 import localchat
 from localchat.engine import amx, protocol
@@ -50,7 +50,7 @@ class _Failed:
         self.error = error
 
 
-_Item = Union[TextDelta, _Done, _Failed]
+_Item = TextDelta | _Done | _Failed
 
 
 class _Stream:
@@ -263,7 +263,8 @@ class EngineClient(ClosingEngine):
         self._reader.join(timeout=timeout)
         for f in (self._proc.stdin, self._proc.stdout):
             try:
-                f.close()
+                if f is not None:
+                    f.close()
             except OSError:
                 pass
         self._log_file.close()
@@ -316,7 +317,7 @@ class EngineClient(ClosingEngine):
             self._loaded.set(error=ModelLoadError(frame.text, frame.hint) if frame.kind == "load"
                              else EngineError(frame.text, frame.hint))
             return
-        if not isinstance(frame, (protocol.Done, protocol.Counts, protocol.Error)):
+        if not isinstance(frame, (protocol.Done, protocol.Counts, protocol.Error)) or frame.id is None:
             self._malformed(protocol.ProtocolError(f"the worker sent a {frame.op!r} frame, which only the parent sends"))
             return
         with self._lock:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Callable, ClassVar, Union
+from typing import IO, Any, Callable, ClassVar, cast
 
 from localchat.types import LoadOptions, SamplingParams, Usage
 
@@ -112,9 +112,9 @@ class Error:
     hint: str = ""
 
 
-ToWorker = Union[Load, Generate, Count, Cancel, Shutdown]
-FromWorker = Union[Loaded, Delta, Done, Counts, Error]
-Frame = Union[ToWorker, FromWorker]
+ToWorker = Load | Generate | Count | Cancel | Shutdown
+FromWorker = Loaded | Delta | Done | Counts | Error
+Frame = ToWorker | FromWorker
 
 
 # -- wire form ---------------------------------------------------------------------------------------
@@ -164,14 +164,14 @@ def _str_list(msg: dict[str, Any], name: str) -> list[str]:
     items = _field(msg, name, list)
     if not all(type(t) is str for t in items):
         raise ProtocolError(f"a {msg['op']!r} frame needs {name!r} as a list of str", _rid(msg))
-    return items
+    return cast("list[str]", items)
 
 
 def _int_list(msg: dict[str, Any], name: str) -> list[int]:
     items = _field(msg, name, list)
     if not all(type(n) is int for n in items):
         raise ProtocolError(f"a {msg['op']!r} frame needs {name!r} as a list of int", _rid(msg))
-    return items
+    return cast("list[int]", items)
 
 
 def _delta(m: dict[str, Any]) -> Delta:
@@ -197,7 +197,7 @@ _DECODERS: dict[str, Callable[[dict[str, Any]], Frame]] = {
     "done": lambda m: Done(_field(m, "id", int), Usage.from_dict(_field(m, "usage", dict))),
     "counts": lambda m: Counts(_field(m, "id", int), _int_list(m, "counts")),
     "error": lambda m: Error(_optional_id(m), _field(m, "kind", str), _field(m, "text", str),
-                             m.get("hint") if isinstance(m.get("hint"), str) else ""),
+                             _field(m, "hint", str) if "hint" in m else ""),
 }
 
 
@@ -222,12 +222,12 @@ def encode(frame: Frame) -> bytes:
     return _HEADER.pack(len(payload)) + payload
 
 
-def write_frame(out: BinaryIO, frame: Frame) -> None:
+def write_frame(out: IO[bytes], frame: Frame) -> None:
     out.write(encode(frame))
     out.flush()
 
 
-def read_frame(inp: BinaryIO) -> Frame | None:
+def read_frame(inp: IO[bytes]) -> Frame | None:
     """The next frame, or None at end of stream (the other side exited or closed the pipe).
 
     Raises ProtocolError for a payload that is no valid frame (the stream stays in step: read on), and a

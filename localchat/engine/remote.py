@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from localchat.engine.api import FinishReason, Prompt, TextDelta
 from localchat.engine.lifecycle import CancellingGeneration, ClosingEngine
-from localchat.errors import ContextOverflowError, EngineError
+from localchat.errors import ContextOverflowError, EngineError, LocalchatError
 from localchat.types import Message, ModelInfo, SamplingParams, Usage
 
 CONNECT_TIMEOUT = 10.0
@@ -57,7 +57,7 @@ class _Server:
         self._url = urlsplit(self.endpoint)
 
     def connection(self, timeout: float) -> http.client.HTTPConnection:
-        host, port = self._url.hostname, self._url.port
+        host, port = self._url.hostname or "", self._url.port
         if self._url.scheme == "https":
             return http.client.HTTPSConnection(host, port, timeout=timeout, context=ssl.create_default_context())
         return http.client.HTTPConnection(host, port, timeout=timeout)
@@ -76,7 +76,7 @@ class _Server:
         return EngineError(f"cannot reach the remote engine at {self.endpoint} ({reason})",
                            hint="check that the server runs and the endpoint in the catalog is right")
 
-    def http_error(self, status: int, data: bytes) -> EngineError:
+    def http_error(self, status: int, data: bytes) -> LocalchatError:  # EngineError or ContextOverflowError
         message = _error_message(data) or http.client.responses.get(status, "error")
         text = f"the remote engine at {self.endpoint} answered {status}: {message}"
         if status in (401, 403):

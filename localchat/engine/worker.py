@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import traceback
-from typing import TYPE_CHECKING, BinaryIO, Union
+from typing import IO, TYPE_CHECKING
 
 from localchat.engine import protocol
 from localchat.engine.protocol import Cancel, Count, Generate, Load, Shutdown
@@ -31,11 +31,11 @@ if TYPE_CHECKING:
 FLUSH_SECONDS = 0.025  # deltas go out at most this often (the first one at once): smooth for a TUI, cheap
 
 
-Request = Union[Load, Generate, Shutdown]
+Request = Load | Generate | Shutdown
 
 
 class Worker:
-    def __init__(self, inp: BinaryIO, out: BinaryIO) -> None:
+    def __init__(self, inp: IO[bytes], out: IO[bytes]) -> None:
         self.inp = inp
         self.out = out
         self.write_lock = threading.Lock()  # the main thread and the reader thread both answer
@@ -175,7 +175,7 @@ class Worker:
         send(protocol.Done(rid, Usage.from_dict(model.last_usage)))
 
 
-def _protocol_streams() -> tuple[BinaryIO, BinaryIO]:
+def _protocol_streams() -> tuple[IO[bytes], IO[bytes]]:
     """Keep the real stdout for frames and point fd 1 at stderr, where stray prints and C output belong."""
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
@@ -198,12 +198,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result), flush=True)
         return 0
     if "--build-info" in argv:
-        out = os.fdopen(os.dup(1), "w")
+        text_out = os.fdopen(os.dup(1), "w")
         os.dup2(2, 1)
         from localchat.engine.llama.buildinfo import build_info
 
-        out.write(json.dumps(build_info()) + "\n")
-        out.flush()
+        text_out.write(json.dumps(build_info()) + "\n")
+        text_out.flush()
         return 0
     # Ctrl-C in the terminal reaches the whole process group: the parent decides what it means (cancel, quit)
     # and tells the worker; when the parent goes away, stdin closes and the worker ends by itself.

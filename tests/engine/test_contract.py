@@ -75,7 +75,7 @@ def test_generate_yields_text_deltas_that_make_up_the_text(make_engine: MakeEngi
     assert generation.usage is None and generation.finish_reason is None  # set at the end, not before
     events = list(generation)
     assert events and all(type(e) is TextDelta for e in events)
-    assert "".join(e.text for e in events) == generation.text == TINY_REPLY
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == generation.text == TINY_REPLY
     assert generation.finish_reason == "stop"
     assert generation.usage is not None and generation.usage.completion_tokens > 0
     assert generation.usage.prompt_tokens > 0

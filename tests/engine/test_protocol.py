@@ -12,8 +12,19 @@ import sys
 import pytest
 
 from localchat.engine import protocol
-from localchat.engine.protocol import (Cancel, Count, Counts, Delta, Done, Error, Generate, Load, Loaded,
-                                       ProtocolError, Shutdown)
+from localchat.engine.protocol import (
+    Cancel,
+    Count,
+    Counts,
+    Delta,
+    Done,
+    Error,
+    Generate,
+    Load,
+    Loaded,
+    ProtocolError,
+    Shutdown,
+)
 from localchat.types import LoadOptions, SamplingParams, Usage
 
 FRAMES = [

@@ -112,7 +112,7 @@ def test_cancelling_a_remote_reply_stops_the_server_side_generation(localchat_ho
     session = ChatSession(engine, svc.chat_template(svc.entry("far-chatty"), None)[0], model_id="far-chatty",
                           sampling=SamplingParams(max_tokens=30000), store=svc.store)
     turn = session.send("talk")
-    for delta in turn:
+    for _event in turn:
         if len(turn.text) > 20:
             turn.cancel()
     assert turn.status == "cancelled" and turn.text.startswith("abcdefgh")

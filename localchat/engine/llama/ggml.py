@@ -31,7 +31,7 @@ def cpu_extra_bufts(g: Any) -> tuple[Any, list[int]]:
     if not address:
         return None, []
     bufts = ctypes.CFUNCTYPE(ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p)(address)(cpu)
-    present = []
+    present: list[int] = []
     while bufts and bufts[len(present)]:
         present.append(bufts[len(present)])
     return bufts, present
