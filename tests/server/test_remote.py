@@ -55,8 +55,8 @@ def test_chat_session_with_a_remote_engine_is_stored_like_a_local_one(localchat_
     template, warnings = svc.chat_template(svc.entry("cluster"), engine.info.chat_template)
     assert isinstance(template, RemoteTemplate) and warnings == []
     session = ChatSession(engine, template, model_id="cluster", system="Be brief.", store=svc.store)
-    deltas = list(session.send("hello"))
-    assert "".join(deltas) == REPLY
+    events = list(session.send("hello"))
+    assert all(isinstance(e, TextDelta) for e in events) and "".join(e.text for e in events) == REPLY
     turn = session.send("and again")
     assert turn.run() == REPLY and turn.status == "complete"
     assert turn.usage.completion_tokens > 0 and turn.usage.prompt_tokens > 0 and turn.usage.ttft > 0
