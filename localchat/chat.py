@@ -1,17 +1,23 @@
 """A conversation: history, the context budget, and one turn = render -> stream -> persist.
 
-Knows nothing of Textual or the CLI. The engine client, template and store are handed in, so the same
-session serves the TUI, `localchat run` and the server.
+Knows nothing of Textual or the CLI. The engine, template and store are handed in, so the same session
+serves the TUI, `localchat run` and the server. A turn yields the engine's events (localchat.engine.api):
+`for event in turn: if isinstance(event, TextDelta): ...`.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
+from localchat.engine.api import ChatTemplate, Engine, Event, Generation, Prompt, TextDelta
 from localchat.errors import ContextOverflowError, EngineError, LocalchatError, StoreError, TemplateError
 from localchat.types import Message, SamplingParams, Usage
+
+if TYPE_CHECKING:
+    from localchat.store.database import ConversationStore
+    from localchat.store.reply import ReplyWriter
 
 # Tokens a ChatML message costs besides its content: <|im_start|>, role, "\n", <|im_end|>, "\n".
 _MESSAGE_OVERHEAD = 5
@@ -25,7 +31,7 @@ class TurnPlan:
 
     # The rendered prompt; for an engine that applies its own chat template (a remote server) the
     # template returns the messages themselves, and they go to the engine as they are.
-    prompt: str | list[Message]
+    prompt: Prompt
     prompt_tokens: int
     dropped: int = 0
     notice: str | None = None
@@ -36,14 +42,14 @@ class ChatSession:
 
     def __init__(
         self,
-        engine: Any,
-        template: Any,
+        engine: Engine,
+        template: ChatTemplate,
         *,
         model_id: str,
         sampling: SamplingParams | None = None,
         system: str | None = None,
         history: list[Message] | None = None,
-        store: Any = None,
+        store: ConversationStore | None = None,
         conversation_id: int | None = None,
     ) -> None:
         self.engine = engine
@@ -60,7 +66,7 @@ class ChatSession:
 
     # --- model swap -----------------------------------------------------------------------------
 
-    def use_model(self, engine: Any, template: Any, model_id: str) -> None:
+    def use_model(self, engine: Engine, template: ChatTemplate, model_id: str) -> None:
         """Continue this conversation on another model; history is re-rendered with its template."""
         self.engine = engine
         self.template = template
@@ -101,7 +107,9 @@ class ChatSession:
     def _start(self, plan: TurnPlan, sampling: SamplingParams) -> "ChatTurn":
         self.dropped = plan.dropped
         generation = self.engine.generate(plan.prompt, sampling)
-        writer = self.store.begin_reply(self.conversation_id, model=self.model_id) if self._stored else None
+        writer = None
+        if self.store is not None and self.conversation_id is not None:
+            writer = self.store.begin_reply(self.conversation_id, model=self.model_id)
         return ChatTurn(self, generation, plan, writer)
 
     def _finish(self, turn: "ChatTurn") -> None:
@@ -147,7 +155,7 @@ class ChatSession:
         notice = "; ".join(notices) or None
         return TurnPlan(prompt, exact, start, notice)
 
-    def _render(self, messages: list[Message]) -> str | list[Message]:
+    def _render(self, messages: list[Message]) -> Prompt:
         full = ([Message("system", self.system)] if self.system else []) + list(messages)
         try:
             return self.template.render(full, add_generation_prompt=True)
@@ -169,10 +177,6 @@ class ChatSession:
 
     # --- persistence ----------------------------------------------------------------------------
 
-    @property
-    def _stored(self) -> bool:
-        return self.store is not None and self.conversation_id is not None
-
     def _persist_user(self, text: str) -> None:
         if self.store is None:
             return
@@ -183,18 +187,19 @@ class ChatSession:
         self.store.add_message(self.conversation_id, "user", text)
 
     def _delete_from(self, position: int) -> None:
-        if self._stored:
+        if self.store is not None and self.conversation_id is not None:
             self.store.delete_messages_from(self.conversation_id, position)
 
 
 @dataclass
 class ChatTurn:
-    """One reply. Iterate it for text deltas; afterwards `status`, `usage` and `text` tell how it went."""
+    """One reply. Iterate it for the generation's events (TextDelta for answer text); afterwards `status`,
+    `usage` and `text` (the answer) tell how it went."""
 
     session: ChatSession
-    generation: Any
+    generation: Generation
     plan: TurnPlan
-    writer: Any = None
+    writer: ReplyWriter | None = None
     text: str = ""
     status: str = "streaming"  # streaming | complete | length | cancelled | error
     usage: Usage | None = None
@@ -210,16 +215,17 @@ class ChatTurn:
         """Stop the reply; safe from any thread. What was received is kept (marked cancelled)."""
         self.generation.cancel()
 
-    def __iter__(self) -> Iterator[str]:
+    def __iter__(self) -> Iterator[Event]:
         finished = False
         try:
-            for delta in self.generation:
-                self.text += delta
-                if self.writer is not None:
-                    self._save(self.writer.append, delta)
-                yield delta
+            for event in self.generation:
+                if type(event) is TextDelta:
+                    self.text += event.text
+                    if self.writer is not None:
+                        self._save(self.writer.append, event.text)
+                yield event
             self.usage = self.generation.usage
-            reason = getattr(self.generation, "finish_reason", "stop")
+            reason = self.generation.finish_reason or "stop"
             self.status = {"stop": "complete", "length": "length", "cancelled": "cancelled"}.get(reason, "complete")
             finished = True
         except EngineError as exc:
@@ -238,7 +244,7 @@ class ChatTurn:
             pass
         return self.text
 
-    def _save(self, fn, *args) -> None:
+    def _save(self, fn: Callable[..., object], *args: object) -> None:
         """Write through to the store; a failing database must not cut the reply short."""
         try:
             fn(*args)

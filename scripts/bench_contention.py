@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args.model = benchlib.find_models(args.model)[0]
 
     from localchat.engine import EngineClient
-    from localchat.engine.native import physical_cores
+    from localchat.engine.llama.model import physical_cores
     from localchat.types import LoadOptions, SamplingParams
 
     cores = physical_cores()
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'busy programs':>13} {'threads':<10}{'tok/s':>8}  runs                 threads used")
     try:
         for c in clients.values():
-            "".join(c.generate(PROMPT, greedy))  # warm-up
+            list(c.generate(PROMPT, greedy))  # warm-up
         for busy in (int(b) for b in args.busy.split(",")):
             hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(busy)]
             try:
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
                     order = list(clients.items())
                     for name, c in (order if i % 2 == 0 else order[::-1]):  # alternate who goes first
                         gen = c.generate(PROMPT, greedy)
-                        "".join(gen)
+                        list(gen)
                         rates[name].append(gen.usage.tokens_per_second)
                         used[name].append(gen.usage.threads)
                         time.sleep(0.3)

@@ -97,7 +97,7 @@ class LlamaRuns:
     def __init__(self, args) -> None:
         import llama_cpp
 
-        from localchat.engine.native import avoid_amx
+        from localchat.engine.llama.bindings import avoid_amx
 
         self.amx_note = avoid_amx()  # as the engine does (this llama.cpp crashes in AMX prompt kernels)
         self.lib = llama_cpp
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     import llama_cpp
 
     from localchat.engine import EngineClient
-    from localchat.engine.native import physical_cores, plan_offload
+    from localchat.engine.llama.model import physical_cores, plan_offload
     from localchat.types import LoadOptions, SamplingParams
 
     args.threads = args.threads or physical_cores()

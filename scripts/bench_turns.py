@@ -53,7 +53,7 @@ def run_model(path: Path, args) -> dict:
     runs: list[list[dict]] = []
     with EngineClient.start(path, options, log_dir) as client:
         warm = client.generate("<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n", sampling)
-        "".join(warm)  # page faults and first-call costs out of turn 1
+        list(warm)  # page faults and first-call costs out of turn 1
         for r in range(args.repeats):
             system = f"Conversation {r + 1}. You are a helpful assistant who answers questions about geography."
             session = ChatSession(client, native(args.template or guess_template(path)), model_id=path.stem,

@@ -40,6 +40,7 @@ def _prompt(args: argparse.Namespace) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from localchat.chat import ChatSession
+    from localchat.engine.api import TextDelta
     from localchat.cli.progress import ProgressBar
 
     svc = services(args)
@@ -67,9 +68,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if turn.notice:
             print(f"localchat: note: {turn.notice}", file=sys.stderr)
         try:
-            for delta in turn:
-                sys.stdout.write(delta)
-                sys.stdout.flush()
+            for event in turn:
+                if isinstance(event, TextDelta):
+                    sys.stdout.write(event.text)
+                    sys.stdout.flush()
         except KeyboardInterrupt:
             turn.cancel()
             raise

@@ -124,12 +124,15 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     print(f"localchat      {__version__}")
     print(f"python         {platform.python_version()} ({sys.executable})")
     print(f"platform       {platform.platform()}")
-    try:
-        from localchat.engine.native import build_info
+    from localchat.engine.client import build_info
+    from localchat.errors import EngineError
 
-        info = build_info()
-    except ImportError as exc:
-        print(f"llama.cpp      not importable: {exc}")
+    try:
+        info = build_info()  # asked of a worker process: this one never imports llama_cpp
+    except EngineError as exc:
+        print(f"llama.cpp      not usable: {exc.message}")
+        for line in exc.hint.splitlines():
+            print(f"               {line}")
         print("               reinstall: pip install --force-reinstall llama-cpp-python")
         info = None
     if info is not None:

@@ -1,8 +1,11 @@
 """The engine: each loaded model runs in its own worker process (see DESIGN.md).
 
-Only `native` imports llama_cpp, and only inside the worker; importing this package stays cheap.
+`api` is the interface (Engine, Generation, the events); `client` the local worker's parent side, `remote`
+an OpenAI-compatible server. Only `llama.bindings` imports llama_cpp, and only inside the worker;
+importing this package stays cheap.
 """
 
-from localchat.engine.client import EngineClient, Generation, build_info
+from localchat.engine.api import Engine, Event, FinishReason, Generation, Prompt, TextDelta
+from localchat.engine.client import EngineClient, build_info
 
-__all__ = ["EngineClient", "Generation", "build_info"]
+__all__ = ["Engine", "EngineClient", "Event", "FinishReason", "Generation", "Prompt", "TextDelta", "build_info"]

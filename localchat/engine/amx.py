@@ -8,8 +8,7 @@ prompt of more than one token dies with SIGSEGV (ggml-org/llama.cpp#20824; scrip
 scripts/build/gcc-amx-fix.h, which corrects GCC's intrinsics).
 
 So before a worker loads a model, `decide()` asks a throwaway process (`localchat.engine.worker --amx-selftest`,
-which runs `native.amx_selftest`)
-to multiply a Q4_0 matrix held in an AMX buffer by a 32-row batch through ggml's CPU backend, and to
+which runs `llama.selftest.amx_selftest`) to multiply a Q4_0 matrix held in an AMX buffer by a 32-row batch through ggml's CPU backend, and to
 compare the result with the same product from an ordinary buffer. AMX buffers are used only when that
 process exits cleanly with matching numbers. The answer is kept in `engine-selftest.json` (next to the
 engine logs), keyed by the llama.cpp library files and the CPU, so it costs one process start per build.

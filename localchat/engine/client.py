@@ -5,7 +5,7 @@ as soon as it arrives and files it with the generation or request it belongs to 
 consumer never stalls the worker, and the worker never stalls the reader). A writer thread sends what the
 outbox (a SimpleQueue, safe to fill from any thread, a signal handler or a __del__) holds, so cancel() can
 never block or deadlock. Swapping models = close() the old client and start() a new one: the old process
-ends, so its memory goes back to the system.
+ends, so its memory goes back to the system. Conforms to localchat.engine.api.Engine.
 """
 
 from __future__ import annotations
@@ -19,15 +19,21 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import IO, Any
 
 import localchat
 from localchat.engine import amx, protocol
+from localchat.engine.api import FinishReason, Prompt, TextDelta
+from localchat.engine.lifecycle import CancellingGeneration, ClosingEngine
 from localchat.errors import EngineContextOverflow, EngineError, ModelLoadError, WorkerCrashed
 from localchat.types import LoadOptions, ModelInfo, SamplingParams, Usage
 
 LOG_TAIL_LINES = 20
 LOG_ROTATE_BYTES = 5 * 1024 * 1024
+CLOSE_TIMEOUT = 5.0  # seconds a closing worker gets to exit before it is killed
+_FINISH: dict[str, FinishReason] = {"stop": "stop", "length": "length", "cancelled": "cancelled", "tool_calls": "tool_calls"}
 
 
 class _Done:
@@ -44,35 +50,42 @@ class _Failed:
         self.error = error
 
 
+_Item = TextDelta | _Done | _Failed
+
+
 class _Stream:
     """What the reader thread fills for one generation (the client holds it; Generation reads it)."""
 
-    def __init__(self, rid: int) -> None:
+    def __init__(self, rid: int, outbox: "queue.SimpleQueue[bytes | None]") -> None:
         self.rid = rid
-        self.items: queue.SimpleQueue = queue.SimpleQueue()
+        self.items: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self.finished = threading.Event()  # done, error or crash received
+        self._cancel_frame = protocol.encode(protocol.Cancel(rid))
+        self._outbox = outbox
+
+    def cancel(self) -> None:
+        if not self.finished.is_set():
+            self._outbox.put(self._cancel_frame)
 
 
-class Generation:
-    """An iterator of text deltas (str) for one reply.
+class Generation(CancellingGeneration):
+    """One reply from a worker: iterating yields TextDelta events (localchat.engine.api.Generation).
 
     After the end, `usage` and `finish_reason` (stop | length | cancelled) are set. `cancel()` may be called
     from any thread; the worker stops within a token. Iterating raises WorkerCrashed if the worker dies
-    mid-stream, EngineError for other engine failures; `text` always holds what was received. A Generation
-    dropped before its end is cancelled, so the next one need not wait for an abandoned reply.
+    mid-stream, EngineError for other engine failures; `text` always holds what was received.
     """
 
-    def __init__(self, client: "EngineClient", stream: _Stream) -> None:
-        self._client = client
+    def __init__(self, stream: _Stream) -> None:
         self._stream = stream
         self._parts: list[str] = []
         self._ended = False
         self.usage: Usage | None = None
-        self.finish_reason: str | None = None
+        self.finish_reason: FinishReason | None = None
 
     @property
-    def id(self) -> int:
-        return self._stream.rid
+    def id(self) -> str:
+        return str(self._stream.rid)
 
     @property
     def text(self) -> str:
@@ -81,39 +94,25 @@ class Generation:
     def __iter__(self) -> "Generation":
         return self
 
-    def __next__(self) -> str:
+    def __next__(self) -> TextDelta:
         if self._ended:
             raise StopIteration
         item = self._stream.items.get()
-        if type(item) is str:
-            self._parts.append(item)
+        if type(item) is TextDelta:
+            self._parts.append(item.text)
             return item
         self._ended = True
         if isinstance(item, _Done):
             self.usage = item.usage
-            self.finish_reason = item.usage.finish_reason
+            self.finish_reason = _FINISH.get(item.usage.finish_reason, "stop")
             raise StopIteration
+        assert isinstance(item, _Failed)
         raise item.error
 
     def cancel(self) -> None:
         """Ask the worker to stop this generation (thread-safe, idempotent); iteration then ends normally
         with finish_reason "cancelled" (or "stop"/"length" if it had already finished)."""
-        if not self._stream.finished.is_set():
-            self._client._send({"op": "cancel", "id": self._stream.rid})
-
-    close = cancel
-
-    def __enter__(self) -> "Generation":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.cancel()
-
-    def __del__(self) -> None:
-        try:
-            self.cancel()
-        except Exception:  # noqa: BLE001 - interpreter shutdown
-            pass
+        self._stream.cancel()
 
 
 class _Reply:
@@ -121,33 +120,34 @@ class _Reply:
 
     def __init__(self) -> None:
         self.event = threading.Event()
-        self.value = None
+        self.value: Any = None
         self.error: Exception | None = None
 
-    def set(self, value=None, error: Exception | None = None) -> None:
+    def set(self, value: Any = None, error: Exception | None = None) -> None:
         if self.event.is_set():
             return  # the first answer stands (a crash after `loaded` changes nothing)
         self.value, self.error = value, error
         self.event.set()
 
-    def wait(self):
+    def wait(self) -> Any:
         self.event.wait()
         if self.error is not None:
             raise self.error
         return self.value
 
 
-class EngineClient:
+class EngineClient(ClosingEngine):
     """A model loaded in its own worker process."""
 
-    def __init__(self, model_path: Path, log_path: Path, log_file, log_offset: int, proc: subprocess.Popen) -> None:
+    def __init__(self, model_path: Path, log_path: Path, log_file: IO[bytes], log_offset: int,
+                 proc: "subprocess.Popen[bytes]") -> None:
         self.model_path = model_path
         self.log_path = log_path
         self.info: ModelInfo = ModelInfo(path=str(model_path))
         self._log_file = log_file
         self._log_offset = log_offset
         self._proc = proc
-        self._outbox: queue.SimpleQueue = queue.SimpleQueue()  # encoded frames, None to stop the writer
+        self._outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()  # encoded frames, None stops the writer
         self._ids = itertools.count(1)
         self._lock = threading.Lock()  # guards _waiting and _dead
         self._waiting: dict[int, _Stream | _Reply] = {}
@@ -193,7 +193,7 @@ class EngineClient:
             raise EngineError(f"could not start the model worker: {e}") from e
         client = cls(model_path, log_path, log_file, offset, proc)
         try:
-            client._send({"op": "load", "path": str(model_path), "options": options.to_dict()})
+            client._send(protocol.Load(str(model_path), options))
             info = client._loaded.wait()
         except BaseException:
             client.close()
@@ -211,16 +211,16 @@ class EngineClient:
     def pid(self) -> int:
         return self._proc.pid
 
-    def generate(self, prompt: str, sampling: SamplingParams) -> Generation:
+    def generate(self, prompt: Prompt, sampling: SamplingParams) -> Generation:
         """Start generating a reply to a rendered prompt (special tokens such as <|im_start|> are parsed).
 
         One generation runs at a time per client: a second call waits until the worker has finished the
         first (cancel it to make that quick).
         """
-        request = {"op": "generate", "id": next(self._ids), "prompt": str(prompt), "sampling": sampling.validate().to_dict()}
+        request = protocol.Generate(next(self._ids), _rendered(prompt), sampling.validate())
         frame = protocol.encode(request)
         self._turn.acquire()
-        stream = _Stream(request["id"])
+        stream = _Stream(request.id, self._outbox)
         with self._lock:
             error = self._dead
             if error is None:
@@ -230,26 +230,29 @@ class EngineClient:
             raise error
         # if the worker has just died, the reader thread fails this stream when it sees the pipe close
         self._outbox.put(frame)
-        return Generation(self, stream)
+        return Generation(stream)
 
-    def count_tokens(self, texts: list[str]) -> list[int]:
+    def count_tokens(self, texts: Sequence[Prompt]) -> list[int]:
         """How many tokens each text is, tokenized as a prompt is (one round trip, answered even while a
         generation runs)."""
+        rendered = [_rendered(t) for t in texts]
         reply = _Reply()
         rid = next(self._ids)
         with self._lock:
             if self._dead is not None:
                 raise self._dead
             self._waiting[rid] = reply
-        self._send({"op": "count", "id": rid, "texts": list(texts)})
-        return reply.wait()
+        self._send(protocol.Count(rid, rendered))
+        counts: list[int] = reply.wait()
+        return counts
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Shut the worker down (kill it if it does not exit within `timeout`); safe to call twice."""
+    def close(self) -> None:
+        """Shut the worker down (kill it if it does not exit within CLOSE_TIMEOUT); safe to call twice."""
         if self._closed:
             return
+        timeout = CLOSE_TIMEOUT
         self._closing = True
-        self._send({"op": "shutdown"})
+        self._send(protocol.Shutdown())
         self._outbox.put(None)
         try:
             self._proc.wait(timeout=timeout)
@@ -260,25 +263,21 @@ class EngineClient:
         self._reader.join(timeout=timeout)
         for f in (self._proc.stdin, self._proc.stdout):
             try:
-                f.close()
+                if f is not None:
+                    f.close()
             except OSError:
                 pass
         self._log_file.close()
         self._closed = True
 
-    def __enter__(self) -> "EngineClient":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     # -- plumbing ----------------------------------------------------------------------------------
 
-    def _send(self, msg: dict) -> None:
-        self._outbox.put(protocol.encode(msg))
+    def _send(self, frame: protocol.ToWorker) -> None:
+        self._outbox.put(protocol.encode(frame))
 
     def _write_loop(self) -> None:
         stdin = self._proc.stdin
+        assert stdin is not None
         while True:
             data = self._outbox.get()
             if data is None:
@@ -291,47 +290,73 @@ class EngineClient:
 
     def _read_loop(self) -> None:
         out = self._proc.stdout
+        assert out is not None
         while True:
             try:
-                msg = protocol.read_frame(out)
+                frame = protocol.read_frame(out)
+            except protocol.ProtocolError as e:
+                self._malformed(e)
+                continue
             except (OSError, ValueError):
-                msg = None
-            if msg is None:
+                frame = None
+            if frame is None:
                 break
-            self._dispatch(msg)
+            self._dispatch(frame)
         self._on_exit()
 
-    def _dispatch(self, msg: dict) -> None:
-        op, rid = msg.get("op"), msg.get("id")
-        if op == "delta":
-            target = self._waiting.get(rid)
+    def _dispatch(self, frame: protocol.Frame) -> None:
+        if type(frame) is protocol.Delta:
+            target = self._waiting.get(frame.id)
             if isinstance(target, _Stream):
-                target.items.put(msg["text"])
+                target.items.put(TextDelta(frame.text))
             return
-        if op == "loaded":
-            self._loaded.set(msg.get("info") or {})
+        if isinstance(frame, protocol.Loaded):
+            self._loaded.set(frame.info)
             return
-        if op == "error" and rid is None:
-            self._loaded.set(error=ModelLoadError(msg.get("text", ""), msg.get("hint", "")) if msg.get("kind") == "load"
-                             else EngineError(msg.get("text", ""), msg.get("hint", "")))
+        if isinstance(frame, protocol.Error) and frame.id is None:
+            self._loaded.set(error=ModelLoadError(frame.text, frame.hint) if frame.kind == "load"
+                             else EngineError(frame.text, frame.hint))
+            return
+        if not isinstance(frame, (protocol.Done, protocol.Counts, protocol.Error)) or frame.id is None:
+            self._malformed(protocol.ProtocolError(f"the worker sent a {frame.op!r} frame, which only the parent sends"))
             return
         with self._lock:
-            target = self._waiting.pop(rid, None)
+            target = self._waiting.pop(frame.id, None)
         if target is None:
             return
-        if op == "counts" and isinstance(target, _Reply):
-            target.set(msg.get("counts", []))
-        elif op == "done" and isinstance(target, _Stream):
-            self._end_stream(target, _Done(Usage.from_dict(msg.get("usage") or {})))
-        elif op == "error":
-            cls = EngineContextOverflow if msg.get("kind") == "context" else EngineError
-            error = cls(msg.get("text", ""), msg.get("hint", ""))
-            if isinstance(target, _Stream):
-                self._end_stream(target, _Failed(error))
-            else:
-                target.set(error=error)
+        if isinstance(frame, protocol.Counts) and isinstance(target, _Reply):
+            target.set(frame.counts)
+        elif isinstance(frame, protocol.Done) and isinstance(target, _Stream):
+            self._end_stream(target, _Done(frame.usage))
+        elif isinstance(frame, protocol.Error):
+            cls = EngineContextOverflow if frame.kind == "context" else EngineError
+            self._fail(target, cls(frame.text, frame.hint))
+        else:
+            self._fail(target, EngineError(f"the model worker answered request {frame.id} with a {frame.op!r} frame",
+                                           f"a bug in localchat; see {self.log_path}"))
 
-    def _end_stream(self, stream: _Stream, item) -> None:
+    def _malformed(self, error: protocol.ProtocolError) -> None:
+        """A frame the worker got wrong (a bug, not a crash): fail the request it names, note it in the log."""
+        try:
+            self._log_file.write(f"localchat: malformed frame from the worker: {error}\n".encode())
+            self._log_file.flush()
+        except (OSError, ValueError):
+            pass  # the log is closed: the client is closing
+        if error.rid is None:
+            return
+        with self._lock:
+            target = self._waiting.pop(error.rid, None)
+        if target is not None:
+            self._fail(target, EngineError(f"the model worker sent a malformed frame: {error}",
+                                           f"a bug in localchat; see {self.log_path}"))
+
+    def _fail(self, target: "_Stream | _Reply", error: Exception) -> None:
+        if isinstance(target, _Stream):
+            self._end_stream(target, _Failed(error))
+        else:
+            target.set(error=error)
+
+    def _end_stream(self, stream: _Stream, item: "_Done | _Failed") -> None:
         stream.items.put(item)
         stream.finished.set()
         self._turn.release()
@@ -351,10 +376,7 @@ class EngineClient:
             waiting, self._waiting = self._waiting, {}
         self._loaded.set(error=error)  # no effect if the model had loaded
         for target in waiting.values():
-            if isinstance(target, _Stream):
-                self._end_stream(target, _Failed(error))
-            else:
-                target.set(error=error)
+            self._fail(target, error)
 
     def _crash_error(self, code: int | None) -> WorkerCrashed:
         if code is None:
@@ -371,9 +393,9 @@ class EngineClient:
             f"the model worker for {self.model_path.name} stopped unexpectedly ({how})",
             f"last lines of its log {self.log_path}:\n" + "\n".join(lines) if lines else f"its log is {self.log_path}",
         )
-        error.log_path = self.log_path
-        error.log_lines = lines
-        error.returncode = code
+        error.log_path = self.log_path  # type: ignore[attr-defined]
+        error.log_lines = lines  # type: ignore[attr-defined]
+        error.returncode = code  # type: ignore[attr-defined]
         return error
 
     def _log_tail(self, n: int = LOG_TAIL_LINES) -> list[str]:
@@ -395,7 +417,14 @@ def _worker_env() -> dict[str, str]:
     return env
 
 
-def build_info(timeout: float = 120.0) -> dict:
+def _rendered(prompt: Prompt) -> str:
+    if isinstance(prompt, str):
+        return prompt
+    raise EngineError("a local model takes a rendered prompt, not a list of messages",
+                      "render the messages with the model's chat template (localchat.templates) first")
+
+
+def build_info(timeout: float = 120.0) -> dict[str, Any]:
     """What the installed llama.cpp build supports (GPU offload, devices, free memory, flash attention),
     asked of a short-lived worker so this process never imports llama_cpp (`localchat doctor`)."""
     try:
@@ -408,4 +437,5 @@ def build_info(timeout: float = 120.0) -> dict:
     if done.returncode != 0:
         tail = done.stderr.decode("utf-8", "replace").strip().splitlines()[-5:]
         raise EngineError("llama-cpp-python could not be loaded", "\n".join(tail) or "is llama-cpp-python installed?")
-    return json.loads(done.stdout.decode("utf-8"))
+    info: dict[str, Any] = json.loads(done.stdout.decode("utf-8"))
+    return info

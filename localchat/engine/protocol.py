@@ -1,21 +1,18 @@
 """Frames between the parent and a model worker: a 4-byte big-endian length, then a UTF-8 JSON object.
 
 JSON, not pickle: the worker parses untrusted GGUF files with native code, so the parent must never run
-what comes out of it (unpickling can execute code); plain dicts of str/int/float/bool/list cost nothing
-to encode at the few dozen frames a second a reply needs. Every frame carries "op":
+what comes out of it (unpickling can execute code). Each frame kind is a dataclass; on the wire it is its
+fields plus "op" (the kind's name). decode() checks every field's type, so a frame the other side got
+wrong is a ProtocolError the reader can answer, never a KeyError deep in a thread.
 
 parent -> worker
-  {"op": "load", "path": str, "options": LoadOptions dict}
-  {"op": "generate", "id": int, "prompt": str, "sampling": SamplingParams dict}
-  {"op": "count", "id": int, "texts": [str, ...]}          answered even while a generation runs
-  {"op": "cancel", "id": int}
-  {"op": "shutdown"}
+  Load(path, options)            Generate(id, prompt, sampling)       Count(id, texts)   answered even
+  Cancel(id)                     Shutdown()                                              mid-generation
 worker -> parent
-  {"op": "loaded", "info": ModelInfo dict without "path"}
-  {"op": "delta", "id": int, "text": str}                  batched: about every 25 ms, the first at once
-  {"op": "done", "id": int, "usage": Usage dict}
-  {"op": "counts", "id": int, "counts": [int, ...]}
-  {"op": "error", "id": int | None, "kind": str, "text": str, "hint": str}
+  Loaded(info)                   ModelInfo fields without "path"
+  Delta(id, text)                batched: about every 25 ms, the first at once
+  Done(id, usage)                Counts(id, counts)
+  Error(id | None, kind, text, hint)
      kind: load (the model did not load) | context (prompt longer than the window) | request (bad input)
            | engine (llama.cpp failed) | internal (a bug in the worker)
 """
@@ -24,25 +21,218 @@ from __future__ import annotations
 
 import json
 import struct
-from typing import BinaryIO
+from dataclasses import dataclass, field
+from typing import IO, Any, Callable, ClassVar, cast
+
+from localchat.types import LoadOptions, SamplingParams, Usage
 
 _HEADER = struct.Struct(">I")
 MAX_FRAME = 1 << 30
 
 
-def encode(msg: dict) -> bytes:
+class ProtocolError(ValueError):
+    """A frame that is not one of the kinds below, or whose fields have the wrong types. The length prefix
+    was honoured, so the stream is still in step; `id` is the request it names, if it names one."""
+
+    def __init__(self, message: str, rid: int | None = None) -> None:
+        super().__init__(message)
+        self.rid = rid
+
+
+# -- parent -> worker --------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    op: ClassVar[str] = "load"
+    path: str
+    options: LoadOptions = field(default_factory=LoadOptions)
+
+
+@dataclass(frozen=True, slots=True)
+class Generate:
+    op: ClassVar[str] = "generate"
+    id: int
+    prompt: str
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+
+
+@dataclass(frozen=True, slots=True)
+class Count:
+    op: ClassVar[str] = "count"
+    id: int
+    texts: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    op: ClassVar[str] = "cancel"
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown:
+    op: ClassVar[str] = "shutdown"
+
+
+# -- worker -> parent --------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    op: ClassVar[str] = "loaded"
+    info: dict[str, Any]  # ModelInfo fields without "path" (the parent knows it)
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    op: ClassVar[str] = "delta"
+    id: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    op: ClassVar[str] = "done"
+    id: int
+    usage: Usage
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    op: ClassVar[str] = "counts"
+    id: int
+    counts: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    op: ClassVar[str] = "error"
+    id: int | None
+    kind: str
+    text: str
+    hint: str = ""
+
+
+ToWorker = Load | Generate | Count | Cancel | Shutdown
+FromWorker = Loaded | Delta | Done | Counts | Error
+Frame = ToWorker | FromWorker
+
+
+# -- wire form ---------------------------------------------------------------------------------------
+
+def _wire(frame: Frame) -> dict[str, Any]:
+    if type(frame) is Delta:  # the hot path: one every 25 ms while a reply streams
+        return {"op": "delta", "id": frame.id, "text": frame.text}
+    if isinstance(frame, Load):
+        return {"op": "load", "path": frame.path, "options": frame.options.to_dict()}
+    if isinstance(frame, Generate):
+        return {"op": "generate", "id": frame.id, "prompt": frame.prompt, "sampling": frame.sampling.to_dict()}
+    if isinstance(frame, Done):
+        return {"op": "done", "id": frame.id, "usage": frame.usage.to_dict()}
+    if isinstance(frame, Count):
+        return {"op": "count", "id": frame.id, "texts": list(frame.texts)}
+    if isinstance(frame, Counts):
+        return {"op": "counts", "id": frame.id, "counts": list(frame.counts)}
+    if isinstance(frame, Cancel):
+        return {"op": "cancel", "id": frame.id}
+    if isinstance(frame, Loaded):
+        return {"op": "loaded", "info": frame.info}
+    if isinstance(frame, Error):
+        return {"op": "error", "id": frame.id, "kind": frame.kind, "text": frame.text, "hint": frame.hint}
+    if isinstance(frame, Shutdown):
+        return {"op": "shutdown"}
+    raise TypeError(f"not a protocol frame: {frame!r}")
+
+
+def _field(msg: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+    value = msg.get(name)
+    if not isinstance(value, kind) or type(value) is bool:  # a bool is an int to Python, never a valid field here
+        raise ProtocolError(f"a {msg.get('op')!r} frame needs {name!r} as {_names(kind)}, not {value!r}"[:300],
+                            _rid(msg))
+    return value
+
+
+def _names(kind: type | tuple[type, ...]) -> str:
+    return " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+
+
+def _rid(msg: dict[str, Any]) -> int | None:
+    rid = msg.get("id")
+    return rid if type(rid) is int else None
+
+
+def _str_list(msg: dict[str, Any], name: str) -> list[str]:
+    items = _field(msg, name, list)
+    if not all(type(t) is str for t in items):
+        raise ProtocolError(f"a {msg['op']!r} frame needs {name!r} as a list of str", _rid(msg))
+    return cast("list[str]", items)
+
+
+def _int_list(msg: dict[str, Any], name: str) -> list[int]:
+    items = _field(msg, name, list)
+    if not all(type(n) is int for n in items):
+        raise ProtocolError(f"a {msg['op']!r} frame needs {name!r} as a list of int", _rid(msg))
+    return cast("list[int]", items)
+
+
+def _delta(m: dict[str, Any]) -> Delta:
+    rid, text = m.get("id"), m.get("text")
+    if type(rid) is int and type(text) is str:  # the hot path: two type checks, no helper calls
+        return Delta(rid, text)
+    return Delta(_field(m, "id", int), _field(m, "text", str))
+
+
+def _optional_id(m: dict[str, Any]) -> int | None:
+    return None if m.get("id") is None else _field(m, "id", int)
+
+
+_DECODERS: dict[str, Callable[[dict[str, Any]], Frame]] = {
+    "delta": _delta,
+    "load": lambda m: Load(_field(m, "path", str), LoadOptions.from_dict(_field(m, "options", dict))),
+    "generate": lambda m: Generate(_field(m, "id", int), _field(m, "prompt", str),
+                                   SamplingParams.from_dict(_field(m, "sampling", dict))),
+    "count": lambda m: Count(_field(m, "id", int), _str_list(m, "texts")),
+    "cancel": lambda m: Cancel(_field(m, "id", int)),
+    "shutdown": lambda m: Shutdown(),
+    "loaded": lambda m: Loaded(_field(m, "info", dict)),
+    "done": lambda m: Done(_field(m, "id", int), Usage.from_dict(_field(m, "usage", dict))),
+    "counts": lambda m: Counts(_field(m, "id", int), _int_list(m, "counts")),
+    "error": lambda m: Error(_optional_id(m), _field(m, "kind", str), _field(m, "text", str),
+                             _field(m, "hint", str) if "hint" in m else ""),
+}
+
+
+def decode(msg: object) -> Frame:
+    """The frame a parsed JSON payload describes; ProtocolError if it describes none."""
+    if not isinstance(msg, dict):
+        raise ProtocolError(f"a frame must be a JSON object, not {type(msg).__name__}")
+    decoder = _DECODERS.get(msg.get("op"))  # type: ignore[arg-type]
+    if decoder is None:
+        raise ProtocolError(f"unknown frame {str(msg.get('op'))[:50]!r}", _rid(msg))
+    try:
+        return decoder(msg)
+    except ProtocolError:
+        raise
+    except (TypeError, ValueError) as e:  # e.g. an unexpected field inside options or sampling
+        raise ProtocolError(f"a malformed {msg['op']!r} frame: {e}"[:300], _rid(msg)) from None
+
+
+def encode(frame: Frame) -> bytes:
     # surrogatepass: a str with a lone surrogate (from a broken terminal paste) must not kill the pipe
-    payload = json.dumps(msg, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
+    payload = json.dumps(_wire(frame), ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
     return _HEADER.pack(len(payload)) + payload
 
 
-def write_frame(out: BinaryIO, msg: dict) -> None:
-    out.write(encode(msg))
+def write_frame(out: IO[bytes], frame: Frame) -> None:
+    out.write(encode(frame))
     out.flush()
 
 
-def read_frame(inp: BinaryIO) -> dict | None:
-    """The next frame, or None at end of stream (the other side exited or closed the pipe)."""
+def read_frame(inp: IO[bytes]) -> Frame | None:
+    """The next frame, or None at end of stream (the other side exited or closed the pipe).
+
+    Raises ProtocolError for a payload that is no valid frame (the stream stays in step: read on), and a
+    plain ValueError for a length beyond MAX_FRAME (the stream cannot be trusted: stop reading).
+    """
     header = inp.read(_HEADER.size)
     if len(header) < _HEADER.size:
         return None
@@ -52,4 +242,8 @@ def read_frame(inp: BinaryIO) -> dict | None:
     payload = inp.read(size)
     if len(payload) < size:
         return None
-    return json.loads(payload.decode("utf-8", "surrogatepass"))
+    try:
+        msg = json.loads(payload.decode("utf-8", "surrogatepass"))
+    except ValueError as e:  # UnicodeDecodeError and JSONDecodeError both are
+        raise ProtocolError(f"a frame that is not UTF-8 JSON: {e}"[:300]) from None
+    return decode(msg)

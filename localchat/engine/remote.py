@@ -1,5 +1,6 @@
 """A remote engine: an OpenAI-compatible server (vLLM, llama.cpp's llama-server, another `localchat serve`)
-behind the same interface as EngineClient, so ChatSession, `localchat run` and the TUI use it unchanged.
+behind the same interface as EngineClient (localchat.engine.api.Engine), so ChatSession, `localchat run`
+and the TUI use it unchanged.
 
 Standard library only (http.client): no new dependency. A chat turn hands this client the conversation as
 messages (RemoteTemplate.render returns them) and it calls POST /chat/completions, so the server applies
@@ -20,16 +21,21 @@ import socket
 import ssl
 import threading
 import time
-from typing import Any, Iterable
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
-from localchat.errors import ContextOverflowError, EngineError
+from localchat.engine.api import FinishReason, Prompt, TextDelta
+from localchat.engine.lifecycle import CancellingGeneration, ClosingEngine
+from localchat.errors import ContextOverflowError, EngineError, LocalchatError
 from localchat.types import Message, ModelInfo, SamplingParams, Usage
 
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 600.0  # between two chunks; a busy server may queue a request for a while
 DEFAULT_CONTEXT = 4096  # when neither the catalog nor the server says
 _MESSAGE_OVERHEAD = 5  # tokens a chat message costs besides its content (role markers)
+_FINISH: dict[str, FinishReason] = {"stop": "stop", "length": "length", "cancelled": "cancelled", "tool_calls": "tool_calls"}
 
 
 class RemoteTemplate:
@@ -37,23 +43,87 @@ class RemoteTemplate:
 
     name = "remote"
 
-    def render(self, messages: Iterable[Message], add_generation_prompt: bool = True) -> list[Message]:
+    def render(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> list[Message]:
         return [Message(m.role, m.content) for m in messages]
 
 
-class RemoteEngineClient:
-    """A model on an OpenAI-compatible server. Same surface as EngineClient: info, generate, count_tokens,
-    close, alive. Requests are independent HTTP calls, so generations do not wait for each other."""
+class _Server:
+    """How to reach the server and read its refusals: what the client and its generations share."""
 
-    def __init__(self, endpoint: str, model: str, api_key: str | None, info: ModelInfo,
-                 key_env: str | None = None) -> None:
+    def __init__(self, endpoint: str, api_key: str | None, key_env: str | None) -> None:
         self.endpoint = endpoint.rstrip("/")
-        self.model = model
-        self.info = info
         self._api_key = api_key
         self._key_env = key_env  # named in messages about a refused key, never the key itself
         self._url = urlsplit(self.endpoint)
-        self._bytes_per_token = 3.0
+
+    def connection(self, timeout: float) -> http.client.HTTPConnection:
+        host, port = self._url.hostname or "", self._url.port
+        if self._url.scheme == "https":
+            return http.client.HTTPSConnection(host, port, timeout=timeout, context=ssl.create_default_context())
+        return http.client.HTTPConnection(host, port, timeout=timeout)
+
+    def headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "Accept": "text/event-stream, application/json"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        return headers
+
+    def path(self, path: str) -> str:
+        return (self._url.path.rstrip("/") or "") + path
+
+    def unreachable_error(self, exc: BaseException) -> EngineError:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        return EngineError(f"cannot reach the remote engine at {self.endpoint} ({reason})",
+                           hint="check that the server runs and the endpoint in the catalog is right")
+
+    def http_error(self, status: int, data: bytes) -> LocalchatError:  # EngineError or ContextOverflowError
+        message = _error_message(data) or http.client.responses.get(status, "error")
+        text = f"the remote engine at {self.endpoint} answered {status}: {message}"
+        if status in (401, 403):
+            env = self._key_env
+            hint = (f"check the key in ${env}" if env else
+                    "the server needs a key: name the variable that holds it in the entry's `api_key_env`")
+            return EngineError(text, hint=hint)
+        if status == 400 and "context" in message.lower():
+            return ContextOverflowError(text, hint="start a new conversation or shorten the message")
+        return EngineError(text)
+
+
+class _TokenEstimate:
+    """Tokens of a prompt, estimated from its UTF-8 bytes and corrected by what the server counts."""
+
+    def __init__(self) -> None:
+        self.bytes_per_token = 3.0
+
+    def estimate(self, item: Prompt) -> int:
+        if isinstance(item, str):
+            return math.ceil(len(item.encode("utf-8")) / self.bytes_per_token)
+        return sum(self.estimate(m.content) + _MESSAGE_OVERHEAD for m in item)
+
+    @staticmethod
+    def prompt_bytes(prompt: Prompt) -> int:
+        if isinstance(prompt, str):
+            return len(prompt.encode("utf-8"))
+        return sum(len(m.content.encode("utf-8")) for m in prompt)
+
+    def learn(self, prompt_bytes: int, prompt_tokens: int, n_messages: int) -> None:
+        """Correct the bytes-per-token estimate with what the server counted (never above 4: stay safe)."""
+        content_tokens = prompt_tokens - n_messages * _MESSAGE_OVERHEAD
+        if prompt_bytes >= 200 and content_tokens > 0:
+            self.bytes_per_token = max(1.0, min(4.0, prompt_bytes / content_tokens))
+
+
+class RemoteEngineClient(ClosingEngine):
+    """A model on an OpenAI-compatible server (localchat.engine.api.Engine). Requests are independent
+    HTTP calls, so generations do not wait for each other."""
+
+    def __init__(self, endpoint: str, model: str, api_key: str | None, info: ModelInfo,
+                 key_env: str | None = None) -> None:
+        self._server = _Server(endpoint, api_key, key_env)
+        self.endpoint = self._server.endpoint
+        self.model = model
+        self.info = info
+        self._tokens = _TokenEstimate()
         self._closed = False
         self._unreachable: EngineError | None = None
 
@@ -70,7 +140,7 @@ class RemoteEngineClient:
         client = cls(endpoint, model, api_key, info, key_env=key_env)
         listed = client._list_models()
         notes = [f"remote engine {client.endpoint}, model {model}"]
-        served: dict | None = None
+        served: dict[str, Any] | None = None
         if listed is not None:
             ids = [m.get("id") for m in listed if isinstance(m, dict)]
             served = next((m for m in listed if isinstance(m, dict) and m.get("id") == model), None)
@@ -89,13 +159,13 @@ class RemoteEngineClient:
         client.info.load_seconds = time.perf_counter() - t0
         return client
 
-    # --- the EngineClient interface ---------------------------------------------------------------
+    # --- the Engine interface --------------------------------------------------------------------
 
     @property
     def alive(self) -> bool:
         return not self._closed and self._unreachable is None
 
-    def generate(self, prompt: str | list[Message], sampling: SamplingParams) -> "RemoteGeneration":
+    def generate(self, prompt: Prompt, sampling: SamplingParams) -> "RemoteGeneration":
         """Start a reply: messages go to /chat/completions, a rendered string prompt to /completions."""
         if self._closed:
             raise EngineError("the remote engine client was closed")
@@ -105,72 +175,38 @@ class RemoteEngineClient:
         else:
             path, body["messages"] = "/chat/completions", [m.to_dict() for m in prompt]
         body.update(_sampling_body(sampling))
-        generation = RemoteGeneration(self, path, body, self._prompt_bytes(prompt))
+        generation = RemoteGeneration(self._server, self._tokens, path, body, on_unreachable=self._went_away)
         generation._open()
         return generation
 
-    def count_tokens(self, texts: list[str | list[Message]]) -> list[int]:
+    def count_tokens(self, texts: Sequence[Prompt]) -> list[int]:
         """Estimated tokens of each text (or list of messages, with their role markers)."""
-        return [self._estimate(t) for t in texts]
+        return [self._tokens.estimate(t) for t in texts]
 
     def close(self) -> None:
         self._closed = True
 
-    def __enter__(self) -> "RemoteEngineClient":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     # --- plumbing ---------------------------------------------------------------------------------
 
-    def _estimate(self, item: str | list[Message]) -> int:
-        if isinstance(item, str):
-            return math.ceil(len(item.encode("utf-8")) / self._bytes_per_token)
-        return sum(self._estimate(m.content) + _MESSAGE_OVERHEAD for m in item)
+    def _went_away(self, error: EngineError) -> None:
+        self._unreachable = error
 
-    @staticmethod
-    def _prompt_bytes(prompt: str | list[Message]) -> int:
-        if isinstance(prompt, str):
-            return len(prompt.encode("utf-8"))
-        return sum(len(m.content.encode("utf-8")) for m in prompt)
-
-    def _learn(self, prompt_bytes: int, prompt_tokens: int, n_messages: int) -> None:
-        """Correct the bytes-per-token estimate with what the server counted (never above 4: stay safe)."""
-        content_tokens = prompt_tokens - n_messages * _MESSAGE_OVERHEAD
-        if prompt_bytes >= 200 and content_tokens > 0:
-            self._bytes_per_token = max(1.0, min(4.0, prompt_bytes / content_tokens))
-
-    def _connection(self, timeout: float) -> http.client.HTTPConnection:
-        host, port = self._url.hostname, self._url.port
-        if self._url.scheme == "https":
-            return http.client.HTTPSConnection(host, port, timeout=timeout, context=ssl.create_default_context())
-        return http.client.HTTPConnection(host, port, timeout=timeout)
-
-    def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", "Accept": "text/event-stream, application/json"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        return headers
-
-    def _path(self, path: str) -> str:
-        return (self._url.path.rstrip("/") or "") + path
-
-    def _list_models(self) -> list | None:
+    def _list_models(self) -> list[Any] | None:
         """GET /models; None when the server has no such route (then the first reply tells)."""
-        conn = self._connection(CONNECT_TIMEOUT)
+        server = self._server
+        conn = server.connection(CONNECT_TIMEOUT)
         try:
-            conn.request("GET", self._path("/models"), headers=self._headers())
+            conn.request("GET", server.path("/models"), headers=server.headers())
             resp = conn.getresponse()
             data = resp.read()
         except (OSError, http.client.HTTPException) as exc:
-            raise self._unreachable_error(exc) from None
+            raise server.unreachable_error(exc) from None
         finally:
             conn.close()
         if resp.status == 404:
             return None
         if resp.status != 200:
-            raise self._http_error(resp.status, data)
+            raise server.http_error(resp.status, data)
         try:
             payload = json.loads(data)
         except ValueError:
@@ -178,37 +214,25 @@ class RemoteEngineClient:
         listed = payload.get("data") if isinstance(payload, dict) else None
         return listed if isinstance(listed, list) else None
 
-    def _unreachable_error(self, exc: BaseException) -> EngineError:
-        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-        return EngineError(f"cannot reach the remote engine at {self.endpoint} ({reason})",
-                           hint="check that the server runs and the endpoint in the catalog is right")
 
-    def _http_error(self, status: int, data: bytes) -> EngineError:
-        message = _error_message(data) or http.client.responses.get(status, "error")
-        text = f"the remote engine at {self.endpoint} answered {status}: {message}"
-        if status in (401, 403):
-            env = self._key_env
-            hint = (f"check the key in ${env}" if env else
-                    "the server needs a key: name the variable that holds it in the entry's `api_key_env`")
-            return EngineError(text, hint=hint)
-        if status == 400 and "context" in message.lower():
-            return ContextOverflowError(text, hint="start a new conversation or shorten the message")
-        return EngineError(text)
-
-
-class RemoteGeneration:
-    """An iterator of text deltas from a streamed remote reply (the same contract as engine.Generation).
+class RemoteGeneration(CancellingGeneration):
+    """A streamed remote reply: iterating yields TextDelta events (localchat.engine.api.Generation).
 
     `cancel()` from any thread shuts the socket: the read in progress returns at once and the server
     sees the client go away (a `localchat serve` or vLLM then stops generating).
     """
 
-    def __init__(self, client: RemoteEngineClient, path: str, body: dict, prompt_bytes: int) -> None:
-        self._client = client
+    def __init__(self, server: _Server, tokens: _TokenEstimate, path: str, body: dict[str, Any], *,
+                 on_unreachable: Callable[[EngineError], None]) -> None:
+        self._server = server
+        self._tokens = tokens
+        self._on_unreachable = on_unreachable
+        self._id = uuid.uuid4().hex
         self._path = path
         self._body = body
-        self._prompt_bytes = prompt_bytes
         self._chat = path == "/chat/completions"
+        self._prompt = body["prompt"] if "prompt" in body else [Message(m["role"], m["content"]) for m in body["messages"]]
+        self._prompt_bytes = tokens.prompt_bytes(self._prompt)
         self._parts: list[str] = []
         self._conn: http.client.HTTPConnection | None = None
         self._resp: http.client.HTTPResponse | None = None
@@ -219,10 +243,14 @@ class RemoteGeneration:
         self._t_first = 0.0
         self._t_last = 0.0
         self._server_finish: str | None = None
-        self._server_usage: dict | None = None
+        self._server_usage: dict[str, Any] | None = None
         self._chunks = 0
         self.usage: Usage | None = None
-        self.finish_reason: str | None = None
+        self.finish_reason: FinishReason | None = None
+
+    @property
+    def id(self) -> str:
+        return self._id
 
     @property
     def text(self) -> str:
@@ -231,16 +259,17 @@ class RemoteGeneration:
     def _open(self) -> None:
         """Connect and send the request (a refused connection is raised here, like a dead worker)."""
         self._t_start = time.perf_counter()
-        conn = self._client._connection(CONNECT_TIMEOUT)
+        server = self._server
+        conn = server.connection(CONNECT_TIMEOUT)
         try:
             conn.connect()
             conn.sock.settimeout(READ_TIMEOUT)
-            conn.request("POST", self._client._path(self._path), body=json.dumps(self._body).encode("utf-8"),
-                         headers=self._client._headers())
+            conn.request("POST", server.path(self._path), body=json.dumps(self._body).encode("utf-8"),
+                         headers=server.headers())
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
-            error = self._client._unreachable_error(exc)
-            self._client._unreachable = error
+            error = server.unreachable_error(exc)
+            self._on_unreachable(error)
             raise error from None
         with self._lock:
             self._conn = conn
@@ -250,7 +279,7 @@ class RemoteGeneration:
     def __iter__(self) -> "RemoteGeneration":
         return self
 
-    def __next__(self) -> str:
+    def __next__(self) -> TextDelta:
         while not self._ended:
             try:
                 event = self._next_event()
@@ -259,7 +288,7 @@ class RemoteGeneration:
                     self._end("cancelled")
                     break
                 self._end("error")
-                error = EngineError(f"the remote engine at {self._client.endpoint} broke off the reply ({exc})",
+                error = EngineError(f"the remote engine at {self._server.endpoint} broke off the reply ({exc})",
                                     hint="the text received so far is kept; try again")
                 raise error from None
             if event is None:  # [DONE] or the end of the stream
@@ -272,7 +301,7 @@ class RemoteGeneration:
                     self._t_first = now
                 self._t_last = now
                 self._parts.append(delta)
-                return delta
+                return TextDelta(delta)
         raise StopIteration
 
     def cancel(self) -> None:
@@ -281,20 +310,6 @@ class RemoteGeneration:
             return
         self._cancelled.set()
         self._shutdown()
-
-    close = cancel
-
-    def __enter__(self) -> "RemoteGeneration":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.cancel()
-
-    def __del__(self) -> None:
-        try:
-            self.cancel()
-        except Exception:  # noqa: BLE001 - interpreter shutdown
-            pass
 
     # --- plumbing ---------------------------------------------------------------------------------
 
@@ -309,15 +324,16 @@ class RemoteGeneration:
 
     def _response(self) -> http.client.HTTPResponse:
         if self._resp is None:
+            assert self._conn is not None
             resp = self._conn.getresponse()
             if resp.status != 200:
                 data = resp.read()
                 self._end("error")
-                raise self._client._http_error(resp.status, data)
+                raise self._server.http_error(resp.status, data)
             self._resp = resp
         return self._resp
 
-    def _next_event(self) -> dict | None:
+    def _next_event(self) -> dict[str, Any] | None:
         """The next `data:` payload of the SSE stream, or None at [DONE] / the end."""
         if self._cancelled.is_set():
             return None
@@ -345,11 +361,11 @@ class RemoteGeneration:
             raise ValueError("an SSE event that is not a JSON object")
         if "error" in event:
             self._end("error")
-            raise EngineError(f"the remote engine at {self._client.endpoint} failed: "
+            raise EngineError(f"the remote engine at {self._server.endpoint} failed: "
                               f"{_error_message(payload.encode()) or event['error']}")
         return event
 
-    def _delta(self, event: dict) -> str:
+    def _delta(self, event: dict[str, Any]) -> str:
         if isinstance(event.get("usage"), dict):
             self._server_usage = event["usage"]
         text = ""
@@ -370,17 +386,17 @@ class RemoteGeneration:
         if self._ended:
             return
         self._ended = True
+        # an error raises instead of ending: finish_reason stays None, usage says "error"
         finish = {"stop": "stop", "length": "length", "cancelled": "cancelled", "error": "error"}.get(reason, "stop")
-        self.finish_reason = finish
+        self.finish_reason = _FINISH.get(finish)
         server = self._server_usage or {}
         prompt_tokens = _int(server.get("prompt_tokens"))
         cached = _int((server.get("prompt_tokens_details") or {}).get("cached_tokens"))
         completion = _int(server.get("completion_tokens"))
         if prompt_tokens is None:
-            prompt_tokens = self._client._estimate(self._body.get("prompt") or [
-                Message(m["role"], m["content"]) for m in self._body.get("messages", [])])
+            prompt_tokens = self._tokens.estimate(self._prompt)
         else:
-            self._client._learn(self._prompt_bytes, prompt_tokens, len(self._body.get("messages", [])))
+            self._tokens.learn(self._prompt_bytes, prompt_tokens, len(self._body.get("messages", [])))
         ttft = (self._t_first - self._t_start) if self._t_first else 0.0
         self.usage = Usage(
             prompt_tokens=prompt_tokens,
@@ -412,7 +428,7 @@ def _sampling_body(s: SamplingParams) -> dict[str, Any]:
     return body
 
 
-def _context_of(model: dict) -> int | None:
+def _context_of(model: dict[str, Any]) -> int | None:
     """The context window a /models entry reports, in the field names the common servers use."""
     candidates = [model.get("max_model_len"), model.get("context_length"), model.get("n_ctx")]
     meta = model.get("meta")

@@ -10,6 +10,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from localchat.engine.api import TextDelta
 from localchat.errors import Cancelled, LocalchatError
 from localchat.types import SamplingParams, Usage
 
@@ -126,8 +127,9 @@ class Job:
                 self._generation = generation
             if self._stop.is_set():
                 generation.cancel()
-            for text in generation:
-                loop.call_soon_threadsafe(put, Delta(text))
+            for event in generation:
+                if isinstance(event, TextDelta):
+                    loop.call_soon_threadsafe(put, Delta(event.text))
             usage = generation.usage or Usage()
             outcome = Done(usage, generation.finish_reason or usage.finish_reason or "stop", generation.text)
         except BaseException as exc:  # noqa: BLE001 - LocalchatError or a bug: the client hears of it

@@ -13,7 +13,11 @@ import threading
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import TYPE_CHECKING, AsyncIterator
+
+if TYPE_CHECKING:
+    from localchat.engine.api import ChatTemplate, Engine
+    from localchat.services import Services
 
 
 class FifoTurn:
@@ -62,8 +66,8 @@ class Slot:
     """One model in the pool: its worker once loaded, and the line of requests that want it."""
 
     model_id: str
-    engine: Any = None
-    template: Any = None
+    engine: Engine | None = None
+    template: ChatTemplate | None = None
     warnings: list[str] = field(default_factory=list)
     error: BaseException | None = None
     loaded: asyncio.Event = field(default_factory=asyncio.Event)
@@ -89,7 +93,7 @@ class ModelPool:
     sleep on `_changed`, an event replaced each time the pool changes.
     """
 
-    def __init__(self, services: Any, max_models: int = 1) -> None:
+    def __init__(self, services: Services, max_models: int = 1) -> None:
         if max_models < 1:
             raise ValueError("max_models must be at least 1")
         self.services = services
@@ -217,7 +221,7 @@ class ModelPool:
             slot.loaded.set()
             self._notify()
 
-    def _start(self, model_id: str):
+    def _start(self, model_id: str) -> tuple[Engine, ChatTemplate, list[str]]:
         engine = self.services.start_engine(model_id)
         try:
             info = engine.info

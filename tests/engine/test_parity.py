@@ -5,8 +5,14 @@ from __future__ import annotations
 
 import pytest
 
+from localchat.engine.api import TextDelta
 from localchat.types import SamplingParams
 from tests.support.ggufgen import CHAT_PROMPT, TINY_REPLY
+
+
+def text_of(events) -> str:
+    """The answer text of a generation's (or a list of its) events."""
+    return "".join(e.text for e in events if isinstance(e, TextDelta))
 
 SMOL_PROMPTS = [
     "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
@@ -20,7 +26,7 @@ def llama_cpp_python_greedy(path, prompt: str, max_tokens: int) -> tuple[list[in
     """Greedy tokens from llama-cpp-python's high-level API, stopping at an end-of-generation token."""
     import llama_cpp
 
-    from localchat.engine.native import avoid_amx
+    from localchat.engine.llama.bindings import avoid_amx
 
     avoid_amx()  # as the engine does: AMX weight buffers only where the self-test passed (engine/amx.py)
     llm = llama_cpp.Llama(str(path), n_ctx=2048, n_batch=512, n_threads=THREADS, n_threads_batch=THREADS,
@@ -42,7 +48,7 @@ def llama_cpp_python_greedy(path, prompt: str, max_tokens: int) -> tuple[list[in
 def engine_greedy(start, path, prompt: str, max_tokens: int):
     client = start(path, flash_attn="on", n_threads=THREADS, n_batch=512)
     gen = client.generate(prompt, SamplingParams(temperature=0.0, repeat_penalty=1.0, max_tokens=max_tokens))
-    return "".join(gen), gen.usage
+    return text_of(gen), gen.usage
 
 
 def test_greedy_matches_llama_cpp_python_on_the_tiny_model(start, tiny_model):
@@ -68,11 +74,11 @@ def test_smollm2_second_turn_evaluates_only_the_new_tokens(start, smollm2_path):
     client = start(smollm2_path)
     greedy = SamplingParams(temperature=0.0, max_tokens=48)
     first = client.generate(SMOL_PROMPTS[0], greedy)
-    reply = "".join(first)
+    reply = text_of(first)
     assert reply.strip()
     new_part = "<|im_end|>\n<|im_start|>user\nAnd of Italy?<|im_end|>\n<|im_start|>assistant\n"
     second = client.generate(SMOL_PROMPTS[0] + reply + new_part, greedy)
-    assert "".join(second).strip()
+    assert text_of(second).strip()
     usage = second.usage
     assert usage.prompt_tokens == client.count_tokens([SMOL_PROMPTS[0] + reply + new_part])[0]
     # the reply's tokens may re-tokenize differently at its edges; everything before them is reused

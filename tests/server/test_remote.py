@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from localchat.chat import ChatSession
+from localchat.engine.api import TextDelta
 from localchat.engine.remote import RemoteEngineClient, RemoteTemplate
 from localchat.errors import ConfigError, EngineError, OfflineError
 from localchat.services import Services
@@ -39,8 +40,8 @@ def test_chat_session_with_a_remote_engine_is_stored_like_a_local_one(localchat_
     template, warnings = svc.chat_template(svc.entry("cluster"), engine.info.chat_template)
     assert isinstance(template, RemoteTemplate) and warnings == []
     session = ChatSession(engine, template, model_id="cluster", system="Be brief.", store=svc.store)
-    deltas = list(session.send("hello"))
-    assert "".join(deltas) == REPLY
+    events = list(session.send("hello"))
+    assert all(isinstance(e, TextDelta) for e in events) and "".join(e.text for e in events) == REPLY
     turn = session.send("and again")
     assert turn.run() == REPLY and turn.status == "complete"
     assert turn.usage.completion_tokens > 0 and turn.usage.prompt_tokens > 0 and turn.usage.ttft > 0
@@ -96,7 +97,7 @@ def test_cancelling_a_remote_reply_stops_the_server_side_generation(localchat_ho
     session = ChatSession(engine, svc.chat_template(svc.entry("far-chatty"), None)[0], model_id="far-chatty",
                           sampling=SamplingParams(max_tokens=30000), store=svc.store)
     turn = session.send("talk")
-    for _delta in turn:
+    for _event in turn:
         if len(turn.text) > 20:
             turn.cancel()
     assert turn.status == "cancelled" and turn.text.startswith("abcdefgh")
@@ -109,10 +110,13 @@ def test_cancelling_a_remote_reply_stops_the_server_side_generation(localchat_ho
 def test_a_string_prompt_goes_to_the_completions_endpoint(localchat_home, remote):
     engine = Services.open(localchat_home).start_engine("cluster")
     generation = engine.generate("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n", SamplingParams())
-    assert "".join(generation) == REPLY and generation.finish_reason == "stop"
+    events = list(generation)
+    assert all(isinstance(e, TextDelta) for e in events)
+    assert "".join(e.text for e in events) == REPLY == generation.text and generation.finish_reason == "stop"
     assert generation.usage.completion_tokens > 0
     generation = engine.generate([Message("user", "hi")], SamplingParams(max_tokens=2))
-    assert "".join(generation) == "Hi" and generation.finish_reason == "length"
+    list(generation)
+    assert generation.text == "Hi" and generation.finish_reason == "length"
 
 
 def test_token_counts_are_estimated_and_corrected_by_the_server(localchat_home, remote):

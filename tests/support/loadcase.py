@@ -60,7 +60,7 @@ def load_outcome(data: bytes, workdir: Path, n_ctx: int = 64) -> LoadResult:
     try:
         client.count_tokens(["hello"])
         generation = client.generate("hello", SamplingParams(temperature=0.0, max_tokens=4))
-        text = "".join(generation)
+        text = "".join(event.text for event in generation)  # TextDelta events
         return LoadResult("loaded", f"generated {text!r}")
     except WorkerCrashed as e:
         return LoadResult("crashed-worker", _message(e))

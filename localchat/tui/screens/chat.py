@@ -17,6 +17,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Header
 
+from localchat.engine.api import TextDelta
 from localchat.errors import LocalchatError
 from localchat.tui.events import (ConversationLoaded, ConversationsListed, Failed, ReplyDelta, ReplyFinished,
                                   ReplyStarted, SearchResults)
@@ -134,8 +135,9 @@ class ChatScreen(Screen):
         self._deltas = buffer
         self.post_message(ReplyStarted(turn.notice, turn.plan.prompt_tokens))
         try:
-            for delta in turn:
-                buffer.put(delta)
+            for event in turn:
+                if isinstance(event, TextDelta):
+                    buffer.put(event.text)
         except LocalchatError as exc:
             self.post_message(ReplyFinished("error", turn.usage, str(exc)))
             return

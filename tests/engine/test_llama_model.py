@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from localchat.engine.native import NativeModel, _find_stop, _stop_prefix_len, plan_offload
+from localchat.engine.llama.model import NativeModel, _find_stop, _stop_prefix_len, plan_offload
 from localchat.types import LoadOptions, SamplingParams
 from tests.support.ggufgen import CHAT_PROMPT
 

@@ -1,10 +1,10 @@
-"""llama.cpp through llama-cpp-python's low-level bindings: the only module that imports llama_cpp.
+"""One loaded model and its decode loop, through llama-cpp-python's low-level bindings (imported by
+localchat.engine.llama.bindings). It runs inside the worker process (localchat.engine.worker).
 
-It runs inside the worker process (localchat.engine.worker). The decode loop is deliberately small: per
-token one `llama_decode` on a preallocated one-token batch, one pick (numpy's argmax of the logits for
-plain greedy decoding, else `llama_sampler_sample` on a native sampler chain), a list lookup for the
-token's cached bytes and an incremental UTF-8 decode, done while the GPU (if any) computes the next step.
-Everything else (batching deltas, the pipe) happens outside it.
+The decode loop is deliberately small: per token one `llama_decode` on a preallocated one-token batch,
+one pick (numpy's argmax of the logits for plain greedy decoding, else `llama_sampler_sample` on a native
+sampler chain), a list lookup for the token's cached bytes and an incremental UTF-8 decode, done while the
+GPU (if any) computes the next step. Everything else (batching deltas, the pipe) happens outside it.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import codecs
 import ctypes
 import os
 import time
-from collections import deque
 from pathlib import Path
 from typing import Iterator
 
+from localchat.engine.llama import bindings, ggml
 from localchat.engine.offload import OffloadPlan, plan_offload as _plan_offload
 from localchat.engine.threads import CHECK_SECONDS, FIRST_CHECK_SECONDS, ThreadGovernor
 from localchat.errors import EngineContextOverflow, EngineError, ModelLoadError
@@ -26,117 +26,6 @@ _KV_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2}  # ggml_type values of the KV cache
 _FLASH_ATTN = {"auto": -1, "off": 0, "on": 1}  # enum llama_flash_attn_type
 CPU_KQ_LIMIT = 512 * 2**20  # bytes of attention scores a prompt batch may take without flash attention on a CPU
 _EOG = object()  # marks an end-of-generation token in the piece cache
-
-# enum ggml_log_level in ggml.h (llama-cpp-python's _logger.py has an older numbering)
-_LOG_DEBUG, _LOG_INFO, _LOG_WARN, _LOG_ERROR, _LOG_CONT = 1, 2, 3, 4, 5
-
-_lib = None  # llama_cpp.llama_cpp once imported
-# What llama.cpp logged lately, as (level, text) messages: load errors are only ever reported there.
-_log: dict = {"recent": deque(maxlen=1000), "count": 0, "level": _LOG_INFO, "callback": None, "amx_note": None}
-
-
-def _llama():
-    """Import llama_cpp once, send its logs to stderr (the worker's log file) and start the backend."""
-    global _lib
-    if _lib is None:
-        import llama_cpp.llama_cpp as lib
-
-        _install_logger(lib)
-        lib.llama_backend_init()
-        _lib = lib
-        _log["amx_note"] = avoid_amx()
-    return _lib
-
-
-def avoid_amx() -> str | None:
-    """Keep llama.cpp from putting weights in AMX buffers (CPU repacking stays on) unless AMX is known to
-    work with this llama.cpp build; returns a note saying why when it turned them off.
-
-    A llama.cpp compiled by GCC 12 dies with SIGSEGV at `ldtilecfg` on the first prompt of more than one
-    token (ggml-org/llama.cpp#20824); `localchat.engine.amx` decides, from a self-test run once per build,
-    or from LOCALCHAT_AMX=1/0 (which is how a worker gets the answer its client found). Works by removing
-    AMX from the list of extra buffer types the model loader reads (a copy only the loader uses).
-    Idempotent; process-wide: call it before loading.
-    """
-    from localchat.engine import amx
-
-    decision = amx.decide(_selftest_cache_dir())
-    if decision.use:
-        return None
-    import llama_cpp.llama_cpp as lib
-
-    g = lib._lib
-    bufts, present = _cpu_extra_bufts(g)
-    keep = [b for b in present if g.ggml_backend_buft_name(b) != b"AMX"]
-    if len(keep) == len(present):
-        return None
-    for i in range(len(present)):
-        bufts[i] = keep[i] if i < len(keep) else None
-    return decision.note or "AMX weight buffers off"
-
-
-def _cpu_extra_bufts(g) -> tuple:
-    """The CPU backend's NULL-terminated list of extra weight-buffer types (AMX, CPU_REPACK, ...) that the
-    model loader reads, and its entries; (None, []) where this llama.cpp has no such list."""
-    try:
-        g.ggml_backend_dev_by_type.argtypes = [ctypes.c_int]
-        g.ggml_backend_dev_by_type.restype = ctypes.c_void_p
-        g.ggml_backend_dev_backend_reg.argtypes = [ctypes.c_void_p]
-        g.ggml_backend_dev_backend_reg.restype = ctypes.c_void_p
-        g.ggml_backend_reg_get_proc_address.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
-        g.ggml_backend_reg_get_proc_address.restype = ctypes.c_void_p
-        g.ggml_backend_buft_name.argtypes = [ctypes.c_void_p]
-        g.ggml_backend_buft_name.restype = ctypes.c_char_p
-    except AttributeError:
-        return None, []
-    cpu = g.ggml_backend_dev_by_type(0)  # GGML_BACKEND_DEVICE_TYPE_CPU
-    address = g.ggml_backend_reg_get_proc_address(g.ggml_backend_dev_backend_reg(cpu), b"ggml_backend_dev_get_extra_bufts") if cpu else None
-    if not address:
-        return None, []
-    bufts = ctypes.CFUNCTYPE(ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p)(address)(cpu)
-    present = []
-    while bufts and bufts[len(present)]:
-        present.append(bufts[len(present)])
-    return bufts, present
-
-
-def _selftest_cache_dir() -> Path | None:
-    try:
-        from localchat.paths import Paths
-
-        return Paths.from_env().log_dir
-    except Exception:  # noqa: BLE001 - no cache: the self-test just runs again
-        return None
-
-
-def _install_logger(lib) -> None:
-    """llama.cpp's messages go to fd 2 without its DEBUG chatter, and into _log for error messages."""
-
-    @lib.llama_log_callback
-    def on_log(level: int, text: bytes, _user_data) -> None:
-        if level == _LOG_CONT:
-            level = _log["level"]
-        _log["level"] = level
-        if level == _LOG_DEBUG or not text:
-            return
-        os.write(2, text)
-        _log["recent"].append((level, text.decode("utf-8", "replace")))
-        _log["count"] += 1
-
-    _log["callback"] = on_log  # keep a reference: llama.cpp holds only the C pointer
-    lib.llama_log_set(on_log, ctypes.c_void_p(0))
-
-
-def _log_mark() -> int:
-    return _log["count"]
-
-
-def _log_since(mark: int, min_level: int = _LOG_INFO) -> list[str]:
-    """llama.cpp's log lines since a _log_mark() (as far as the last 1000 messages reach)."""
-    recent = list(_log["recent"])
-    n = min(len(recent), _log["count"] - mark)
-    text = "".join(t for level, t in recent[len(recent) - n:] if level >= min_level) if n > 0 else ""
-    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def physical_cores() -> int:
@@ -166,7 +55,7 @@ class NativeModel:
     """One loaded model with its context, KV-cache bookkeeping and decode loop."""
 
     def __init__(self, path: str | Path, options: LoadOptions) -> None:
-        self.lib = lib = _llama()
+        self.lib = lib = bindings.load()
         self.path = Path(path)
         self.options = options
         self.model = self.ctx = None
@@ -202,18 +91,19 @@ class NativeModel:
 
     def _load_model(self) -> None:
         lib, notes = self.lib, self.notes
-        mark = _log_mark()
+        mark = bindings.log_mark()
         offload = self._plan_offload()
         notes.append(offload.note)
-        if _log["amx_note"]:
-            notes.append(_log["amx_note"])
+        amx_note = bindings.amx_note()
+        if amx_note:
+            notes.append(amx_note)
         self._offload = offload.n_gpu_layers
         params = lib.llama_model_default_params()
         params.n_gpu_layers = offload.n_gpu_layers
         self.model = lib.llama_model_load_from_file(str(self.path).encode(), params)
         if not self.model:
             raise ModelLoadError(
-                f"llama.cpp could not load {self.path.name}: " + _load_reason(mark),
+                f"llama.cpp could not load {self.path.name}: " + bindings.load_reason(mark),
                 "the file may be damaged or made for a newer llama.cpp; check it with `localchat verify`",
             )
 
@@ -229,7 +119,7 @@ class NativeModel:
             info = read_gguf(self.path)
         except (GGUFError, OSError):
             info = None  # llama.cpp's own loader will say what is wrong with the file
-        gpus = [d for d in _devices(self.lib) if d["type"] in ("GPU", "iGPU")]
+        gpus = [d for d in ggml.devices(self.lib._lib) if d["type"] in ("GPU", "iGPU")]
         free = sum(d["free_bytes"] for d in gpus) if gpus else 0
         n_ctx = options.n_ctx or (info.context_length if info else None) or 4096
         if info is not None and info.context_length:
@@ -264,10 +154,10 @@ class NativeModel:
                 self.notes.append(f"kv_type {options.kv_type}: K and V caches {options.kv_type} (a quantized V cache "
                                   f"needs flash attention; flash_attn {options.flash_attn})")
         params.no_perf = False  # llama.cpp's own decode counters: the benchmark compares against them
-        mark = _log_mark()
+        mark = bindings.log_mark()
         self.ctx = lib.llama_init_from_model(self.model, params)
         if not self.ctx:
-            reason = _load_reason(mark)
+            reason = bindings.load_reason(mark)
             self.close()
             hint = "lower n_ctx, or pick a smaller model"
             if options.kv_type != "f16" and options.flash_attn == "off":
@@ -277,7 +167,7 @@ class NativeModel:
             self.notes.append(cpu_note)
             self.flash_attn = False
         else:
-            self.flash_attn = _flash_attn_in_effect(options.flash_attn, _log_since(mark), self.notes)
+            self.flash_attn = _flash_attn_in_effect(options.flash_attn, bindings.log_since(mark), self.notes)
 
     def _cpu_flash_attn_off(self, n_ctx: int, n_ubatch: int) -> str | None:
         """flash_attn auto for a model that runs wholly on the CPU: off, with the note saying why, unless it is
@@ -627,11 +517,6 @@ def _check_is_gguf(path: Path) -> None:
         )
 
 
-def _load_reason(mark: int) -> str:
-    errors = _log_since(mark, _LOG_ERROR)
-    return "; ".join(errors[-3:]) if errors else "no reason given in llama.cpp's log"
-
-
 def _flash_attn_in_effect(requested: str, lines: list[str], notes: list[str]) -> bool:
     """llama.cpp resolves flash_attn=auto while creating the context and only says so in its log."""
     if requested != "auto":
@@ -650,161 +535,3 @@ def _flash_attn_in_effect(requested: str, lines: list[str], notes: list[str]) ->
     notes.append("flash attention auto: llama.cpp did not report its choice; assuming off")
     return False
 
-
-# -- build information (`localchat doctor`) ------------------------------------------------------
-
-_DEVICE_TYPES = {0: "CPU", 1: "GPU", 2: "iGPU", 3: "accelerator", 4: "meta"}
-
-
-def build_info() -> dict:
-    """What the installed llama-cpp-python build can do: version, GPU offload, devices and their memory."""
-    lib = _llama()
-    import llama_cpp
-
-    info = {
-        "llama_cpp_python": getattr(llama_cpp, "__version__", "unknown"),
-        "gpu_offload": bool(lib.llama_supports_gpu_offload()),
-        "mmap": bool(lib.llama_supports_mmap()),
-        "flash_attention": ("available: flash_attn auto turns it on for a model on a GPU where every layer's device supports "
-                            "it, off for a model wholly on the CPU (slower there past a few hundred tokens)"),
-        "system_info": lib.llama_print_system_info().decode("utf-8", "replace").strip(),
-        "devices": _devices(lib),
-    }
-    try:
-        info["llama_cpp"] = lib.llama_version().decode()
-    except AttributeError:
-        pass
-    info["backends"] = sorted({d["backend"] for d in info["devices"] if d.get("backend")})
-    from localchat.engine import amx
-
-    info["amx"] = amx.decide(_selftest_cache_dir()).reason
-    return info
-
-
-def _devices(lib) -> list[dict]:
-    """ggml backend devices (CPU, CUDA0, Metal, ...) with free/total memory, via ggml's C API."""
-    g = lib._lib
-    try:
-        g.ggml_backend_dev_count.restype = ctypes.c_size_t
-        g.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
-        g.ggml_backend_dev_get.restype = ctypes.c_void_p
-        for name in ("ggml_backend_dev_name", "ggml_backend_dev_description"):
-            getattr(g, name).argtypes = [ctypes.c_void_p]
-            getattr(g, name).restype = ctypes.c_char_p
-        g.ggml_backend_dev_memory.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t), ctypes.POINTER(ctypes.c_size_t)]
-        g.ggml_backend_dev_memory.restype = None
-        g.ggml_backend_dev_type.argtypes = [ctypes.c_void_p]
-        g.ggml_backend_dev_type.restype = ctypes.c_int
-        g.ggml_backend_dev_backend_reg.argtypes = [ctypes.c_void_p]
-        g.ggml_backend_dev_backend_reg.restype = ctypes.c_void_p
-        g.ggml_backend_reg_name.argtypes = [ctypes.c_void_p]
-        g.ggml_backend_reg_name.restype = ctypes.c_char_p
-    except AttributeError:
-        return []
-    devices = []
-    for i in range(g.ggml_backend_dev_count()):
-        dev = g.ggml_backend_dev_get(i)
-        free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
-        g.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
-        reg = g.ggml_backend_dev_backend_reg(dev)
-        devices.append({
-            "name": (g.ggml_backend_dev_name(dev) or b"").decode(),
-            "description": (g.ggml_backend_dev_description(dev) or b"").decode(),
-            "type": _DEVICE_TYPES.get(g.ggml_backend_dev_type(dev), "unknown"),
-            "backend": (g.ggml_backend_reg_name(reg) or b"").decode() if reg else "",
-            "free_bytes": free.value,
-            "total_bytes": total.value,
-        })
-    return devices
-
-
-_GGML_F32, _GGML_Q4_0 = 0, 2
-_AMX_M, _AMX_N, _AMX_K = 32, 64, 256  # a 32-row batch takes the AMX tile path (one row: the VNNI path)
-
-
-def amx_selftest() -> dict:
-    """The AMX self-test of localchat.engine.amx, run in a throwaway process (it may crash): a Q4_0 matrix in an
-    AMX buffer times a 32-row batch through ggml's CPU backend, against the same product from an ordinary
-    buffer. Does not go through _llama(), whose avoid_amx() asks for this very test."""
-    import random
-
-    import llama_cpp.llama_cpp as lib
-
-    g = lib._lib
-    vp, sz, i64 = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int64
-
-    class InitParams(ctypes.Structure):
-        _fields_ = [("mem_size", sz), ("mem_buffer", vp), ("no_alloc", ctypes.c_bool)]
-
-    sigs = {
-        "ggml_tensor_overhead": ([], sz),
-        "ggml_graph_overhead": ([], sz),
-        "ggml_init": ([InitParams], vp),
-        "ggml_free": ([vp], None),
-        "ggml_new_tensor_2d": ([vp, ctypes.c_int, i64, i64], vp),
-        "ggml_mul_mat": ([vp, vp, vp], vp),
-        "ggml_new_graph": ([vp], vp),
-        "ggml_build_forward_expand": ([vp, vp], None),
-        "ggml_backend_alloc_ctx_tensors_from_buft": ([vp, vp], vp),
-        "ggml_backend_buffer_free": ([vp], None),
-        "ggml_backend_tensor_set": ([vp, vp, sz, sz], None),
-        "ggml_backend_tensor_get": ([vp, vp, sz, sz], None),
-        "ggml_backend_cpu_init": ([], vp),
-        "ggml_backend_cpu_set_n_threads": ([vp, ctypes.c_int], None),
-        "ggml_backend_cpu_buffer_type": ([], vp),
-        "ggml_backend_graph_compute": ([vp, vp], ctypes.c_int),
-        "ggml_backend_free": ([vp], None),
-        "ggml_quantize_chunk": ([ctypes.c_int, vp, vp, i64, i64, i64, vp], sz),
-        "ggml_row_size": ([ctypes.c_int, i64], sz),
-    }
-    for name, (argtypes, restype) in sigs.items():
-        f = getattr(g, name)
-        f.argtypes, f.restype = argtypes, restype
-
-    _, present = _cpu_extra_bufts(g)
-    amx = next((b for b in present if g.ggml_backend_buft_name(b) == b"AMX"), None)
-    if amx is None:
-        return {"present": False, "ok": False, "why": "no AMX buffer type in this llama.cpp build or CPU"}
-
-    rng = random.Random(20824)
-    weights = (ctypes.c_float * (_AMX_N * _AMX_K))(*(rng.uniform(-1, 1) for _ in range(_AMX_N * _AMX_K)))
-    acts = (ctypes.c_float * (_AMX_M * _AMX_K))(*(rng.uniform(-1, 1) for _ in range(_AMX_M * _AMX_K)))
-    q_size = g.ggml_row_size(_GGML_Q4_0, _AMX_K) * _AMX_N
-    q = ctypes.create_string_buffer(q_size)
-    g.ggml_quantize_chunk(_GGML_Q4_0, weights, q, 0, _AMX_N, _AMX_K, None)
-
-    backend = g.ggml_backend_cpu_init()
-    g.ggml_backend_cpu_set_n_threads(backend, 1)
-    mem = g.ggml_tensor_overhead() * 8 + g.ggml_graph_overhead() + 4096
-
-    def product(weight_buft) -> list[float]:
-        wctx = g.ggml_init(InitParams(mem, None, True))
-        actx = g.ggml_init(InitParams(mem, None, True))
-        w = g.ggml_new_tensor_2d(wctx, _GGML_Q4_0, _AMX_K, _AMX_N)
-        wbuf = g.ggml_backend_alloc_ctx_tensors_from_buft(wctx, weight_buft)
-        g.ggml_backend_tensor_set(w, q, 0, q_size)
-        x = g.ggml_new_tensor_2d(actx, _GGML_F32, _AMX_K, _AMX_M)
-        y = g.ggml_mul_mat(actx, w, x)
-        graph = g.ggml_new_graph(actx)
-        g.ggml_build_forward_expand(graph, y)
-        abuf = g.ggml_backend_alloc_ctx_tensors_from_buft(actx, g.ggml_backend_cpu_buffer_type())
-        g.ggml_backend_tensor_set(x, acts, 0, ctypes.sizeof(acts))
-        status = g.ggml_backend_graph_compute(backend, graph)
-        out = (ctypes.c_float * (_AMX_N * _AMX_M))()
-        g.ggml_backend_tensor_get(y, out, 0, ctypes.sizeof(out))
-        for buf in (abuf, wbuf):
-            g.ggml_backend_buffer_free(buf)
-        for ctx in (actx, wctx):
-            g.ggml_free(ctx)
-        if status != 0:
-            raise RuntimeError(f"ggml_backend_graph_compute returned {status}")
-        return list(out)
-
-    expected = product(g.ggml_backend_cpu_buffer_type())
-    got = product(amx)
-    g.ggml_backend_free(backend)
-    scale = max(abs(v) for v in expected) or 1.0
-    err = max(abs(a - b) for a, b in zip(expected, got)) / scale
-    if not err < 1e-2:  # also catches NaN
-        return {"present": True, "ok": False, "why": f"this llama.cpp build's AMX kernels compute wrong results (error {err:.3g})"}
-    return {"present": True, "ok": True, "why": "", "error": err}

@@ -1,0 +1,101 @@
+"""The engine interface everyone codes against: what a generation yields and what an engine offers.
+
+EngineClient (a local worker process) and RemoteEngineClient (an OpenAI-compatible server) both conform;
+tests/engine/test_contract.py runs one suite against each. ChatSession, the workspace, the CLI and the
+server hold an `Engine` and iterate `Event`s: `for event in generation: if isinstance(event, TextDelta)`.
+Stdlib and localchat.types only, so anything may import it cheaply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Literal, Protocol, runtime_checkable
+
+from typing_extensions import Self
+
+from localchat.types import Message, ModelInfo, SamplingParams, Usage
+
+__all__ = [
+    "ChatTemplate", "Engine", "Event", "FinishReason", "Generation", "Prompt", "ReasoningDelta", "TextDelta",
+    "ToolCallDelta", "Usage",
+]
+
+FinishReason = Literal["stop", "length", "cancelled", "tool_calls"]  # tool_calls: issue 17 uses it
+Prompt = str | list[Message]  # a rendered prompt, or messages for an engine with its own template
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str  # answer text
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    text: str  # thinking text (issue 14 emits it; defined now)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    index: int
+    id: str | None
+    name: str | None
+    arguments: str  # issue 17 (defined now)
+
+
+Event = TextDelta | ReasoningDelta | ToolCallDelta
+
+
+@runtime_checkable
+class Generation(Protocol):
+    """One reply. Iterating yields Event objects (today only TextDelta) and ends normally after a cancel;
+    an engine failure raises EngineError (WorkerCrashed for a dead worker). Dropping it cancels it."""
+
+    usage: Usage | None  # set at the end
+    finish_reason: FinishReason | None  # set at the end
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def text(self) -> str: ...  # answer text received so far
+
+    def __iter__(self) -> Iterator[Event]: ...
+
+    def cancel(self) -> None: ...  # thread-safe, idempotent
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None: ...
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """A loaded model. `close()` is idempotent; after it `alive` is False."""
+
+    info: ModelInfo
+
+    @property
+    def alive(self) -> bool: ...
+
+    def generate(self, prompt: Prompt, sampling: SamplingParams) -> Generation: ...
+
+    def count_tokens(self, texts: Sequence[Prompt]) -> list[int]: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None: ...
+
+
+@runtime_checkable
+class ChatTemplate(Protocol):
+    """localchat.templates renderers (a prompt string) and the remote pass-through (the messages)."""
+
+    name: str
+
+    def render(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> Prompt: ...
