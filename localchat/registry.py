@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from localchat.fsutil import atomic_write_text, disk_free  # noqa: F401  (disk_free: older importers)
+from localchat.fsutil import atomic_write_text
 from localchat.errors import LocalchatError
 
 

@@ -30,7 +30,8 @@ from localchat.bundle.manifest import (
 )
 from localchat.catalog import ModelEntry, entry_to_dict
 from localchat.errors import BundleError, DiskFullError, IntegrityError, NotInstalledError
-from localchat.registry import InstalledModel, disk_free
+from localchat.fsutil import disk_free
+from localchat.registry import InstalledModel
 from localchat.sources.base import CancelToken, FetchContext, FetchedFile, HashingWriter, ProgressCallback, ProgressMeter
 from localchat.usercatalog import append_entry, render_entry
 
