@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from localchat.errors import ConfigError
+from localchat.fsutil import atomic_write_text
 from localchat.types import LoadOptions, SamplingParams
 
 _TOP_KEYS = {"offline", "default_model", "system_prompt", "sampling", "load", "models", "theme"}
@@ -112,18 +111,3 @@ def _build(cls: type, values: dict, what: str):
     if check is not None:
         check()
     return obj
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a file so that readers see either the old or the new content, never half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

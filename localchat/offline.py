@@ -22,9 +22,9 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from localchat.errors import OfflineError
+from localchat.netutil import is_loopback_host
 
 ENV_VAR = "LOCALCHAT_OFFLINE"
-_LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"}
 _lock = threading.Lock()
 _state: dict[str, Any] = {"hooked": False, "armed": False}
 
@@ -82,25 +82,6 @@ def offline_guard() -> Iterator[None]:
     finally:
         if not was:
             release()
-
-
-def is_loopback_host(host: Any) -> bool:
-    if host is None:  # getaddrinfo(None, port): the local wildcard/loopback, no lookup
-        return True
-    if isinstance(host, bytes):
-        host = host.decode("ascii", "replace")
-    if not isinstance(host, str):
-        return False
-    name = host.strip().rstrip(".").lower()
-    if name in _LOOPBACK_NAMES or name.endswith(".localhost"):
-        return True
-    try:
-        addr = ipaddress.ip_address(name.split("%", 1)[0].strip("[]"))
-    except ValueError:
-        return False
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    return addr.is_loopback
 
 
 def _address_allowed(sock: Any, address: Any) -> bool:

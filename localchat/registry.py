@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from localchat.config import atomic_write_text
+from localchat.fsutil import atomic_write_text
 from localchat.errors import LocalchatError
 
 
@@ -99,10 +98,3 @@ class InstalledModels:
     def _write(self, data: dict[str, InstalledModel]) -> None:
         payload = {"version": 1, "models": {k: asdict(v) for k, v in sorted(data.items())}}
         atomic_write_text(self.path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
-
-
-def disk_free(path: Path) -> int:
-    while not path.exists():
-        path = path.parent
-    st = os.statvfs(path)
-    return st.f_bavail * st.f_frsize

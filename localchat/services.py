@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from localchat.catalog import ModelCatalog, ModelEntry
-from localchat.config import Config, atomic_write_text
+from localchat.config import Config
+from localchat.fsutil import atomic_write_text
 from localchat.errors import ConfigError, NotInstalledError, OfflineError
 from localchat.paths import Paths
 from localchat.registry import InstalledModel, InstalledModels
@@ -118,7 +119,8 @@ class Services:
         """A client for a catalog entry with an `endpoint` (an OpenAI-compatible server elsewhere)."""
         import os
 
-        from localchat.engine.remote import RemoteEngineClient, is_loopback_url
+        from localchat.engine.remote import RemoteEngineClient
+        from localchat.netutil import is_loopback_url
 
         if self.offline and not is_loopback_url(entry.endpoint):
             raise OfflineError(f"'{entry.id}' is a remote engine at {entry.endpoint}, and offline mode is on",

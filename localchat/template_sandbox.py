@@ -37,6 +37,7 @@ from jinja2.utils import Namespace, generate_lorem_ipsum
 from jinja2.visitor import NodeTransformer
 
 from localchat.errors import TemplateError
+from localchat.template_messages import message_pairs
 
 MAX_TEMPLATE_CHARS = 256 * 1024  # real chat templates are 1..20 KB
 
@@ -395,8 +396,6 @@ class SandboxedTemplate:
             _BUDGET.reset(token)
 
     def render(self, messages: Sequence[Any], add_generation_prompt: bool = True) -> str:
-        from localchat.templates import message_pairs
-
         conversation = [{"role": role, "content": content} for role, content in message_pairs(messages)]
         budget = _Budget(self.limits, sum(len(m["content"]) for m in conversation))
         token = _BUDGET.set(budget)

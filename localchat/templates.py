@@ -10,11 +10,12 @@ file's own), then the file's own template, then ChatML with a warning the user s
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from localchat.errors import TemplateError
+from localchat.template_messages import message_pairs
 from localchat.types import Message
 
 QWEN_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
@@ -26,24 +27,6 @@ class ChatTemplate(Protocol):
     name: str
 
     def render(self, messages: Sequence[Message | Mapping[str, str]], add_generation_prompt: bool = True) -> str: ...
-
-
-def message_pairs(messages: Sequence[Any]) -> list[tuple[str, str]]:
-    """(role, content) of each message, which may be a Message or a mapping with 'role' and 'content'."""
-    if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Iterable):
-        raise TemplateError("the conversation must be a list of messages", "pass a list of messages")
-    pairs = []
-    for i, m in enumerate(messages):
-        role, content = (m.role, m.content) if isinstance(m, Message) else (
-            (m.get("role"), m.get("content")) if isinstance(m, Mapping) else (None, None))
-        if not isinstance(role, str) or not role:
-            raise TemplateError(f"message {i} has no role", "each message needs a role and a content")
-        if content is None:
-            content = ""
-        if not isinstance(content, str):
-            raise TemplateError(f"message {i} ({role}) has non-text content", "give each message's content as text")
-        pairs.append((role, content))
-    return pairs
 
 
 @dataclass(frozen=True)

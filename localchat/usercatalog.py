@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from localchat.catalog import ModelEntry, parse_text
-from localchat.config import atomic_write_text
+from localchat.fsutil import atomic_write_text
 from localchat.errors import CatalogError
 
 _PLAIN = re.compile(r"^[A-Za-z0-9/~][A-Za-z0-9 ._/:+~-]*$")

@@ -30,7 +30,8 @@ from localchat.bundle.manifest import (
 )
 from localchat.catalog import ModelEntry, entry_to_dict
 from localchat.errors import BundleError, DiskFullError, IntegrityError, NotInstalledError
-from localchat.registry import InstalledModel, disk_free
+from localchat.fsutil import atomic_output, disk_free
+from localchat.registry import InstalledModel
 from localchat.sources.base import CancelToken, FetchContext, FetchedFile, HashingWriter, ProgressCallback, ProgressMeter
 from localchat.usercatalog import append_entry, render_entry
 
@@ -66,21 +67,13 @@ def export_bundle(services, ids: Iterable[str], out_path: str | os.PathLike[str]
     if disk_free(out_path.parent) < need:
         raise DiskFullError(f"not enough disk space for the bundle: it needs {need / 1e9:.2f} GB at {out_path.parent}",
                             hint="free some space or write the bundle to another disk (-o /media/usb/models.lcb)")
-    partial = out_path.with_name(out_path.name + ".partial")
-    try:
-        with open(partial, "wb") as out:
-            write_member(out, MANIFEST, manifest_bytes(manifest))
-            for model in models:
-                meter = ProgressMeter(progress, model.id, f"bundle:{out_path.name}")
-                for f in model.files:
-                    stream_file(out, sources[model.id] / f.name, f, meter, cancel)
-            write_end(out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(partial, out_path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+    with atomic_output(out_path) as out:  # a cancelled or failed export leaves no half bundle behind
+        write_member(out, MANIFEST, manifest_bytes(manifest))
+        for model in models:
+            meter = ProgressMeter(progress, model.id, f"bundle:{out_path.name}")
+            for f in model.files:
+                stream_file(out, sources[model.id] / f.name, f, meter, cancel)
+        write_end(out)
     return manifest
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from localchat.cli.models import services
-from localchat.cli.progress import ProgressBar, human_bytes
+from localchat.cli.progress import ProgressBar
+from localchat.units import human_size
 
 
 def register(sub) -> None:
@@ -46,7 +47,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     svc = services(args)
     manifest = _cancellable(export_bundle, svc, args.models, args.output, overwrite=args.force)
-    print(f"wrote {manifest.path}: {len(manifest.models)} model(s), {human_bytes(manifest.size)} "
+    print(f"wrote {manifest.path}: {len(manifest.models)} model(s), {human_size(manifest.size)} "
           f"({', '.join(manifest.ids)}; sha256 of every file in the manifest)")
     return 0
 
@@ -58,7 +59,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     before = set(svc.catalog.ids())
     installed = _cancellable(import_bundle, svc, args.file)
     for rec in installed:
-        print(f"{rec.id}: installed {human_bytes(rec.size)} (sha256 verified) at {rec.path}")
+        print(f"{rec.id}: installed {human_size(rec.size)} (sha256 verified) at {rec.path}")
     added = [rec.id for rec in installed if rec.id not in before]
     if added:
         print(f"added {', '.join(added)} to your catalog ({svc.paths.user_catalog})")
@@ -76,10 +77,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         for k, f in enumerate(m.files):
             first = k == 0
             rows.append((m.id if first else "", m.entry.name if first else "", (m.entry.quant or "-") if first else "",
-                         human_bytes(f.size), (m.entry.template or "auto") if first else "", f.name, f.sha256))
+                         human_size(f.size), (m.entry.template or "auto") if first else "", f.name, f.sha256))
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]) - 1)]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
-    print(f"\n{len(manifest.models)} model(s), {human_bytes(manifest.size)}"
+    print(f"\n{len(manifest.models)} model(s), {human_size(manifest.size)}"
           + ("; every file matches its sha256" if args.verify else "; not imported (`localchat bundle import` installs)"))
     return 0

@@ -199,11 +199,9 @@ def _pad(cell: str, width: int, right: bool, width_of) -> str:
 
 def _atomic_write(target: Path, text: str) -> None:
     from localchat.errors import StoreError
+    from localchat.fsutil import atomic_write_text
 
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, target)
+        atomic_write_text(target, text)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise StoreError(f"cannot write {target}: {exc.strerror}", hint="check the folder exists and is writable") from exc

@@ -6,7 +6,8 @@ import argparse
 import platform
 import sys
 
-from localchat.cli.progress import ProgressBar, human_bytes
+from localchat.cli.progress import ProgressBar
+from localchat.units import human_size
 from localchat.errors import NotInstalledError
 
 
@@ -52,17 +53,17 @@ def cmd_list(args: argparse.Namespace) -> int:
         if rec is not None:
             total += rec.size
         where = rec.path if rec else ("remote: " + e.endpoint if e.is_remote else "-")
-        size = human_bytes(rec.size if rec else e.size) if (rec or e.size) else "-"
+        size = human_size(rec.size if rec else e.size) if (rec or e.size) else "-"
         rows.append((e.id, e.name, e.quant or "-", size, str(e.context or "-"),
                      ",".join(s.kind for s in e.sources) or "-", str(where)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
     print(f"\n{sum(1 for r in rows[1:] if r[-1] != '-' and not r[-1].startswith('remote'))} installed, "
-          f"{human_bytes(total)} on disk in {svc.paths.models_dir}")
+          f"{human_size(total)} on disk in {svc.paths.models_dir}")
     partial = svc.installer.partial_bytes()
     if partial:
-        print(f"{human_bytes(partial)} in unfinished downloads ({svc.paths.downloads_dir}): `localchat pull ID` "
+        print(f"{human_size(partial)} in unfinished downloads ({svc.paths.downloads_dir}): `localchat pull ID` "
               "resumes one, `localchat rm ID` deletes it")
     return 0
 
@@ -78,7 +79,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         cancel.cancel()
         raise
-    print(f"{entry.id}: installed {human_bytes(rec.size)} from {rec.source} (sha256 verified) at {rec.path}")
+    print(f"{entry.id}: installed {human_size(rec.size)} from {rec.source} (sha256 verified) at {rec.path}")
     return 0
 
 
@@ -91,9 +92,9 @@ def cmd_rm(args: argparse.Namespace) -> int:
         freed = svc.installer.discard_partial(entry.id)
         if not freed:
             raise
-        print(f"removed the unfinished download of {entry.id}, freed {human_bytes(freed)}")
+        print(f"removed the unfinished download of {entry.id}, freed {human_size(freed)}")
         return 0
-    print(f"removed {entry.id}, freed {human_bytes(rec.size)}")
+    print(f"removed {entry.id}, freed {human_size(rec.size)}")
     return 0
 
 

@@ -6,15 +6,7 @@ import shutil
 import sys
 import time
 
-
-def human_bytes(n: float | None) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
+from localchat.units import human_size
 
 
 def human_seconds(s: float | None) -> str:
@@ -38,13 +30,13 @@ class ProgressBar:
             now = time.monotonic()
             if phase_changed or now - self._last_line > 5 or p.phase == "done":
                 self._last_line = now
-                print(f"{p.phase} {p.file}: {human_bytes(p.done)} / {human_bytes(p.total)}", file=self.stream)
+                print(f"{p.phase} {p.file}: {human_size(p.done)} / {human_size(p.total)}", file=self.stream)
             return
         width = shutil.get_terminal_size((100, 20)).columns
         if p.phase == "done":
-            line = f"installed {p.file} ({human_bytes(p.total)})"
+            line = f"installed {p.file} ({human_size(p.total)})"
         else:
-            stats = f" {human_bytes(p.done)}/{human_bytes(p.total)} {human_bytes(p.speed)}/s ETA {human_seconds(p.eta)}"
+            stats = f" {human_size(p.done)}/{human_size(p.total)} {human_size(p.speed)}/s ETA {human_seconds(p.eta)}"
             label = f"{p.phase} {p.file}"[: max(10, width // 3)]
             bar_width = max(10, width - len(label) - len(stats) - 4)
             frac = p.fraction

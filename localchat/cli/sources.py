@@ -6,7 +6,8 @@ import argparse
 import sys
 
 from localchat.cli.models import services
-from localchat.cli.progress import ProgressBar, human_bytes
+from localchat.cli.progress import ProgressBar
+from localchat.units import human_size
 
 
 def register(sub) -> None:
@@ -43,7 +44,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         width = max(len(f.name) for f in repo.files)
         for f in repo.files:
             parts = f"  ({f.parts} parts)" if f.parts > 1 else ""
-            print(f"    {f.name.ljust(width)}  {(f.quant or '-').ljust(7)}  {human_bytes(f.size):>9}{parts}")
+            print(f"    {f.name.ljust(width)}  {(f.quant or '-').ljust(7)}  {human_size(f.size):>9}{parts}")
     for line in problems:
         print(f"localchat: {line}", file=sys.stderr)
     if repos:
@@ -86,6 +87,6 @@ def cmd_import(args: argparse.Namespace) -> int:
 def _report(added, svc) -> None:
     e, rec = added.entry, added.installed
     ctx = f"context {e.context}" if e.context else "context unknown"
-    print(f"{e.id}: installed {human_bytes(rec.size)} from {rec.source} at {rec.path}")
+    print(f"{e.id}: installed {human_size(rec.size)} from {rec.source} at {rec.path}")
     print(f"{e.id}: added to {svc.paths.user_catalog} ({e.quant or 'quant unknown'}, {ctx}, template {e.template})")
     print(f"chat with it: localchat --model {e.id}")

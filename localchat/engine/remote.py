@@ -14,11 +14,9 @@ about right for CJK) and is corrected by the real prompt_tokens each reply repor
 from __future__ import annotations
 
 import http.client
-import ipaddress
 import json
 import math
 import socket
-import ssl
 import threading
 import time
 import uuid
@@ -29,6 +27,7 @@ from urllib.parse import urlsplit
 from localchat.engine.api import FinishReason, Prompt, TextDelta
 from localchat.engine.lifecycle import CancellingGeneration, ClosingEngine
 from localchat.errors import ContextOverflowError, EngineError, LocalchatError
+from localchat.netutil import tls_context
 from localchat.types import Message, ModelInfo, SamplingParams, Usage
 
 CONNECT_TIMEOUT = 10.0
@@ -59,7 +58,7 @@ class _Server:
     def connection(self, timeout: float) -> http.client.HTTPConnection:
         host, port = self._url.hostname or "", self._url.port
         if self._url.scheme == "https":
-            return http.client.HTTPSConnection(host, port, timeout=timeout, context=ssl.create_default_context())
+            return http.client.HTTPSConnection(host, port, timeout=timeout, context=tls_context())
         return http.client.HTTPConnection(host, port, timeout=timeout)
 
     def headers(self) -> dict[str, str]:
@@ -458,14 +457,3 @@ def _error_message(data: bytes) -> str:
     if isinstance(payload, dict) and "detail" in payload:
         return str(payload["detail"])
     return ""
-
-
-def is_loopback_url(url: str) -> bool:
-    """Whether a URL points at this machine (allowed in offline mode: it is no network call)."""
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
 from localchat.errors import ConfigError
+from localchat.netutil import is_loopback_host
 
 DEFAULT_MAX_BODY = 4 * 1024 * 1024  # a 32k-token conversation is ~150 KB of JSON; this leaves ample room
 
@@ -34,12 +34,3 @@ class ServerSettings:
                 hint="add --api-key KEY (or set LOCALCHAT_API_KEY), or bind to 127.0.0.1",
             )
         return self
-
-
-def is_loopback_host(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name other than localhost may resolve to any address

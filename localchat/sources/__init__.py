@@ -12,7 +12,8 @@ from localchat.catalog import ModelEntry
 from localchat.errors import (
     Cancelled, DiskFullError, GGUFError, IntegrityError, LocalchatError, NotInstalledError, OfflineError, SourceError,
 )
-from localchat.registry import InstalledFile, InstalledModel, InstalledModels, disk_free
+from localchat.fsutil import disk_free
+from localchat.registry import InstalledFile, InstalledModel, InstalledModels
 from localchat.sources.base import (
     CancelToken, DownloadProgress, FetchContext, FetchedFile, ProgressCallback, ProgressMeter, sha256_file,
 )

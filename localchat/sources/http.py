@@ -18,7 +18,6 @@ import json
 import os
 import queue
 import re
-import ssl
 import threading
 import urllib.error
 import urllib.request
@@ -31,7 +30,8 @@ from typing import Iterator
 from urllib.parse import urlsplit
 
 from localchat.errors import DiskFullError, DownloadError, LocalchatError, SourceError
-from localchat.registry import disk_free
+from localchat.fsutil import atomic_write_text, require_free_space
+from localchat.netutil import tls_context
 from localchat.sources.base import CHUNK, CancelToken, FetchContext, FetchedFile, require_network
 
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -199,9 +199,7 @@ class _Transfer:
         self._save_meta()
 
     def _save_meta(self) -> None:
-        tmp = self.meta_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.meta), encoding="utf-8")
-        os.replace(tmp, self.meta_path)
+        atomic_write_text(self.meta_path, json.dumps(self.meta))
 
     # --- one request --------------------------------------------------------------------------
 
@@ -291,14 +289,9 @@ class _Transfer:
     def _check_space(self) -> None:
         if self.size is None:
             return
-        need = self.size - self.offset
-        free = disk_free(self.part.parent)
-        if need + (8 << 20) > free:
-            raise DiskFullError(
-                f"not enough disk space to download {self.remote.name}: {need / 1e6:,.1f} MB to go, "
-                f"{free / 1e6:,.1f} MB free at {self.part.parent}",
-                hint="free some space (`localchat rm ID` removes a model) and run the same command again to resume",
-            )
+        require_free_space(self.part.parent, self.size - self.offset + (8 << 20), f"to download {self.remote.name}",
+                           hint="free some space (`localchat rm ID` removes a model) and run the same command again "
+                                "to resume")
 
     def _stream(self, resp: HTTPResponse) -> None:
         writer = _HashingWriter(self.part, self.offset, self.hasher)
@@ -401,20 +394,7 @@ class _RedirectHandler(urllib.request.HTTPRedirectHandler):
 
 def _opener() -> urllib.request.OpenerDirector:
     # ProxyHandler (from the environment: https_proxy, no_proxy, ...) is part of build_opener's defaults.
-    return urllib.request.build_opener(urllib.request.HTTPSHandler(context=_ssl_context()), _RedirectHandler())
-
-
-_ssl_lock = threading.Lock()
-_ssl_cached: ssl.SSLContext | None = None
-
-
-def _ssl_context() -> ssl.SSLContext:
-    global _ssl_cached
-    with _ssl_lock:
-        if _ssl_cached is None:
-            cafile = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("SSL_CERT_FILE") or None
-            _ssl_cached = ssl.create_default_context(cafile=cafile)
-        return _ssl_cached
+    return urllib.request.build_opener(urllib.request.HTTPSHandler(context=tls_context()), _RedirectHandler())
 
 
 def _host(url: str) -> str:

@@ -4,19 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from localchat.units import human_size
+
 PHASES = {
     "resolve": "looking up", "download": "downloading", "extract": "unpacking", "verify": "verifying",
     "install": "installing", "done": "done",
 }
-
-
-def human_size(n: int | None) -> str:
-    if n is None:
-        return "?"
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} B"
 
 
 def human_duration(seconds: float | None) -> str:

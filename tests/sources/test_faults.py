@@ -9,6 +9,7 @@ import subprocess
 
 import pytest
 
+from localchat import fsutil
 from localchat.errors import Cancelled, DiskFullError, IntegrityError, SourceError
 from localchat.sources import CancelToken, http
 from tests.support.sources import REPO, Progress, assert_installed, entry, range_start
@@ -108,7 +109,7 @@ def test_a_full_disk_mid_download_fails_cleanly_and_the_next_pull_resumes(hub, s
 
 
 def test_not_enough_free_space_is_refused_before_downloading(hub, svc, model_files, monkeypatch):
-    monkeypatch.setattr(http, "disk_free", lambda path: 1_000_000)
+    monkeypatch.setattr(fsutil, "disk_free", lambda path: 1_000_000)
     with pytest.raises(DiskFullError, match="not enough disk space"):
         svc.installer.install(entry("m", [model_files.big], ("hf", REPO)))
     assert hub.bytes_sent() == 0
