@@ -124,7 +124,11 @@ class LocalchatApp(App):
             return
         if isinstance(change, ws.ReplyStarted):
             chat = self.chat
-            self._deltas = DeltaBuffer(lambda: chat.post_message(ReplyDelta()))
+
+            def wake() -> None:
+                chat.post_message(ReplyDelta())
+
+            self._deltas = DeltaBuffer(wake)
             chat.post_message(WorkspaceChanged(change, self._deltas))
         elif isinstance(change, (ws.ReplyFinished, ws.TurnWaiting)):
             self.chat.post_message(WorkspaceChanged(change))
@@ -205,9 +209,6 @@ class LocalchatApp(App):
             used = self._context_used
         self._context_used = used
         status.set_context(used, engine.info.n_ctx, self.session.dropped)
-
-    def load_model(self, model_id: str, reason: str | None = None) -> None:
-        self.workspace.load(model_id, reason)
 
     def switch_model(self, model_id: str) -> None:
         """Quick swap: keep the conversation, load another installed model (stops a streaming reply)."""

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from textual.message import Message
 
 if TYPE_CHECKING:
+    from localchat.sources import DownloadProgress
+    from localchat.store.records import Conversation, ConversationSummary, SearchHit
     from localchat.tui.streaming import DeltaBuffer
     from localchat.workspace import WorkspaceEvent
 
@@ -19,7 +21,7 @@ class TaskProgress(Message):
     """A pull or verify of `model_id` moved on (progress is a DownloadProgress)."""
 
     model_id: str
-    progress: Any
+    progress: DownloadProgress
 
 
 @dataclass
@@ -59,18 +61,18 @@ class ReplyDelta(Message, bubble=False):
 
 @dataclass
 class ConversationsListed(Message):
-    conversations: list[Any]  # ConversationSummary
+    conversations: list[ConversationSummary]
 
 
 @dataclass
 class SearchResults(Message):
     query: str
-    hits: list[Any]  # SearchHit
+    hits: list[SearchHit]
 
 
 @dataclass
 class ConversationLoaded(Message):
-    conversation: Any  # store Conversation with messages
+    conversation: Conversation  # with its messages
 
 
 @dataclass

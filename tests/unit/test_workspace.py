@@ -288,9 +288,16 @@ def test_load_settings_saved_mid_reply_reload_after_it(services: FakeServices, r
 def test_a_dead_worker_is_reloaded_and_the_message_kept(services: FakeServices, recorder: Recorder) -> None:
     workspace = loaded(services, recorder)
     services.started[0].closed.set()  # the worker process died
+    services.loads[SMOL] = threading.Event()
     refused = workspace.request_turn("send", "still there?")
     assert isinstance(refused, Refused) and "loading it again" in refused.reason
     assert workspace.loading == SMOL and not workspace.busy
+    assert workspace.request_turn("send", "still there?") == "waiting"  # sent again while it reloads: it waits
+    services.replies.set()
+    services.loads[SMOL].set()
+    recorder.wait(ws.ReplyFinished)
+    assert workspace.engine is services.started[1]
+    assert [m.content for m in workspace.session.messages] == ["still there?"]
 
 
 def test_a_real_turn_on_the_tiny_model(tiny_model: Path, localchat_home: Path, recorder: Recorder) -> None:
