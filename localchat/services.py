@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Union, cast
 
 from localchat.catalog import ModelCatalog, ModelEntry
 from localchat.config import Config
@@ -13,6 +15,15 @@ from localchat.fsutil import atomic_write_text
 from localchat.errors import ConfigError, NotInstalledError, OfflineError
 from localchat.paths import Paths
 from localchat.registry import InstalledModel, InstalledModels
+from localchat.types import GpuLayers
+
+if TYPE_CHECKING:  # imported lazily at run time: `localchat --help` must not pay for them
+    from localchat.engine.api import ChatTemplate, Engine
+    from localchat.sources import CancelToken, DownloadProgress, Installer
+    from localchat.store import ConversationStore
+
+# What state.json holds (today only "last_model").
+StateValue = Union[str, int, float, bool, None]
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
@@ -54,7 +65,7 @@ class Services:
         return InstalledModels(self.paths.registry_path, self.paths.models_dir)
 
     @cached_property
-    def installer(self):
+    def installer(self) -> Installer:
         from localchat.sources import Installer
 
         return Installer(self.registry, self.paths.downloads_dir, offline=self.offline)
@@ -80,7 +91,8 @@ class Services:
                 return candidate
         return installed[0] if installed else None
 
-    def ensure_default_model(self, progress=None, cancel=None) -> str:
+    def ensure_default_model(self, progress: Callable[[DownloadProgress], None] | None = None,
+                             cancel: CancelToken | None = None) -> str:
         """Install the built-in default model if nothing is installed yet; returns the model id to use."""
         model_id = self.default_model_id()
         if model_id is not None:
@@ -89,40 +101,41 @@ class Services:
         return DEFAULT_MODEL
 
     @cached_property
-    def store(self):
+    def store(self) -> ConversationStore:
         from localchat.store import ConversationStore
 
         return ConversationStore.open(self.paths.db_path)
 
     # --- engine -------------------------------------------------------------------------------
 
-    def start_engine(self, model_id: str, **load_overrides: Any):
-        """Start a worker with `model_id` loaded, using the configured load options."""
+    def start_engine(self, model_id: str, n_ctx: int | None = None, n_gpu_layers: GpuLayers | None = None) -> Engine:
+        """Start a worker with `model_id` loaded, using the configured load options (the arguments override them)."""
         from localchat.engine.client import EngineClient
 
         entry = self.entry(model_id)
         if entry.is_remote:
-            client = self._start_remote(entry, load_overrides.get("n_ctx"))
+            remote = self._start_remote(entry, n_ctx)
             self.remember("last_model", model_id)
-            return client
+            return remote
         rec = self.installed(model_id)
-        options = self.config.load_options_for(model_id, **load_overrides)
+        options = self.config.load_options_for(model_id, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers)
         if entry.context and options.n_ctx > entry.context:
-            from dataclasses import replace
-
             options = replace(options, n_ctx=entry.context)
         client = EngineClient.start(rec.path, options, self.paths.log_dir)
         self.remember("last_model", model_id)
-        return client
+        return cast("Engine", client)
 
-    def _start_remote(self, entry: ModelEntry, n_ctx: int | None):
+    def _start_remote(self, entry: ModelEntry, n_ctx: int | None) -> Engine:
         """A client for a catalog entry with an `endpoint` (an OpenAI-compatible server elsewhere)."""
         import os
 
         from localchat.engine.remote import RemoteEngineClient
         from localchat.netutil import is_loopback_url
 
-        if self.offline and not is_loopback_url(entry.endpoint):
+        endpoint = entry.endpoint
+        if not endpoint:  # only a remote entry comes here, and the catalog requires its endpoint
+            raise ConfigError(f"'{entry.id}' has no endpoint", hint="give it `endpoint:` in models.yaml")
+        if self.offline and not is_loopback_url(endpoint):
             raise OfflineError(f"'{entry.id}' is a remote engine at {entry.endpoint}, and offline mode is on",
                                hint="turn offline mode off to use it, or pick a local model")
         key = None
@@ -132,17 +145,21 @@ class Services:
                 raise ConfigError(f"'{entry.id}' needs an API key in ${entry.api_key_env}, which is not set",
                                   hint=f"export {entry.api_key_env}=... before starting localchat")
         limits = [n for n in (n_ctx, entry.context) if n]
-        return RemoteEngineClient.start(entry.endpoint, entry.remote_model or entry.id, key,
-                                        n_ctx=min(limits) if limits else None, key_env=entry.api_key_env)
+        remote = RemoteEngineClient.start(endpoint, entry.remote_model or entry.id, key,
+                                          n_ctx=min(limits) if limits else None, key_env=entry.api_key_env)
+        return cast("Engine", remote)
 
-    def chat_template(self, entry: ModelEntry, gguf_template: str | None, bos: str | None = None, eos: str | None = None):
+    def chat_template(self, entry: ModelEntry, gguf_template: str | None, bos: str | None = None,
+                      eos: str | None = None) -> tuple[ChatTemplate, list[str]]:
+        """The template for `entry` and the warnings its user should see."""
         if entry.is_remote:  # the server applies its own template: the conversation goes as messages
             from localchat.engine.remote import RemoteTemplate
 
-            return RemoteTemplate(), []
+            return cast("ChatTemplate", RemoteTemplate()), []
         from localchat.templates import choose_template
 
-        return choose_template(entry.template, gguf_template, bos, eos)
+        template, warnings = choose_template(entry.template, gguf_template, bos, eos)
+        return cast("ChatTemplate", template), warnings
 
     # --- small persistent state (last model used) ---------------------------------------------
 
@@ -151,13 +168,13 @@ class Services:
         return self.paths.data_dir / "state.json"
 
     @cached_property
-    def state(self) -> dict[str, Any]:
+    def state(self) -> dict[str, StateValue]:
         try:
             data = json.loads(self._state_path.read_text(encoding="utf-8"))
             return data if isinstance(data, dict) else {}
         except (OSError, ValueError):
             return {}
 
-    def remember(self, key: str, value: Any) -> None:
+    def remember(self, key: str, value: StateValue) -> None:
         self.state[key] = value
         atomic_write_text(self._state_path, json.dumps(self.state, indent=2))

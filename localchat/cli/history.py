@@ -7,6 +7,10 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from localchat.store import ConversationStore
 
 LAST = "last"
 
@@ -64,11 +68,11 @@ def conversation_id(text: str) -> int | str:
     return value
 
 
-def open_store(args: argparse.Namespace):
-    from localchat.paths import Paths
-    from localchat.store import ConversationStore
+def open_store(args: argparse.Namespace) -> ConversationStore:
+    """The store of the composition root (the same one the TUI and the server use); `with` closes it."""
+    from localchat.services import Services
 
-    return ConversationStore.open(Paths.from_env(getattr(args, "home", None)).db_path)
+    return Services.open(getattr(args, "home", None), offline=getattr(args, "offline", None)).store
 
 
 def resolve(store, ident: int | str) -> int:

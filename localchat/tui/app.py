@@ -1,32 +1,44 @@
-"""The localchat app: holds the workspace state (loaded model, conversation, background tasks) and the screens.
+"""The localchat app: the screens, the background model tasks, and the bridge to the workspace.
 
-Screens and widgets only show state and post messages. The work runs in thread workers through the services:
-loading a model (services.start_engine), a chat turn (ChatSession, in the chat screen), downloads and store
-access. Workers never raise into Textual (that would end the app with a traceback): they post a message that
-becomes a notification saying what to do.
+The state the screens share (loaded model, conversation, the reply in flight) lives in a Workspace, which knows
+nothing of Textual: screens call its methods and render its state. The workspace does its work in threads and
+reports each change as an event; `_forward` turns it into a Textual message (post_message is the one
+thread-safe Textual call). Background work never raises into Textual (that would end the app with a traceback):
+it becomes a notification saying what to do.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
-import time
-from typing import Any, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
 
 from textual import on, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
+from textual.timer import Timer
+from textual.theme import Theme
 from textual.worker import Worker, WorkerState
 
+from localchat import workspace as ws
 from localchat.errors import LocalchatError
 from localchat.tui.commands import palette_commands
-from localchat.tui.events import (Failed, ModelLoaded, ModelLoadFailed, ModelsChanged, StoreReady, TaskFinished,
-                                  TaskProgress)
+from localchat.tui.events import Failed, ModelsChanged, ReplyDelta, TaskFinished, TaskProgress, WorkspaceChanged
 from localchat.tui.format import human_size
 from localchat.tui.runner import TaskRunner
 from localchat.tui.screens.chat import ChatScreen
 from localchat.tui.screens.picker import ModelPicker, PickerItem
+from localchat.tui.streaming import DeltaBuffer
+from localchat.workspace import Workspace
+
+if TYPE_CHECKING:
+    from localchat.chat import ChatSession
+    from localchat.engine.api import Engine
+    from localchat.services import Services
+    from localchat.store import ConversationStore
+    from localchat.types import ModelInfo
 
 log = logging.getLogger("localchat.tui")
 
@@ -41,31 +53,44 @@ class LocalchatApp(App):
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
-    def __init__(self, services: Any, model_id: str | None = None, offer_model: str | None = None) -> None:
+    def __init__(self, services: Services, model_id: str | None = None, offer_model: str | None = None) -> None:
         super().__init__()
         self.services = services
         self.start_model = model_id  # loaded at start (installed)
         self.offer_model = offer_model  # offered on the welcome screen (nothing usable installed)
-        self.engine: Any = None
-        self.template: Any = None
-        self.model_id: str | None = None
-        self.previous_model_id: str | None = None
-        self.loading: str | None = None
-        self.session: Any = None
-        self.turn: Any = None  # the ChatTurn streaming now
-        self.busy = False  # from sending until the reply has finished
-        self.store: Any = None
+        self.workspace = Workspace(services, self._forward)
         self.tasks = TaskRunner(self)
-        self._load_seq = 0
-        self._load_started = 0.0
-        self._load_reason: str | None = None
-        self._load_timer: Any = None
-        self._reload_after_reply: str | None = None
-        self._conversation_system: str | None = None  # the system prompt an opened conversation was started with
+        self._deltas: DeltaBuffer | None = None  # the streaming reply's text, filled by the turn's thread
+        self._load_timer: Timer | None = None
         self._log_ready = False
         self._context_used = 0
-        self._retired: list[Any] = []  # engines replaced while a reply was still finishing on them
         self.chat = ChatScreen()
+
+    # The workspace's state, read-only (tests and benchmarks read it here).
+    @property
+    def engine(self) -> Engine | None:
+        return self.workspace.engine
+
+    @property
+    def model_id(self) -> str | None:
+        return self.workspace.model_id
+
+    @property
+    def loading(self) -> str | None:
+        return self.workspace.loading
+
+    @property
+    def session(self) -> ChatSession:
+        return self.workspace.session
+
+    @property
+    def store(self) -> ConversationStore | None:
+        return self.workspace.store
+
+    @property
+    def busy(self) -> bool:
+        """A reply is in flight, or still being drawn after the model finished it."""
+        return self.workspace.busy or self.chat.replying
 
     def get_default_screen(self) -> Screen:
         return self.chat
@@ -75,141 +100,121 @@ class LocalchatApp(App):
         if theme and theme in self.available_themes:
             self.theme = theme
         self.theme_changed_signal.subscribe(self, self._theme_changed)
-        self.session = self._new_session()
 
     def on_ready(self) -> None:
         """The first frame is on screen: start the slow work (model, store) in the background."""
         gc.freeze()  # what start-up made lives as long as the app: later full collections need not walk it
-        self._open_store()
+        self.workspace.open_store()
         if self.start_model is not None:
-            self.load_model(self.start_model)
+            self.workspace.load(self.start_model)
         else:
             from localchat.tui.screens.welcome import WelcomeScreen
 
             self.chat.status.model = "no model"
             self.push_screen(WelcomeScreen(self.offer_model))
 
-    # --- the loaded model -----------------------------------------------------------------------
+    # --- from the workspace ---------------------------------------------------------------------
 
-    def load_model(self, model_id: str, reason: str | None = None) -> None:
-        """Start loading `model_id` in the background; the conversation continues on it once loaded."""
-        self._load_seq += 1
-        self.loading = model_id
-        self._load_started = time.monotonic()
-        self._load_reason = reason
-        self._show_loading()
-        self.chat.status.add_class("busy")
-        if self._load_timer is None:
-            self._load_timer = self.set_interval(0.5, self._show_loading)
-        self._load_worker(model_id, self._load_seq)
+    def _forward(self, change: ws.WorkspaceEvent) -> None:
+        """From any thread: hand a workspace change to the event loop. Reply text goes into the DeltaBuffer
+        the chat screen takes from (a message per token would cost the event loop a dispatch per token)."""
+        if isinstance(change, ws.ReplyText):
+            if self._deltas is not None:
+                self._deltas.put(change.text)
+            return
+        if isinstance(change, ws.ReplyStarted):
+            chat = self.chat
+
+            def wake() -> None:
+                chat.post_message(ReplyDelta())
+
+            self._deltas = DeltaBuffer(wake)
+            chat.post_message(WorkspaceChanged(change, self._deltas))
+        elif isinstance(change, (ws.ReplyFinished, ws.TurnWaiting)):
+            self.chat.post_message(WorkspaceChanged(change))
+        else:
+            self.post_message(WorkspaceChanged(change))
+
+    @on(WorkspaceChanged)
+    def _workspace_changed(self, message: WorkspaceChanged) -> None:
+        change = message.change
+        if isinstance(change, ws.LoadStarted):
+            self._show_loading()
+            self.chat.status.add_class("busy")
+            if self._load_timer is None:
+                self._load_timer = self.set_interval(0.5, self._show_loading)
+        elif isinstance(change, ws.ModelReady):
+            self._model_ready(change)
+        elif isinstance(change, ws.LoadFailed):
+            self._loading_done()
+            still_on = f"; still on {change.still_on}" if change.still_on else ""
+            self.chat.status.state = f"{change.model_id} failed to load{still_on}"
+            self.notify(change.error, title=f"{change.model_id} failed to load", severity="error", timeout=15)
+        elif isinstance(change, ws.StoreReady):
+            self.chat.refresh_conversations()
+        elif isinstance(change, ws.StoreFailed):
+            self.notify(change.error, title="Conversations will not be saved", severity="error", timeout=15)
+        elif isinstance(change, ws.InternalError):
+            self.log_exception(change.error)
+
+    def _model_ready(self, change: ws.ModelReady) -> None:
+        if self.workspace.loading is None:
+            self._loading_done()
+        status = self.chat.status
+        status.state = ""
+        status.model = self._model_label(change.model_id)
+        status.hardware = self._hardware_label(change.info)
+        self.show_context(0 if not self.session.messages else None)
+        self.sub_title = self.services.entry(change.model_id).name
+        if change.previous_id is not None and change.previous_id != change.model_id:
+            self.notify(f"switched to {change.model_id} in {change.seconds:.1f} s; the conversation continues",
+                        timeout=4)
+        if change.continued:
+            self.chat.note(f"continuing with {change.model_id}")
+        for warning in change.warnings:
+            self.notify(warning, severity="warning", timeout=8)
 
     def _show_loading(self) -> None:
-        if self.loading is None:
+        loading = self.workspace.loading
+        if loading is None:
             return
-        seconds = time.monotonic() - self._load_started
+        seconds = self.workspace.load_seconds
         elapsed = f" {seconds:.0f} s" if seconds >= 1 else ""
-        reason = f" ({self._load_reason})" if self._load_reason else ""
-        self.chat.status.state = f"loading {self.loading}…{elapsed}{reason}"
+        reason = f" ({self.workspace.load_reason})" if self.workspace.load_reason else ""
+        self.chat.status.state = f"loading {loading}…{elapsed}{reason}"
 
     def _loading_done(self) -> None:
-        self.loading = None
         if self._load_timer is not None:
             self._load_timer.stop()
             self._load_timer = None
         self.chat.status.remove_class("busy")
-
-    @work(thread=True, group="load", exit_on_error=False)
-    def _load_worker(self, model_id: str, seq: int) -> None:
-        engine = None
-        try:
-            engine = self.services.start_engine(model_id)
-            entry = self.services.entry(model_id)
-            info = engine.info
-            template, warnings = self.services.chat_template(entry, info.chat_template, info.bos_token, info.eos_token)
-        except Exception as exc:  # LocalchatError says what to do; anything else is a bug, logged
-            if not isinstance(exc, LocalchatError):
-                self.log_exception(exc)
-            if engine is not None:
-                engine.close()
-            self.post_message(ModelLoadFailed(model_id, str(exc) if isinstance(exc, LocalchatError)
-                                              else f"internal error: {exc!r} (see {self._log_path})", seq))
-            return
-        self.post_message(ModelLoaded(model_id, engine, template, list(warnings), seq))
-
-    @on(ModelLoaded)
-    def _model_loaded(self, event: ModelLoaded) -> None:
-        if event.seq != self._load_seq:  # a newer load was asked for meanwhile
-            self._close_engine(event.engine)
-            return
-        old, old_id = self.engine, self.model_id
-        self.engine, self.template, self.model_id = event.engine, event.template, event.model_id
-        self._loading_done()
-        if old_id != event.model_id:
-            self.previous_model_id = old_id
-        self.session.use_model(event.engine, event.template, event.model_id)
-        self._apply_settings_to_session()
-        if old is not None and old is not event.engine:
-            if self.busy:  # the stopped reply is still winding down on it: close it once that is over
-                self._retired.append(old)
-            else:
-                self._close_engine(old)
-        status = self.chat.status
-        status.state = ""
-        status.model = self._model_label(event.model_id)
-        status.hardware = self._hardware_label(event.engine.info)
-        self.show_context(0 if not self.session.messages else None)
-        self.sub_title = self.services.entry(event.model_id).name
-        seconds = time.monotonic() - self._load_started
-        if old_id is not None and old_id != event.model_id:
-            self.notify(f"switched to {event.model_id} in {seconds:.1f} s; the conversation continues", timeout=4)
-            if self.session.messages:
-                self.chat.note(f"continuing with {event.model_id}")
-        for warning in event.warnings:
-            self.notify(warning, severity="warning", timeout=8)
-
-    @on(ModelLoadFailed)
-    def _model_failed(self, event: ModelLoadFailed) -> None:
-        if event.seq != self._load_seq:
-            return
-        self._loading_done()
-        status = self.chat.status
-        status.state = f"{event.model_id} failed to load" + (f"; still on {self.model_id}" if self.model_id else "")
-        self.notify(event.error, title=f"{event.model_id} failed to load", severity="error", timeout=15)
-
-    @work(thread=True, group="close", exit_on_error=False)
-    def _close_engine(self, engine: Any) -> None:
-        engine.close()  # the worker process ends, so its memory goes back to the system
 
     def _model_label(self, model_id: str) -> str:
         entry = self.services.entry(model_id)
         return f"{entry.id} {entry.quant or ''}".strip()
 
     @staticmethod
-    def _hardware_label(info: Any) -> str:
+    def _hardware_label(info: ModelInfo) -> str:
         gpu = f"GPU {info.n_gpu_layers}/{info.n_layer} layers" if info.n_gpu_layers else "CPU"
         return f"{gpu}, flash attn {'on' if info.flash_attn else 'off'}"
 
     def show_context(self, used: int | None) -> None:
         """Update the context meter (None: keep the last count, e.g. after a swap, until the next turn)."""
         status = self.chat.status
-        if self.engine is None:
+        engine = self.workspace.engine
+        if engine is None:
             status.clear_context()
             return
         if used is None:
             used = self._context_used
         self._context_used = used
-        status.set_context(used, self.engine.info.n_ctx, self.session.dropped)
+        status.set_context(used, engine.info.n_ctx, self.session.dropped)
 
     def switch_model(self, model_id: str) -> None:
         """Quick swap: keep the conversation, load another installed model (stops a streaming reply)."""
-        if model_id == self.model_id and self.engine is not None and self.engine.alive:
-            self.notify(f"{model_id} is already loaded", timeout=3)
-            return
-        if model_id == self.loading:
-            return
-        if self.turn is not None:
-            self.turn.cancel()
-        self.load_model(model_id)
+        refused = self.workspace.switch_model(model_id)
+        if refused is not None:
+            self.notify(refused.reason, severity=refused.severity, timeout=3)
 
     def action_switch_model(self) -> None:
         items = []
@@ -229,73 +234,15 @@ class LocalchatApp(App):
             if model_id:
                 self.switch_model(model_id)
 
-        self.push_screen(ModelPicker(items, self.model_id, self.previous_model_id), picked)
-
-    # --- the conversation -----------------------------------------------------------------------
-
-    def _new_session(self, history: list | None = None, conversation_id: int | None = None) -> Any:
-        from localchat.chat import ChatSession
-
-        return ChatSession(self.engine, self.template, model_id=self.model_id or "", history=history,
-                           sampling=self.services.config.sampling_for(self.model_id),
-                           system=self._system_prompt(), store=self.store, conversation_id=conversation_id)
-
-    def _system_prompt(self) -> str | None:
-        return self._conversation_system or self.services.config.system_prompt_for(self.model_id)
-
-    def _apply_settings_to_session(self) -> None:
-        self.session.sampling = self.services.config.sampling_for(self.model_id)
-        self.session.system = self._system_prompt()
-
-    def new_session(self) -> None:
-        self._conversation_system = None
-        self.session = self._new_session()
-
-    def open_conversation(self, conv: Any) -> None:
-        """Continue a saved conversation with the loaded model."""
-        self._conversation_system = conv.system
-        history = [m.to_message() for m in conv.messages if m.content]
-        self.session = self._new_session(history, conv.id)
-        self.show_context(0)
-
-    def ready_to_chat(self, text: str) -> bool:
-        """Whether a turn can start now; says why not (and reloads a model whose worker died)."""
-        if self.engine is None:
-            if self.loading:
-                self.notify(f"{self.loading} is still loading; send again in a moment", severity="warning")
-            else:
-                self.notify("no model is loaded: press Ctrl+O to pick one, or F2 for the catalog", severity="warning")
-            return False
-        if not self.engine.alive:
-            self.notify("the model's worker had stopped; loading it again (the conversation is kept)")
-            self.load_model(self.model_id)
-            return False
-        return True
-
-    def reply_finished(self) -> None:
-        while self._retired:
-            self._close_engine(self._retired.pop())
-        if self._reload_after_reply:
-            reason, self._reload_after_reply = self._reload_after_reply, None
-            self.load_model(self.model_id, reason)
+        self.push_screen(ModelPicker(items, self.workspace.model_id, self.workspace.previous_model_id), picked)
 
     # --- settings -------------------------------------------------------------------------------
 
     def settings_saved(self, load_changed: bool, what: str) -> None:
         """Apply saved settings: sampling and system prompt next turn; load options by reloading the model."""
-        self._apply_settings_to_session()
-        if not load_changed or self.model_id is None:
-            self.notify("settings saved; they apply from the next reply", timeout=4)
-            return
-        reason = f"applying {what}"
-        if self.busy:
-            self._reload_after_reply = reason
-            self.notify(f"settings saved; {self.model_id} reloads with the new {what} after this reply")
-        else:
-            self.notify(f"settings saved; reloading {self.model_id} with the new {what}")
-            self.load_model(self.model_id, reason)
+        self.notify(self.workspace.settings_saved(load_changed, what), timeout=4)
 
-    def _theme_changed(self, theme: Any) -> None:
+    def _theme_changed(self, theme: Theme) -> None:
         if self.services.config.theme != theme.name:
             self.services.config.theme = theme.name
             self.save_config()
@@ -306,24 +253,6 @@ class LocalchatApp(App):
             self.services.config.save(self.services.paths.config_file)
         except (OSError, LocalchatError) as exc:
             self.post_message(Failed("Could not save the settings", f"{exc}: check that the config folder is writable"))
-
-    # --- store ----------------------------------------------------------------------------------
-
-    @work(thread=True, group="store-open", exit_on_error=False)
-    def _open_store(self) -> None:
-        try:
-            store = self.services.store
-        except (LocalchatError, ImportError) as exc:
-            self.post_message(Failed("Conversations will not be saved", str(exc)))
-            return
-        self.post_message(StoreReady(store))
-
-    @on(StoreReady)
-    def _store_ready(self, event: StoreReady) -> None:
-        self.store = event.store
-        if self.session is not None and self.session.store is None:
-            self.session.store = event.store
-        self.chat.refresh_conversations()
 
     # --- background tasks, errors ---------------------------------------------------------------
 
@@ -354,7 +283,7 @@ class LocalchatApp(App):
                         title="Internal error", severity="error", timeout=20)
 
     @property
-    def _log_path(self) -> Any:
+    def _log_path(self) -> Path:
         return self.services.paths.log_dir / "tui.log"
 
     def log_exception(self, error: BaseException | None) -> None:
@@ -398,14 +327,11 @@ class LocalchatApp(App):
         yield from palette_commands(self)
 
     async def on_unmount(self) -> None:
-        if self.turn is not None:
-            self.turn.cancel()
         self.tasks.cancel_all()
-        if self.engine is not None:
-            self.engine.close()
+        self.workspace.shutdown()
 
 
-def make_app(services: Any, model_id: str | None = None) -> LocalchatApp:
+def make_app(services: Services, model_id: str | None = None) -> LocalchatApp:
     """Build the app with its services: used by the CLI and by the tests alike.
 
     `model_id`: the model to open (default: the one used last, else the default, else any installed one).

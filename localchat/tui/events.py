@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from textual.message import Message
 
+if TYPE_CHECKING:
+    from localchat.sources import DownloadProgress
+    from localchat.store.records import Conversation, ConversationSummary, SearchHit
+    from localchat.tui.streaming import DeltaBuffer
+    from localchat.workspace import WorkspaceEvent
+
 # --- models -------------------------------------------------------------------------------------
-
-
-@dataclass
-class ModelLoaded(Message):
-    model_id: str
-    engine: Any
-    template: Any
-    warnings: list[str]
-    seq: int = 0  # which load request this answers (a newer request makes it stale)
-
-
-@dataclass
-class ModelLoadFailed(Message):
-    model_id: str
-    error: str
-    seq: int = 0
 
 
 @dataclass
@@ -31,7 +21,7 @@ class TaskProgress(Message):
     """A pull or verify of `model_id` moved on (progress is a DownloadProgress)."""
 
     model_id: str
-    progress: Any
+    progress: DownloadProgress
 
 
 @dataclass
@@ -55,46 +45,34 @@ class ModelsChanged(Message):
 
 
 @dataclass
-class ReplyStarted(Message, bubble=False):
-    notice: str | None
-    prompt_tokens: int
+class WorkspaceChanged(Message, bubble=False):
+    """A workspace event, on the event loop. Reply events carry the DeltaBuffer their text streams into."""
+
+    change: WorkspaceEvent
+    deltas: DeltaBuffer | None = None
 
 
 class ReplyDelta(Message, bubble=False):
-    """New text is waiting in the chat screen's DeltaBuffer."""
-
-
-@dataclass
-class ReplyFinished(Message, bubble=False):
-    status: str  # complete | length | cancelled | error
-    usage: Any
-    error: str | None = None
-    started: bool = True  # False: the turn failed before generation began (the message was not sent)
-    warning: str | None = None  # the reply went on, but something else failed (saving it)
+    """New text is waiting in the reply's DeltaBuffer."""
 
 
 # --- conversations ------------------------------------------------------------------------------
 
 
 @dataclass
-class StoreReady(Message):
-    store: Any
-
-
-@dataclass
 class ConversationsListed(Message):
-    conversations: list[Any]  # ConversationSummary
+    conversations: list[ConversationSummary]
 
 
 @dataclass
 class SearchResults(Message):
     query: str
-    hits: list[Any]  # SearchHit
+    hits: list[SearchHit]
 
 
 @dataclass
 class ConversationLoaded(Message):
-    conversation: Any  # store Conversation with messages
+    conversation: Conversation  # with its messages
 
 
 @dataclass

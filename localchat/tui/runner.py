@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from localchat.errors import Cancelled, LocalchatError, SourceError
 from localchat.tui.events import Failed, ModelsChanged, TaskFinished, TaskProgress
@@ -16,6 +16,10 @@ from localchat.tui.format import human_size
 from localchat.tui.tasks import ModelTask
 
 if TYPE_CHECKING:
+    from localchat.catalog import ModelEntry
+    from localchat.registry import InstalledModel
+    from localchat.services import Services
+    from localchat.sources import DownloadProgress
     from localchat.tui.app import LocalchatApp
 
 
@@ -25,10 +29,10 @@ class TaskRunner:
         self.active: dict[str, ModelTask] = {}
 
     @property
-    def services(self) -> Any:
+    def services(self) -> Services:
         return self.app.services
 
-    def installed_models(self) -> dict[str, Any]:
+    def installed_models(self) -> dict[str, InstalledModel]:
         """Installed models (id -> InstalledModel) whose files are all on disk, in catalog order."""
         registry = self.services.registry
         records = registry.all()
@@ -101,7 +105,7 @@ class TaskRunner:
 
     # --- in the worker thread ---------------------------------------------------------------------
 
-    def _report(self, model_id: str, progress: Any) -> None:
+    def _report(self, model_id: str, progress: DownloadProgress) -> None:
         self.app.post_message(TaskProgress(model_id, progress))
 
     def _finish(self, key: str, kind: str, work: Callable[[], dict]) -> None:
@@ -118,7 +122,7 @@ class TaskRunner:
         else:
             self.app.post_message(TaskFinished(key, kind, **result))
 
-    def _pull(self, entry: Any, task: ModelTask) -> None:
+    def _pull(self, entry: ModelEntry, task: ModelTask) -> None:
         def work() -> dict:
             self.services.installer.install(entry, progress=partial(self._report, entry.id), cancel=task.cancel)
             return {}
@@ -205,8 +209,9 @@ class TaskRunner:
         if event.kind in ("pull", "import") and not event.error and not event.cancelled:
             app.post_message(ModelsChanged())
             first = (event.installed or [None])[0] if event.kind == "import" else event.model_id
-            if first and app.engine is None and app.loading is None:
-                app.load_model(first)
+            workspace = app.workspace
+            if first and workspace.engine is None and workspace.loading is None:
+                workspace.load(first)
 
     def _changed(self) -> None:
         tasks = list(self.active.values())

@@ -56,6 +56,22 @@ def test_list_is_an_aligned_table_newest_first(saved, capsys):
     assert "1 of 3 conversations shown" in out and "smollm2" in out and "qwen" not in out
 
 
+def test_the_store_is_the_one_services_builds(saved, monkeypatch, capsys):
+    """The history commands get their store from the composition root (the same as the TUI and the server)."""
+    from localchat.services import Services
+
+    opened = []
+
+    def store(self):
+        opened.append(self.paths.db_path)
+        return ConversationStore.open(self.paths.db_path)
+
+    monkeypatch.setattr(Services, "store", property(store))
+    assert cli("list") == 0
+    assert "TITLE" in capsys.readouterr().out
+    assert len(opened) == 1 and opened[0].name == "conversations.db"
+
+
 def test_list_when_empty(paths, capsys):
     assert cli() == 0
     assert "no saved conversations yet" in capsys.readouterr().out

@@ -9,6 +9,7 @@ workers too.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -17,16 +18,21 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Header
 
-from localchat.engine.api import TextDelta
 from localchat.errors import LocalchatError
-from localchat.tui.events import (ConversationLoaded, ConversationsListed, Failed, ReplyDelta, ReplyFinished,
-                                  ReplyStarted, SearchResults)
+from localchat import workspace as ws
+from localchat.tui.events import (ConversationLoaded, ConversationsListed, Failed, ReplyDelta, SearchResults,
+                                  WorkspaceChanged)
 from localchat.tui.screens.dialogs import ChoiceDialog, ConfirmDialog, TextDialog
 from localchat.tui.streaming import DeltaBuffer, ReplyStream, cpu_share_for, resume_gc
-from localchat.tui.widgets.chatlog import ChatLog, CopyRequested, MessageBlock
+from localchat.tui.widgets.chatlog import ChatLog, CopyRequested, MessageBlock, Notice
 from localchat.tui.widgets.prompt import PromptInput
 from localchat.tui.widgets.sidebar import ConversationList
 from localchat.tui.widgets.statusbar import StatusBar
+from localchat.workspace import Refused, TurnKind
+
+if TYPE_CHECKING:
+    from localchat.store import ConversationStore
+    from localchat.workspace import Workspace
 
 SIDEBAR_MIN_WIDTH = 100  # columns from which the conversation list shows by default
 ENDINGS = {"cancelled": "stopped", "length": "stopped at max tokens", "error": "error"}
@@ -48,11 +54,11 @@ class ChatScreen(Screen):
         super().__init__()
         self._reply_block: MessageBlock | None = None
         self._stream: ReplyStream | None = None
-        self._deltas: DeltaBuffer | None = None
         self._editing = False
-        self._stop_requested = False
         self._pending_text = ""  # what was sent, to give back if the turn could not start
-        self._turn_kind = "send"
+        self._turn_kind: TurnKind = "send"
+        self._reply_open = False  # see `replying`
+        self._waiting_notice: Notice | None = None  # "waiting for the model", until the reply starts
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)
@@ -86,76 +92,62 @@ class ChatScreen(Screen):
 
     # --- sending --------------------------------------------------------------------------------
 
+    @property
+    def workspace(self) -> Workspace:
+        return self.app.workspace
+
+    @property
+    def replying(self) -> bool:
+        """A reply's block is open: from the turn's start until its last text is drawn."""
+        return self._reply_open
+
+    def _refused(self, refused: Refused) -> None:
+        self.notify(refused.reason, severity=refused.severity)
+
     @on(PromptInput.Submitted)
     async def _submitted(self, event: PromptInput.Submitted) -> None:
-        app = self.app
-        if app.busy:
-            self.notify("a reply is still streaming: press Esc to stop it first", severity="warning")
+        kind: TurnKind = "edit" if self._editing else "send"
+        outcome = self.workspace.request_turn(kind, event.text)
+        if isinstance(outcome, Refused):
+            self._refused(outcome)
             self.prompt.set_text(event.text)
             return
-        if not app.ready_to_chat(event.text):
-            self.prompt.set_text(event.text)
-            return
-        kind = "edit" if self._editing else "send"
         if self._editing:
             self._end_editing()
             await self.log_view.drop_tail(include_last_user=True)
-        await self.log_view.add_message("user", event.text)
-        self._start_turn(kind, event.text)
-
-    def _start_turn(self, kind: str, text: str = "") -> None:
-        self.app.busy = True
-        self._stop_requested = False  # Esc pressed before the worker has a turn to cancel
         self._turn_kind = kind
-        self._pending_text = text
-        self.status.state = "thinking…"
-        self._turn_worker(kind, text)
+        self._pending_text = event.text
+        self._reply_open = True
+        await self.log_view.add_message("user", event.text)
+        if outcome == "started":
+            self.status.state = "thinking…"
 
-    @work(thread=True, exclusive=True, group="reply", exit_on_error=False)
-    def _turn_worker(self, kind: str, text: str) -> None:
-        session = self.app.session
-        try:
-            if kind == "regenerate":
-                turn = session.regenerate()
-            elif kind == "edit":
-                turn = session.edit_last(text)
-            else:
-                turn = session.send(text)
-        except LocalchatError as exc:
-            self.post_message(ReplyFinished("error", None, str(exc), started=False))
-            return
-        except Exception as exc:  # a bug must not leave the app stuck "busy"
-            self.app.log_exception(exc)
-            self.post_message(ReplyFinished("error", None, f"internal error: {exc!r}", started=False))
-            return
-        self.app.turn = turn
-        if self._stop_requested:
-            turn.cancel()
-        buffer = DeltaBuffer(lambda: self.post_message(ReplyDelta()))
-        self._deltas = buffer
-        self.post_message(ReplyStarted(turn.notice, turn.plan.prompt_tokens))
-        try:
-            for event in turn:
-                if isinstance(event, TextDelta):
-                    buffer.put(event.text)
-        except LocalchatError as exc:
-            self.post_message(ReplyFinished("error", turn.usage, str(exc)))
-            return
-        except Exception as exc:
-            self.app.log_exception(exc)
-            self.post_message(ReplyFinished("error", turn.usage, f"internal error: {exc!r}"))
-            return
-        store_error = getattr(turn, "store_error", None)
-        self.post_message(ReplyFinished(turn.status, turn.usage, warning=str(store_error) if store_error else None))
+    @on(WorkspaceChanged)
+    async def _workspace_changed(self, message: WorkspaceChanged) -> None:
+        change = message.change
+        if isinstance(change, ws.TurnWaiting):
+            self._waiting_notice = await self.log_view.add_notice(
+                f"── waiting for the model: {change.model_id} is still loading; the message is answered as soon "
+                "as it is ready ──", kind="info")
+        elif isinstance(change, ws.ReplyStarted) and message.deltas is not None:
+            await self._reply_started(change, message.deltas)
+        elif isinstance(change, ws.ReplyFinished):
+            await self._reply_finished(change)
 
-    @on(ReplyStarted)
-    async def _reply_started(self, event: ReplyStarted) -> None:
+    async def _drop_waiting_notice(self) -> None:
+        notice, self._waiting_notice = self._waiting_notice, None
+        if notice is not None:
+            await notice.remove()
+
+    async def _reply_started(self, event: ws.ReplyStarted, deltas: DeltaBuffer) -> None:
+        await self._drop_waiting_notice()
+        self._reply_open = True
         if event.notice:
             await self.log_view.add_notice(event.notice)
             self.notify(event.notice, title="Context window full", severity="warning", timeout=8)
-        self._reply_block = await self.log_view.add_message("assistant", author=self.app.model_id)
-        share = cpu_share_for(self.app.engine.info, os.cpu_count())
-        self._stream = ReplyStream(self._reply_block, self._deltas.take, share).start()
+        self._reply_block = await self.log_view.add_message("assistant", author=event.model_id)
+        share = cpu_share_for(event.info, os.cpu_count())
+        self._stream = ReplyStream(self._reply_block, deltas.take, share).start()
         self.status.state = "replying…"
         self.app.show_context(event.prompt_tokens)
 
@@ -164,32 +156,32 @@ class ChatScreen(Screen):
         if self._stream is not None:
             self._stream.wake()
 
-    @on(ReplyFinished)
-    async def _reply_finished(self, event: ReplyFinished) -> None:
+    async def _reply_finished(self, event: ws.ReplyFinished) -> None:
         if self._stream is not None:
             await self._stream.stop()
             self._stream = None
-        self._deltas = None
+        await self._drop_waiting_notice()
         block, self._reply_block = self._reply_block, None
-        app = self.app
-        app.turn = None
-        app.busy = False
         if not event.started and self._turn_kind != "regenerate":  # not sent: the message goes back to the input
             await self.log_view.drop_tail(include_last_user=True)
-            if self._pending_text and not self.prompt.text:
-                self.prompt.set_text(self._pending_text)
+            text = event.text or self._pending_text
+            if text and not self.prompt.text:
+                self.prompt.set_text(text)
         elif block is not None and event.status in ("cancelled", "error"):
             block.parent.mark(event.status)
+        if event.note:
+            await self.log_view.add_notice(f"── {event.note} ──", kind="info")
         usage = event.usage
         if usage is not None and usage.completion_tokens:
             self.status.speed = f"{usage.tokens_per_second:.1f} tok/s, TTFT {usage.ttft * 1000:.0f} ms"
-            app.show_context(usage.prompt_tokens + usage.completion_tokens)
-        self.status.state = ENDINGS.get(event.status, "")
+            self.app.show_context(usage.prompt_tokens + usage.completion_tokens)
+        if not self.workspace.loading and not event.note:  # else the status line says what the load does/did
+            self.status.state = ENDINGS.get(event.status, "")
         if event.error:
             self.notify(event.error, title="Reply failed", severity="error", timeout=15)
         if event.warning:
             self.notify(event.warning, title="The reply was not saved", severity="warning", timeout=15)
-        app.reply_finished()
+        self._reply_open = False
         self.refresh_conversations()
 
     def on_unmount(self) -> None:
@@ -204,13 +196,7 @@ class ChatScreen(Screen):
     # --- actions --------------------------------------------------------------------------------
 
     def action_stop(self) -> None:
-        if self.app.turn is not None:
-            self.app.turn.cancel()
-            self.status.state = "stopping…"
-        elif self.app.busy:
-            self._stop_requested = True
-            if self.app.turn is not None:  # the worker handed its turn over meanwhile
-                self.app.turn.cancel()
+        if self.workspace.stop():
             self.status.state = "stopping…"
         elif self._editing:
             self._end_editing()
@@ -219,7 +205,7 @@ class ChatScreen(Screen):
     async def action_new_chat(self) -> None:
         self.action_stop()
         self._end_editing()
-        self.app.new_session()
+        self.workspace.new_session()
         await self.log_view.clear_messages()
         self.status.speed = ""
         self.app.show_context(0)
@@ -228,31 +214,30 @@ class ChatScreen(Screen):
         self.prompt.focus()
 
     async def action_regenerate(self) -> None:
-        app = self.app
-        if app.busy:
-            self.notify("a reply is still streaming: press Esc to stop it first", severity="warning")
+        outcome = self.workspace.request_turn("regenerate")
+        if isinstance(outcome, Refused):
+            self._refused(outcome)
             return
-        if not any(m.role == "user" for m in app.session.messages):
-            self.notify("there is no message to answer yet: send one first", severity="warning")
-            return
-        if not app.ready_to_chat("regenerate"):
-            return
+        self._turn_kind = "regenerate"
+        self._pending_text = ""
+        self._reply_open = True
         await self.log_view.drop_tail(include_last_user=False)
-        self._start_turn("regenerate")
+        if outcome == "started":
+            self.status.state = "thinking…"
 
     @on(PromptInput.EditLast)
     def action_edit_last(self) -> None:
-        app = self.app
-        if app.busy:
-            self.notify("a reply is still streaming: press Esc to stop it first", severity="warning")
+        refused = self.workspace.refuse_if_busy()
+        if refused is not None:
+            self._refused(refused)
             return
-        last = next((m for m in reversed(app.session.messages) if m.role == "user"), None)
+        last = self.workspace.last_user_message()
         if last is None:
             self.notify("there is no message to edit yet", severity="warning")
             return
         self._editing = True
         self.prompt.add_class("editing")
-        self.prompt.set_text(last.content)
+        self.prompt.set_text(last)
         self.prompt.focus()
         self.status.state = "editing the last message: Enter resends it, Esc cancels"
 
@@ -310,34 +295,36 @@ class ChatScreen(Screen):
     # --- conversations --------------------------------------------------------------------------
 
     def refresh_conversations(self) -> None:
-        if self.app.store is not None:
-            self._list_worker()
+        store = self.workspace.store
+        if store is not None:
+            self._list_worker(store)
 
     @work(thread=True, exclusive=True, group="list", exit_on_error=False)
-    def _list_worker(self) -> None:
+    def _list_worker(self, store: ConversationStore) -> None:
         try:
-            self.post_message(ConversationsListed(self.app.store.list_conversations(limit=200)))
+            self.post_message(ConversationsListed(store.list_conversations(limit=200)))
         except LocalchatError as exc:
             self.post_message(Failed("Could not list conversations", str(exc)))
 
     @on(ConversationsListed)
     def _listed(self, event: ConversationsListed) -> None:
-        self.sidebar.current_id = self.app.session.conversation_id
+        self.sidebar.current_id = self.workspace.session.conversation_id
         self.sidebar.show_conversations(event.conversations)
 
     @on(ConversationList.Search)
     def _search(self, event: ConversationList.Search) -> None:
-        if self.app.store is None:
+        store = self.workspace.store
+        if store is None:
             return
         if not event.query:
             self.refresh_conversations()
         else:
-            self._search_worker(event.query)
+            self._search_worker(store, event.query)
 
     @work(thread=True, exclusive=True, group="search", exit_on_error=False)
-    def _search_worker(self, query: str) -> None:
+    def _search_worker(self, store: ConversationStore, query: str) -> None:
         try:
-            self.post_message(SearchResults(query, self.app.store.search(query, limit=100)))
+            self.post_message(SearchResults(query, store.search(query, limit=100)))
         except LocalchatError as exc:
             self.post_message(Failed("Search failed", str(exc)))
 
@@ -347,15 +334,17 @@ class ChatScreen(Screen):
 
     @on(ConversationList.Open)
     def _open(self, event: ConversationList.Open) -> None:
-        if self.app.busy:
-            self.notify("a reply is still streaming: press Esc to stop it first", severity="warning")
-            return
-        self._open_worker(event.conversation_id)
+        refused = self.workspace.refuse_if_busy()
+        store = self.workspace.store
+        if refused is not None:
+            self._refused(refused)
+        elif store is not None:
+            self._open_worker(store, event.conversation_id)
 
     @work(thread=True, exclusive=True, group="open", exit_on_error=False)
-    def _open_worker(self, conversation_id: int) -> None:
+    def _open_worker(self, store: ConversationStore, conversation_id: int) -> None:
         try:
-            self.post_message(ConversationLoaded(self.app.store.conversation(conversation_id)))
+            self.post_message(ConversationLoaded(store.conversation(conversation_id)))
         except LocalchatError as exc:
             self.post_message(Failed("Could not open the conversation", str(exc)))
 
@@ -363,7 +352,8 @@ class ChatScreen(Screen):
     async def _loaded(self, event: ConversationLoaded) -> None:
         conv = event.conversation
         self._end_editing()
-        self.app.open_conversation(conv)
+        self.workspace.open_conversation(conv)
+        self.app.show_context(0)
         chat = self.log_view
         await chat.clear_messages()
         for m in conv.messages:
@@ -397,15 +387,18 @@ class ChatScreen(Screen):
 
     @work(thread=True, group="store", exit_on_error=False)
     def _store_worker(self, op: str, conversation_id: int, title: str = "") -> None:
+        store = self.workspace.store
+        if store is None:  # the sidebar lists nothing before the store is open
+            return
         try:
             if op == "rename":
-                self.app.store.rename(conversation_id, title)
+                store.rename(conversation_id, title)
             else:
-                self.app.store.delete(conversation_id)
+                store.delete(conversation_id)
         except LocalchatError as exc:
             self.post_message(Failed(f"Could not {op} the conversation", str(exc)))
             return
-        if op == "delete" and conversation_id == self.app.session.conversation_id:
+        if op == "delete" and conversation_id == self.workspace.session.conversation_id:
             self.app.call_from_thread(self.run_action, "new_chat")
         else:
             self.app.call_from_thread(self.refresh_conversations)

@@ -121,9 +121,11 @@ class ChatLog(VerticalScroll):
         self.anchor()
         return view.block
 
-    async def add_notice(self, text: str, kind: str = "warning") -> None:
-        await self.mount(Notice(text, markup=False, classes=kind))
+    async def add_notice(self, text: str, kind: str = "warning") -> Notice:
+        notice = Notice(text, markup=False, classes=kind)
+        await self.mount(notice)
         self.anchor()
+        return notice
 
     async def clear_messages(self) -> None:
         await self.remove_children()
