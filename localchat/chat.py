@@ -42,8 +42,8 @@ class ChatSession:
 
     def __init__(
         self,
-        engine: Engine,
-        template: ChatTemplate,
+        engine: Engine | None,
+        template: ChatTemplate | None,
         *,
         model_id: str,
         sampling: SamplingParams | None = None,
@@ -72,6 +72,12 @@ class ChatSession:
         self.template = template
         self.model_id = model_id
         self._token_cache.clear()  # another tokenizer
+
+    def require_engine(self) -> Engine:
+        # A session exists before its model has loaded (the TUI opens on one); a turn needs the model.
+        if self.engine is None:
+            raise LocalchatError("no model is loaded yet", hint="wait for the model to load, or pick one")
+        return self.engine
 
     # --- turns ----------------------------------------------------------------------------------
 
@@ -106,7 +112,7 @@ class ChatSession:
 
     def _start(self, plan: TurnPlan, sampling: SamplingParams) -> "ChatTurn":
         self.dropped = plan.dropped
-        generation = self.engine.generate(plan.prompt, sampling)
+        generation = self.require_engine().generate(plan.prompt, sampling)
         writer = None
         if self.store is not None and self.conversation_id is not None:
             writer = self.store.begin_reply(self.conversation_id, model=self.model_id)
@@ -120,7 +126,7 @@ class ChatSession:
 
     def plan(self, messages: list[Message], sampling: SamplingParams) -> TurnPlan:
         """Render the prompt, leaving out the oldest turns (never the system prompt) when it does not fit."""
-        n_ctx = self.engine.info.n_ctx
+        n_ctx = self.require_engine().info.n_ctx
         reserve = max(_MIN_REPLY_RESERVE, min(sampling.max_tokens, n_ctx // 4))
         budget = n_ctx - reserve
         counts = self._count(messages)
@@ -137,7 +143,7 @@ class ChatSession:
         while True:
             kept = messages[start:]
             prompt = self._render(kept)
-            exact = self.engine.count_tokens([prompt])[0]
+            exact = self.require_engine().count_tokens([prompt])[0]
             if exact <= budget:
                 break
             if start >= len(messages) - 1:
@@ -158,6 +164,8 @@ class ChatSession:
     def _render(self, messages: list[Message]) -> Prompt:
         full = ([Message("system", self.system)] if self.system else []) + list(messages)
         try:
+            if self.template is None:
+                raise LocalchatError("no model is loaded yet", hint="wait for the model to load, or pick one")
             return self.template.render(full, add_generation_prompt=True)
         except TemplateError as exc:
             # A GGUF's own template can fail on a conversation its test render did not cover.
@@ -170,7 +178,7 @@ class ChatSession:
     def _count(self, messages: list[Message]) -> list[int]:
         missing = [m for m in messages if (m.role, m.content) not in self._token_cache]
         if missing:
-            counts = self.engine.count_tokens([m.content for m in missing])
+            counts = self.require_engine().count_tokens([m.content for m in missing])
             for m, n in zip(missing, counts):
                 self._token_cache[(m.role, m.content)] = n + _MESSAGE_OVERHEAD
         return [self._token_cache[(m.role, m.content)] for m in messages]

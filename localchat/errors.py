@@ -74,6 +74,10 @@ class ModelLoadError(EngineError):
 class WorkerCrashed(EngineError):
     """The worker process died; the message carries the last lines of its log."""
 
+    log_path: object = None  # the worker's log file (a Path)
+    log_lines: list[str] = []  # noqa: RUF012 - replaced per instance, never mutated
+    returncode: int | None = None
+
 
 class ContextOverflowError(LocalchatError):
     """A single message does not fit the context window even with all older turns dropped."""

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Union, cast
+from typing import TYPE_CHECKING
 
 from localchat.catalog import ModelCatalog, ModelEntry
 from localchat.config import Config
@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # imported lazily at run time: `localchat --help` must not pa
     from localchat.store import ConversationStore
 
 # What state.json holds (today only "last_model").
-StateValue = Union[str, int, float, bool, None]
+StateValue = str | int | float | bool | None
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
@@ -123,7 +123,7 @@ class Services:
             options = replace(options, n_ctx=entry.context)
         client = EngineClient.start(rec.path, options, self.paths.log_dir)
         self.remember("last_model", model_id)
-        return cast("Engine", client)
+        return client
 
     def _start_remote(self, entry: ModelEntry, n_ctx: int | None) -> Engine:
         """A client for a catalog entry with an `endpoint` (an OpenAI-compatible server elsewhere)."""
@@ -147,7 +147,7 @@ class Services:
         limits = [n for n in (n_ctx, entry.context) if n]
         remote = RemoteEngineClient.start(endpoint, entry.remote_model or entry.id, key,
                                           n_ctx=min(limits) if limits else None, key_env=entry.api_key_env)
-        return cast("Engine", remote)
+        return remote
 
     def chat_template(self, entry: ModelEntry, gguf_template: str | None, bos: str | None = None,
                       eos: str | None = None) -> tuple[ChatTemplate, list[str]]:
@@ -155,11 +155,11 @@ class Services:
         if entry.is_remote:  # the server applies its own template: the conversation goes as messages
             from localchat.engine.remote import RemoteTemplate
 
-            return cast("ChatTemplate", RemoteTemplate()), []
+            return RemoteTemplate(), []
         from localchat.templates import choose_template
 
         template, warnings = choose_template(entry.template, gguf_template, bos, eos)
-        return cast("ChatTemplate", template), warnings
+        return template, warnings
 
     # --- small persistent state (last model used) ---------------------------------------------
 

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Union
+from typing import TYPE_CHECKING, Literal
 
 from localchat.chat import ChatSession, ChatTurn
 from localchat.engine.api import Event, TextDelta
@@ -113,8 +113,8 @@ class InternalError:
     error: BaseException
 
 
-WorkspaceEvent = Union[LoadStarted, ModelReady, LoadFailed, TurnWaiting, ReplyStarted, ReplyText, ReplyFinished,
-                       StoreReady, StoreFailed, InternalError]
+WorkspaceEvent = (LoadStarted | ModelReady | LoadFailed | TurnWaiting | ReplyStarted | ReplyText | ReplyFinished
+                  | StoreReady | StoreFailed | InternalError)
 Listener = Callable[[WorkspaceEvent], None]
 
 
@@ -140,11 +140,8 @@ class _Load:
     started: float = field(default_factory=time.monotonic)
 
 
-def _text_of(event: Event | str) -> str:
-    """Answer text of one item of a turn. ChatTurn yields engine events; a plain str is what it yielded
-    before the engine interface (issue 13) landed."""
-    if isinstance(event, str):
-        return event
+def _text_of(event: Event) -> str:
+    """The answer text an event of a turn carries."""
     return event.text if isinstance(event, TextDelta) else ""
 
 
@@ -422,8 +419,8 @@ class Workspace:
             self._turn = turn
             if self._stop_requested:
                 turn.cancel()
-            engine = session.engine
-        self._emit(ReplyStarted(turn.notice, turn.plan.prompt_tokens, session.model_id, engine.info))
+            info = session.require_engine().info
+        self._emit(ReplyStarted(turn.notice, turn.plan.prompt_tokens, session.model_id, info))
         try:
             for event in turn:
                 text = _text_of(event)

@@ -393,9 +393,9 @@ class EngineClient(ClosingEngine):
             f"the model worker for {self.model_path.name} stopped unexpectedly ({how})",
             f"last lines of its log {self.log_path}:\n" + "\n".join(lines) if lines else f"its log is {self.log_path}",
         )
-        error.log_path = self.log_path  # type: ignore[attr-defined]
-        error.log_lines = lines  # type: ignore[attr-defined]
-        error.returncode = code  # type: ignore[attr-defined]
+        error.log_path = self.log_path
+        error.log_lines = lines
+        error.returncode = code
         return error
 
     def _log_tail(self, n: int = LOG_TAIL_LINES) -> list[str]:

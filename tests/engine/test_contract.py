@@ -15,8 +15,8 @@ from localchat.engine.client import EngineClient
 from localchat.engine.remote import RemoteEngineClient
 from localchat.types import LoadOptions, SamplingParams
 from tests.engine.conftest import CHAT_PROMPT, TINY_REPLY
-from tests.support.server import start_server
 from tests.support.models import register_local_model
+from tests.support.server import start_server
 
 GREEDY = SamplingParams(temperature=0.0, repeat_penalty=1.0)
 ENDLESS = SamplingParams(temperature=0.0, repeat_penalty=1.0, max_tokens=1500)  # the loop model never stops

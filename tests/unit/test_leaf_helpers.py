@@ -24,10 +24,9 @@ def test_atomic_write_replaces_whole_and_leaves_no_temp(tmp_path):
 def test_atomic_output_failure_keeps_old_content(tmp_path):
     target = tmp_path / "bundle.lcb"
     fsutil.atomic_write_bytes(target, b"old")
-    with pytest.raises(RuntimeError):
-        with fsutil.atomic_output(target) as f:
-            f.write(b"half of the new")
-            raise RuntimeError("disk pulled")
+    with pytest.raises(RuntimeError), fsutil.atomic_output(target) as f:
+        f.write(b"half of the new")
+        raise RuntimeError("disk pulled")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["bundle.lcb"]
 
