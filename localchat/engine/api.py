@@ -8,7 +8,7 @@ Stdlib and localchat.types only, so anything may import it cheaply.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal, Protocol, runtime_checkable
@@ -17,9 +17,9 @@ from typing_extensions import Self
 
 from localchat.types import Message, ModelInfo, SamplingParams, Usage
 
-__all__ = [
+__all__ = ["answer_text",
     "ChatTemplate", "Engine", "Event", "FinishReason", "Generation", "Prompt", "ReasoningDelta", "TextDelta",
-    "ToolCallDelta", "Usage",
+    "ToolCallDelta", "Usage", "answer_text",
 ]
 
 FinishReason = Literal["stop", "length", "cancelled", "tool_calls"]  # tool_calls: issue 17 uses it
@@ -99,3 +99,8 @@ class ChatTemplate(Protocol):
     name: str
 
     def render(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> Prompt: ...
+
+
+def answer_text(events: Iterable[Event]) -> str:
+    """The answer text of a stream of events (reasoning and tool calls left out)."""
+    return "".join(e.text for e in events if isinstance(e, TextDelta))

@@ -8,15 +8,11 @@ import threading
 
 import pytest
 
-from localchat.engine import EngineClient, TextDelta, build_info
+from localchat.engine import EngineClient, build_info
+from localchat.engine.api import answer_text
 from localchat.errors import ContextOverflowError, EngineError, ModelLoadError, WorkerCrashed
 from localchat.types import LoadOptions, SamplingParams
 from tests.support.ggufgen import CHAT_PROMPT, TINY_REPLY
-
-
-def text_of(events) -> str:
-    """The answer text of a generation's (or a list of its) events."""
-    return "".join(e.text for e in events if isinstance(e, TextDelta))
 
 GREEDY = SamplingParams(temperature=0.0, repeat_penalty=1.0)
 
@@ -41,7 +37,7 @@ def test_loaded_model_reports_its_metadata(tiny, tiny_model):
 def test_streams_exact_text_with_split_characters_reassembled(tiny):
     gen = tiny.generate(CHAT_PROMPT, GREEDY)
     deltas = list(gen)
-    assert text_of(deltas) == TINY_REPLY == gen.text
+    assert answer_text(deltas) == TINY_REPLY == gen.text
     assert not any("\ufffd" in d.text for d in deltas)
     assert gen.finish_reason == "stop"
     # 7 characters came as 13 tokens: the CJK characters and the emoji really were split across tokens.
@@ -63,7 +59,7 @@ def test_usage_counts(tiny):
 
 def test_max_tokens_ends_with_length(looping):
     gen = looping.generate(CHAT_PROMPT, greedy(max_tokens=5))
-    assert text_of(gen) == "abcde"
+    assert answer_text(gen) == "abcde"
     assert gen.finish_reason == "length"
     assert gen.usage.completion_tokens == 5
 
@@ -71,7 +67,7 @@ def test_max_tokens_ends_with_length(looping):
 def test_full_context_ends_with_length(start, tiny_loop_model):
     client = start(tiny_loop_model, n_ctx=256)
     gen = client.generate(CHAT_PROMPT, greedy(max_tokens=100_000))
-    text = text_of(gen)
+    text = answer_text(gen)
     assert gen.finish_reason == "length"
     assert gen.usage.prompt_tokens + gen.usage.completion_tokens == client.info.n_ctx + 1
     assert text.startswith("abcdefgh abcdefgh")
@@ -91,7 +87,7 @@ def test_full_context_ends_with_length(start, tiny_loop_model):
 def test_stop_strings_are_never_emitted(tiny, stop, expected):
     gen = tiny.generate(CHAT_PROMPT, greedy(stop=stop))
     deltas = list(gen)
-    assert text_of(deltas) == expected
+    assert answer_text(deltas) == expected
     assert gen.finish_reason == "stop"
 
 
@@ -100,21 +96,21 @@ def test_cancel_from_another_thread(looping):
     first = next(gen).text
     assert first
     threading.Thread(target=gen.cancel).start()
-    rest = text_of(gen)
+    rest = answer_text(gen)
     assert gen.finish_reason == "cancelled"
     assert gen.text == first + rest
     assert gen.usage.completion_tokens < 2000  # stopped long before the context (2048) filled
     # the client is ready for the next generation at once
     gen2 = looping.generate(CHAT_PROMPT, greedy(max_tokens=3))
-    assert text_of(gen2) == "abc"
+    assert answer_text(gen2) == "abc"
 
 
 def test_cancel_after_the_end_is_harmless(tiny):
     gen = tiny.generate(CHAT_PROMPT, GREEDY)
-    assert text_of(gen) == TINY_REPLY
+    assert answer_text(gen) == TINY_REPLY
     gen.cancel()
     assert gen.finish_reason == "stop"
-    assert text_of(tiny.generate(CHAT_PROMPT, GREEDY)) == TINY_REPLY
+    assert answer_text(tiny.generate(CHAT_PROMPT, GREEDY)) == TINY_REPLY
 
 
 def test_second_generation_waits_for_the_first(looping):
@@ -124,7 +120,7 @@ def test_second_generation_waits_for_the_first(looping):
 
     def second() -> None:
         gen = looping.generate(CHAT_PROMPT, greedy(max_tokens=4))
-        result["text"] = text_of(gen)
+        result["text"] = answer_text(gen)
         result["reason"] = gen.finish_reason
 
     thread = threading.Thread(target=second)
@@ -158,25 +154,25 @@ def test_killed_worker_raises_worker_crashed_and_keeps_the_text(looping, start, 
     looping.close()  # still fine to close
     # a new worker for the same model starts and works
     again = start(tiny_loop_model)
-    assert text_of(again.generate(CHAT_PROMPT, greedy(max_tokens=3))) == "abc"
+    assert answer_text(again.generate(CHAT_PROMPT, greedy(max_tokens=3))) == "abc"
 
 
 def test_second_turn_evaluates_only_the_new_tokens(tiny):
     first = tiny.generate(CHAT_PROMPT, GREEDY)
-    reply = text_of(first)
+    reply = answer_text(first)
     prompt2 = CHAT_PROMPT + reply + "<|im_end|>\n<|im_start|>user\nand now?<|im_end|>\n<|im_start|>assistant\n"
     second = tiny.generate(prompt2, GREEDY)
-    assert text_of(second) == TINY_REPLY
+    assert answer_text(second) == TINY_REPLY
     cached = first.usage.prompt_tokens + first.usage.completion_tokens
     assert second.usage.prompt_tokens == tiny.count_tokens([prompt2])[0]
     assert second.usage.prompt_eval_tokens == second.usage.prompt_tokens - cached
     # the very same prompt again: only its last token is evaluated (it yields the next-token logits)
     third = tiny.generate(prompt2, GREEDY)
-    assert text_of(third) == TINY_REPLY
+    assert answer_text(third) == TINY_REPLY
     assert third.usage.prompt_eval_tokens == 1
     # a different conversation shares only its first tokens ("<|im_start|>user\n") with the cache
     other = tiny.generate("<|im_start|>user\nbye<|im_end|>\n<|im_start|>assistant\n", GREEDY)
-    assert text_of(other) == TINY_REPLY
+    assert answer_text(other) == TINY_REPLY
     shared = tiny.count_tokens(["<|im_start|>user\n"])[0]
     assert other.usage.prompt_eval_tokens == other.usage.prompt_tokens - shared
 
@@ -188,7 +184,7 @@ def test_prompt_longer_than_the_context_is_a_clear_error(start, tiny_model):
         list(gen)
     assert isinstance(caught.value, EngineError)
     assert "context window holds 256" in str(caught.value)
-    assert text_of(client.generate(CHAT_PROMPT, GREEDY)) == TINY_REPLY
+    assert answer_text(client.generate(CHAT_PROMPT, GREEDY)) == TINY_REPLY
 
 
 @pytest.mark.slow  # starts a worker (llama.cpp refuses the file)
@@ -209,7 +205,7 @@ def test_a_truncated_model_is_refused_with_llama_cpps_reason(tmp_path, log_dir, 
     assert "corrupted or incomplete" in caught.value.message
     assert (log_dir / "broken.log").is_file()
     # the parent is fine and can load a real model right after
-    assert text_of(start(tiny_model).generate(CHAT_PROMPT, GREEDY)) == TINY_REPLY
+    assert answer_text(start(tiny_model).generate(CHAT_PROMPT, GREEDY)) == TINY_REPLY
 
 
 def test_quantized_kv_cache_without_flash_attention_falls_back_and_says_so(start, tiny_model):
@@ -217,13 +213,13 @@ def test_quantized_kv_cache_without_flash_attention_falls_back_and_says_so(start
     client = start(tiny_model, kv_type="q8_0", flash_attn="off")
     assert not client.info.flash_attn
     assert any("V cache f16" in n and "needs flash attention" in n for n in client.info.notes)
-    assert text_of(client.generate(CHAT_PROMPT, GREEDY)) == TINY_REPLY
+    assert answer_text(client.generate(CHAT_PROMPT, GREEDY)) == TINY_REPLY
 
 
 def test_quantized_kv_cache_works(start, tiny_model):
     client = start(tiny_model, kv_type="q8_0", flash_attn="auto")
     assert client.info.kv_type == "q8_0" and client.info.flash_attn
-    assert text_of(client.generate(CHAT_PROMPT, GREEDY)) == TINY_REPLY
+    assert answer_text(client.generate(CHAT_PROMPT, GREEDY)) == TINY_REPLY
 
 
 def test_count_tokens(tiny):
@@ -244,7 +240,7 @@ def test_seeded_sampling_is_reproducible(looping):
     def sample(seed: int) -> str:
         params = SamplingParams(temperature=50.0, top_k=0, top_p=1.0, min_p=0.0, repeat_penalty=1.0,
                                 max_tokens=40, seed=seed)
-        return text_of(looping.generate(CHAT_PROMPT, params))
+        return answer_text(looping.generate(CHAT_PROMPT, params))
 
     a, b, c = sample(7), sample(7), sample(8)
     assert a == b
@@ -255,7 +251,7 @@ def test_sampling_settings_run_in_the_native_chain(tiny):
     params = SamplingParams(temperature=0.7, top_k=40, top_p=0.9, min_p=0.05, repeat_penalty=1.1,
                             presence_penalty=0.1, frequency_penalty=0.1, seed=1)
     gen = tiny.generate(CHAT_PROMPT, params)
-    assert text_of(gen) == TINY_REPLY  # the chain's logits (~20 vs ~1) survive any of these settings
+    assert answer_text(gen) == TINY_REPLY  # the chain's logits (~20 vs ~1) survive any of these settings
 
 
 def test_close_is_idempotent_and_ends_the_worker(tiny_model, log_dir):
@@ -289,7 +285,7 @@ def test_bad_sampling_settings_are_refused_before_anything_runs(tiny):
 
     with pytest.raises(ConfigError, match="top_p"):
         tiny.generate(CHAT_PROMPT, greedy(top_p=0.0))
-    assert text_of(tiny.generate(CHAT_PROMPT, GREEDY)) == TINY_REPLY  # nothing was left half-started
+    assert answer_text(tiny.generate(CHAT_PROMPT, GREEDY)) == TINY_REPLY  # nothing was left half-started
 
 
 def test_flash_attention_auto_is_off_for_a_model_on_the_cpu_and_on_when_asked(start, tiny_model):
@@ -298,11 +294,11 @@ def test_flash_attention_auto_is_off_for_a_model_on_the_cpu_and_on_when_asked(st
     auto = start(tiny_model, flash_attn="auto", n_gpu_layers=0)
     assert auto.info.n_gpu_layers == 0 and not auto.info.flash_attn
     assert any(n.startswith("flash attention auto: off (the model runs on the CPU") for n in auto.info.notes)
-    assert text_of(auto.generate(CHAT_PROMPT, GREEDY)) == TINY_REPLY
+    assert answer_text(auto.generate(CHAT_PROMPT, GREEDY)) == TINY_REPLY
     auto.close()
     forced = start(tiny_model, flash_attn="on", n_gpu_layers=0)
     assert forced.info.flash_attn and "flash attention on as requested" in forced.info.notes
-    assert text_of(forced.generate(CHAT_PROMPT, GREEDY)) == TINY_REPLY
+    assert answer_text(forced.generate(CHAT_PROMPT, GREEDY)) == TINY_REPLY
 
 
 def test_auto_threads_step_aside_for_busy_programs_and_come_back(start, tiny_loop_model):
@@ -321,7 +317,7 @@ def test_auto_threads_step_aside_for_busy_programs_and_come_back(start, tiny_loo
 
     def reply_threads() -> int:
         gen = client.generate(CHAT_PROMPT, long)
-        assert text_of(gen).startswith("abcdefgh abcdefgh")
+        assert answer_text(gen).startswith("abcdefgh abcdefgh")
         return gen.usage.threads
 
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
@@ -343,5 +339,5 @@ def test_auto_threads_step_aside_for_busy_programs_and_come_back(start, tiny_loo
 def test_explicit_threads_stay_fixed(start, tiny_model):
     client = start(tiny_model, n_threads=1)
     gen = client.generate(CHAT_PROMPT, GREEDY)
-    assert text_of(gen) == TINY_REPLY and gen.usage.threads == 1
+    assert answer_text(gen) == TINY_REPLY and gen.usage.threads == 1
     assert not any(n.startswith("threads auto") for n in client.info.notes)

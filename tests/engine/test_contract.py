@@ -14,7 +14,7 @@ from localchat.engine.api import Engine, Generation, TextDelta
 from localchat.engine.client import EngineClient
 from localchat.engine.remote import RemoteEngineClient
 from localchat.types import LoadOptions, SamplingParams
-from tests.engine.conftest import CHAT_PROMPT, TINY_REPLY
+from tests.support.ggufgen import CHAT_PROMPT, TINY_REPLY
 from tests.support.models import register_local_model
 from tests.support.server import start_server
 

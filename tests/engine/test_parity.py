@@ -5,14 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from localchat.engine.api import TextDelta
+from localchat.engine.api import answer_text
 from localchat.types import SamplingParams
 from tests.support.ggufgen import CHAT_PROMPT, TINY_REPLY
-
-
-def text_of(events) -> str:
-    """The answer text of a generation's (or a list of its) events."""
-    return "".join(e.text for e in events if isinstance(e, TextDelta))
 
 SMOL_PROMPTS = [
     "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
@@ -48,7 +43,7 @@ def llama_cpp_python_greedy(path, prompt: str, max_tokens: int) -> tuple[list[in
 def engine_greedy(start, path, prompt: str, max_tokens: int):
     client = start(path, flash_attn="on", n_threads=THREADS, n_batch=512)
     gen = client.generate(prompt, SamplingParams(temperature=0.0, repeat_penalty=1.0, max_tokens=max_tokens))
-    return text_of(gen), gen.usage
+    return answer_text(gen), gen.usage
 
 
 def test_greedy_matches_llama_cpp_python_on_the_tiny_model(start, tiny_model):
@@ -74,11 +69,11 @@ def test_smollm2_second_turn_evaluates_only_the_new_tokens(start, smollm2_path):
     client = start(smollm2_path)
     greedy = SamplingParams(temperature=0.0, max_tokens=48)
     first = client.generate(SMOL_PROMPTS[0], greedy)
-    reply = text_of(first)
+    reply = answer_text(first)
     assert reply.strip()
     new_part = "<|im_end|>\n<|im_start|>user\nAnd of Italy?<|im_end|>\n<|im_start|>assistant\n"
     second = client.generate(SMOL_PROMPTS[0] + reply + new_part, greedy)
-    assert text_of(second).strip()
+    assert answer_text(second).strip()
     usage = second.usage
     assert usage.prompt_tokens == client.count_tokens([SMOL_PROMPTS[0] + reply + new_part])[0]
     # the reply's tokens may re-tokenize differently at its edges; everything before them is reused

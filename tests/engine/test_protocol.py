@@ -91,6 +91,7 @@ def test_the_wire_form_is_plain_json_with_an_op():
     assert json.loads(payload) == {"op": "delta", "id": 3, "text": "hi"}
 
 
+@pytest.mark.slow  # starts a real worker process (no model), as the guard in tests/conftest.py requires
 def test_the_worker_answers_a_malformed_request_and_carries_on():
     """A real worker (no model needed): garbage gets an error frame naming it, later requests still work."""
     worker = subprocess.Popen([sys.executable, "-m", "localchat.engine.worker"], stdin=subprocess.PIPE,

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import psutil
 
-from localchat.engine import EngineClient, TextDelta
+from localchat.engine import EngineClient
+from localchat.engine.api import answer_text
 from localchat.types import LoadOptions, SamplingParams
-
-
-def text_of(events) -> str:
-    """The answer text of a generation's (or a list of its) events."""
-    return "".join(e.text for e in events if isinstance(e, TextDelta))
 
 CHAT_PROMPT = "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"
 
@@ -20,7 +16,7 @@ def test_20_swaps_leave_the_parents_memory_where_it_started(tiny_model, tiny_loo
     options = LoadOptions(n_ctx=256)
     greedy = SamplingParams(temperature=0.0, max_tokens=8)
     client = EngineClient.start(tiny_model, options, log_dir)
-    text_of(client.generate(CHAT_PROMPT, greedy))  # threads, imports and buffers of the first use
+    answer_text(client.generate(CHAT_PROMPT, greedy))  # threads, imports and buffers of the first use
     start_rss = me.memory_info().rss
     pids = {client.pid}
     try:
@@ -31,7 +27,7 @@ def test_20_swaps_leave_the_parents_memory_where_it_started(tiny_model, tiny_loo
             assert not old.alive
             client = EngineClient.start(path, options, log_dir)
             pids.add(client.pid)
-            assert text_of(client.generate(CHAT_PROMPT, greedy))
+            assert answer_text(client.generate(CHAT_PROMPT, greedy))
     finally:
         if client is not None:
             client.close()

@@ -8,7 +8,7 @@ from localchat.errors import EngineError
 from localchat.tui.app import make_app
 from localchat.tui.widgets.chatlog import Notice
 from tests.support.models import register_local_model
-from tests.tui.helpers import blocks, loaded, record_notifications, reply, send, status, wait_for
+from tests.support.pilot import blocks, loaded, record_notifications, reply, send, status, wait_for
 
 pytestmark = pytest.mark.asyncio
 

@@ -82,14 +82,11 @@ def test_tls_context_loads_the_named_ca(ca_file, monkeypatch, var):
 
 
 def test_remote_engine_uses_the_shared_context(ca_file, monkeypatch):
-    from localchat.engine.remote import RemoteEngineClient
+    from localchat.engine.remote import _Server
 
     monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
     monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
-    client = RemoteEngineClient.__new__(RemoteEngineClient)
-    from urllib.parse import urlsplit
-    client._url = urlsplit("https://127.0.0.1:8443/v1")
-    conn = client._connection(timeout=1.0)
+    conn = _Server("https://127.0.0.1:8443/v1", None, None).connection(timeout=1.0)
     assert conn._context is tls_context()
 
 
