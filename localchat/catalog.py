@@ -11,6 +11,7 @@ from typing import Any, Iterable
 
 from localchat.errors import CatalogError, UnknownModelError
 from localchat.templates import TEMPLATE_NAMES as TEMPLATES
+from localchat.yamlio import Node, compose as compose_yaml, read_file as read_yaml
 
 SOURCE_KINDS = ("hf", "modelscope", "pip", "url", "file")
 ENTRY_FIELDS = {
@@ -129,103 +130,16 @@ def shipped_catalog_path() -> Path:
 # --- parsing -------------------------------------------------------------------------------------
 
 
-class _Node:
-    """A parsed YAML value with the line it started on (for file:line messages)."""
-
-    __slots__ = ("value", "line", "raw")
-
-    def __init__(self, value: Any, line: int, raw: str | None = None) -> None:
-        self.value = value
-        self.line = line
-        self.raw = raw  # a scalar's text as written (a hex digest of only digits is not a number)
-
-
-def _compose(text: str, path: Path) -> Any:
-    import yaml
-
-    try:
-        loader = yaml.SafeLoader(text)  # checks the characters first (control characters are refused)
-    except yaml.reader.ReaderError as exc:
-        line = text.count("\n", 0, exc.position) + 1
-        raise CatalogError(f"{path}:{line}: invalid YAML: character U+{exc.character:04X} is not allowed",
-                           hint="remove it; a catalog is plain text") from None
-    try:
-        root = loader.get_single_node()
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else 1
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise CatalogError(f"{path}:{line}: invalid YAML: {problem}", hint="fix the file and try again") from None
-    except RecursionError:  # [[[[... thousands deep
-        raise CatalogError(f"{path}:1: invalid YAML: nested too deeply", hint="a catalog is a flat list of entries") from None
-    try:
-        return _convert(root, path, loader) if root is not None else _Node(None, 1)
-    except yaml.YAMLError as exc:  # a scalar that fails to construct (a bad timestamp, say)
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        line = mark.line + 1 if mark is not None else 1
-        raise CatalogError(f"{path}:{line}: invalid value: {getattr(exc, 'problem', exc)}") from None
-    finally:
-        loader.dispose()
-
-
-# A catalog of a few hundred entries has a few thousand values; aliases (&a ... *a) can make a short file
-# expand without end ("billion laughs") or refer to themselves.
-_MAX_VALUES = 200_000
-
-
-def _convert(node: Any, path: Path, loader: Any, active: set[int] | None = None, seen: list[int] | None = None) -> _Node:
-    import yaml
-
-    active = set() if active is None else active
-    seen = [0] if seen is None else seen
-    line = node.start_mark.line + 1
-    seen[0] += 1
-    if seen[0] > _MAX_VALUES:
-        raise CatalogError(f"{path}:{line}: more than {_MAX_VALUES:,} values (aliases expanding?); this is not a catalog")
-    if id(node) in active:
-        raise CatalogError(f"{path}:{line}: a YAML alias refers to a value that contains it")
-    if isinstance(node, yaml.MappingNode):
-        active.add(id(node))
-        out: dict[str, _Node] = {}
-        for key_node, value_node in node.value:
-            key = key_node.value
-            if not isinstance(key_node, yaml.ScalarNode):
-                raise CatalogError(f"{path}:{key_node.start_mark.line + 1}: keys must be plain names")
-            if key in out:
-                raise CatalogError(f"{path}:{key_node.start_mark.line + 1}: duplicate key '{key}'")
-            out[key] = _convert(value_node, path, loader, active, seen)
-        active.discard(id(node))
-        return _Node(out, line)
-    if isinstance(node, yaml.SequenceNode):
-        active.add(id(node))
-        items = [_convert(n, path, loader, active, seen) for n in node.value]
-        active.discard(id(node))
-        return _Node(items, line)
-    try:
-        value = loader.construct_object(node, deep=True)
-    except (ValueError, OverflowError) as exc:  # PyYAML raises these for a date like 2001-13-45
-        raise CatalogError(f"{path}:{line}: invalid value '{node.value}': {exc}") from None
-    return _Node(value, line, node.value)
-
-
 def load_file(path: Path, origin: str) -> list[ModelEntry]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        line = exc.object.count(b"\n", 0, exc.start) + 1
-        raise CatalogError(f"{path}:{line}: not UTF-8 text ({exc.reason} at byte {exc.start})",
-                           hint="save the file as UTF-8") from None
-    except OSError as exc:
-        raise CatalogError(f"{path}: cannot read the catalog ({exc.strerror})") from None
-    return parse_text(text, path, origin)
+    return _entries(read_yaml(path, CatalogError, "catalog"), path, origin)
 
 
 def parse_text(text: str, path: Path, origin: str) -> list[ModelEntry]:
     """The entries of catalog text, validated; messages name `path` (where the text is or will be)."""
-    if "\x00" in text:
-        line = text.count("\n", 0, text.index("\x00")) + 1
-        raise CatalogError(f"{path}:{line}: contains a NUL byte; this is not a YAML catalog")
-    root = _compose(text, path)
+    return _entries(compose_yaml(text, path, CatalogError), path, origin)
+
+
+def _entries(root: Node, path: Path, origin: str) -> list[ModelEntry]:
     if root.value is None:
         return []
     if not isinstance(root.value, list):
@@ -248,7 +162,7 @@ def _fail(path: Path, line: int, msg: str, hint: str = "") -> CatalogError:
     return CatalogError(f"{path}:{line}: {msg}", hint=hint)
 
 
-def _get(m: dict[str, _Node], key: str, kind: type | tuple[type, ...], path: Path, required: bool = False) -> Any:
+def _get(m: dict[str, Node], key: str, kind: type | tuple[type, ...], path: Path, required: bool = False) -> Any:
     node = m.get(key)
     if node is None or node.value is None:
         if required:
@@ -261,10 +175,10 @@ def _get(m: dict[str, _Node], key: str, kind: type | tuple[type, ...], path: Pat
     return node.value
 
 
-def _entry(node: _Node, path: Path, origin: str) -> ModelEntry:
+def _entry(node: Node, path: Path, origin: str) -> ModelEntry:
     if not isinstance(node.value, dict):
         raise _fail(path, node.line, "each catalog entry must be a mapping (`- id: ...`)")
-    m: dict[str, _Node] = node.value
+    m: dict[str, Node] = node.value
     for key, value in m.items():
         if key not in ENTRY_FIELDS:
             close = difflib.get_close_matches(key, sorted(ENTRY_FIELDS), n=1)
@@ -316,7 +230,7 @@ def _entry(node: _Node, path: Path, origin: str) -> ModelEntry:
     )
 
 
-def _check_remote(m: dict[str, _Node], path: Path) -> None:
+def _check_remote(m: dict[str, Node], path: Path) -> None:
     """A remote engine entry: an OpenAI-compatible base URL, the model name there, the key's variable."""
     from urllib.parse import urlsplit
 
@@ -367,7 +281,7 @@ def check_file_name(name: str) -> str | None:
     return None
 
 
-def _files(m: dict[str, _Node], path: Path, required: bool) -> tuple[str, ...]:
+def _files(m: dict[str, Node], path: Path, required: bool) -> tuple[str, ...]:
     node = m.get("files")
     if node is None or node.value is None:
         if required:
@@ -395,7 +309,7 @@ def _files(m: dict[str, _Node], path: Path, required: bool) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _sha256(m: dict[str, _Node], files: tuple[str, ...], path: Path) -> dict[str, str]:
+def _sha256(m: dict[str, Node], files: tuple[str, ...], path: Path) -> dict[str, str]:
     node = m.get("sha256")
     if node is None or node.value is None:
         return {}
@@ -418,10 +332,10 @@ def _sha256(m: dict[str, _Node], files: tuple[str, ...], path: Path) -> dict[str
     return out
 
 
-def _source(node: _Node, path: Path) -> SourceSpec:
+def _source(node: Node, path: Path) -> SourceSpec:
     if not isinstance(node.value, dict):
         raise _fail(path, node.line, "each source must be a mapping like `- hf: OWNER/REPO`")
-    m: dict[str, _Node] = node.value
+    m: dict[str, Node] = node.value
     kinds = [k for k in m if k in SOURCE_KINDS]
     if len(kinds) != 1:
         raise _fail(path, node.line, "each source names exactly one of: " + ", ".join(SOURCE_KINDS))
@@ -461,7 +375,7 @@ def _source(node: _Node, path: Path) -> SourceSpec:
 _PIP_REQ_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\s*(==|>=|<=|~=|!=|<|>)\s*[\w.*+!-]+)?$")
 
 
-def _pip_requirements(node: _Node, path: Path) -> str:
+def _pip_requirements(node: Node, path: Path) -> str:
     """`pip: [a==1, b==1]`: a model published over several wheels; kept as one space-separated location."""
     if not node.value:
         raise _fail(path, node.line, "'pip' lists no requirements")
@@ -473,7 +387,7 @@ def _pip_requirements(node: _Node, path: Path) -> str:
     return " ".join(reqs)
 
 
-def _check_pip(location: str, options: dict[str, Any], m: dict[str, _Node], path: Path, line: int) -> str:
+def _check_pip(location: str, options: dict[str, Any], m: dict[str, Node], path: Path, line: int) -> str:
     if not isinstance(m["pip"].value, list) and not _PIP_REQ_RE.match(location.strip()):
         raise _fail(path, line, f"'{location}' is not a pip requirement", hint="write NAME or NAME==VERSION")
     for key in ("member", "members"):

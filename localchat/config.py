@@ -9,6 +9,7 @@ from typing import Any
 from localchat.errors import ConfigError
 from localchat.fsutil import atomic_write_text
 from localchat.types import LoadOptions, SamplingParams
+from localchat.yamlio import Node, dump as dump_yaml, read_file as read_yaml
 
 _TOP_KEYS = {"offline", "default_model", "system_prompt", "sampling", "load", "models", "theme"}
 _MODEL_KEYS = {"sampling", "load", "system_prompt"}
@@ -26,51 +27,49 @@ class Config:
 
     @classmethod
     def load_file(cls, path: Path) -> "Config":
+        """config.yaml as settings; a malformed file or a wrongly typed value raises ConfigError naming
+        file:line."""
         if not path.exists():
             return cls()
-        import yaml
-
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = f":{mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{path}{line}: invalid YAML", hint="fix or delete the file") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: cannot read the configuration ({exc})") from None
-        if data is None:
+        root = read_yaml(path, ConfigError, "configuration")
+        if root.value is None:
             return cls()
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the configuration must be a mapping of settings")
-        unknown = set(data) - _TOP_KEYS
+        if not isinstance(root.value, dict):
+            raise ConfigError(f"{path}:{root.line}: the configuration must be a mapping of settings")
+        m: dict[str, Node] = root.value
+        unknown = sorted(set(m) - _TOP_KEYS)
         if unknown:
-            raise ConfigError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}",
+            raise ConfigError(f"{path}:{m[unknown[0]].line}: unknown setting(s) {', '.join(unknown)}",
                               hint="known: " + ", ".join(sorted(_TOP_KEYS)))
-        cfg = cls(
-            offline=bool(data.get("offline", False)),
-            default_model=data.get("default_model"),
-            system_prompt=data.get("system_prompt"),
-            theme=data.get("theme"),
-            sampling=dict(data.get("sampling") or {}),
-            load=dict(data.get("load") or {}),
-            models={str(k): dict(v or {}) for k, v in (data.get("models") or {}).items()},
-        )
-        cfg._validate(str(path))
-        return cfg
-
-    def _validate(self, where: str) -> None:
-        _check_keys(self.sampling, SamplingParams, f"{where}: sampling")
-        _check_keys(self.load, LoadOptions, f"{where}: load")
-        for model_id, over in self.models.items():
-            unknown = set(over) - _MODEL_KEYS
+        offline = _typed(m, "offline", bool, path, "true or false")
+        models_node = _typed(m, "models", dict, path, "a mapping of model id to settings") or {}
+        models: dict[str, dict[str, Any]] = {}
+        for model_id, node in models_node.items():
+            over = _typed({model_id: node}, model_id, dict, path, "a mapping of settings", f"models.{model_id}") or {}
+            unknown = sorted(set(over) - _MODEL_KEYS)
             if unknown:
-                raise ConfigError(f"{where}: models.{model_id}: unknown key(s) {', '.join(sorted(unknown))}")
-            _check_keys(over.get("sampling") or {}, SamplingParams, f"{where}: models.{model_id}.sampling")
-            _check_keys(over.get("load") or {}, LoadOptions, f"{where}: models.{model_id}.load")
+                raise ConfigError(f"{path}:{over[unknown[0]].line}: models.{model_id}: unknown key(s) "
+                                  f"{', '.join(unknown)}", hint="known: " + ", ".join(sorted(_MODEL_KEYS)))
+            _typed(over, "system_prompt", str, path, "text", f"models.{model_id}.system_prompt")
+            for key, kind in (("sampling", SamplingParams), ("load", LoadOptions)):
+                _check_section(over, key, kind, path, f"models.{model_id}.{key}")
+            models[str(model_id)] = {k: v.plain() for k, v in over.items() if v.value is not None}
+        for key, kind in (("sampling", SamplingParams), ("load", LoadOptions)):
+            _check_section(m, key, kind, path, key)
+        for key in ("default_model", "system_prompt", "theme"):
+            _typed(m, key, str, path, "text")
+        plain = root.plain()
+        return cls(
+            offline=bool(offline),
+            default_model=plain.get("default_model"),
+            system_prompt=plain.get("system_prompt"),
+            theme=plain.get("theme"),
+            sampling=dict(plain.get("sampling") or {}),
+            load=dict(plain.get("load") or {}),
+            models=models,
+        )
 
     def save(self, path: Path) -> None:
-        import yaml
-
         data: dict[str, Any] = {"offline": self.offline}
         for key in ("default_model", "system_prompt", "theme"):
             if getattr(self, key) is not None:
@@ -78,7 +77,7 @@ class Config:
         for key in ("sampling", "load", "models"):
             if getattr(self, key):
                 data[key] = getattr(self, key)
-        atomic_write_text(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+        atomic_write_text(path, dump_yaml(data))
 
     def sampling_for(self, model_id: str | None, **overrides: Any) -> SamplingParams:
         merged = {**self.sampling, **(self.models.get(model_id or "", {}).get("sampling") or {})}
@@ -95,11 +94,28 @@ class Config:
         return per_model.get("system_prompt", self.system_prompt)
 
 
-def _check_keys(values: dict, cls: type, where: str) -> None:
+def _typed(m: dict[str, Node], key: str, kind: type, path: Path, what: str, name: str = "") -> Any:
+    """m[key]'s value (None when absent or null), which must be of `kind`; else ConfigError at its line."""
+    node = m.get(key)
+    if node is None or node.value is None:
+        return None
+    if not isinstance(node.value, kind):
+        raise ConfigError(f"{path}:{node.line}: {name or key} must be {what}, not {node.plain()!r}")
+    return node.value
+
+
+def _check_section(m: dict[str, Node], key: str, cls: type, path: Path, name: str) -> None:
+    """A `sampling:` or `load:` mapping: known keys, each value valid on its own (the line of a bad one)."""
+    section = _typed(m, key, dict, path, "a mapping of settings", name) or {}
     names = {f.name for f in fields(cls)}
-    unknown = set(values) - names
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}", hint="known: " + ", ".join(sorted(names)))
+    for field_name, node in section.items():
+        if field_name not in names:
+            raise ConfigError(f"{path}:{node.line}: {name}: unknown key(s) {field_name}",
+                              hint="known: " + ", ".join(sorted(names)))
+        try:
+            _build(cls, {field_name: node.plain()}, key)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}:{node.line}: {name}.{field_name}: {exc.message}", hint=exc.hint) from None
 
 
 def _build(cls: type, values: dict, what: str):

@@ -11,6 +11,7 @@ from typing import Any
 from localchat.catalog import ModelEntry, parse_text
 from localchat.fsutil import atomic_write_text
 from localchat.errors import CatalogError
+from localchat.yamlio import scalar as yaml_scalar
 
 _PLAIN = re.compile(r"^[A-Za-z0-9/~][A-Za-z0-9 ._/:+~-]*$")
 FIELD_ORDER = ("id", "name", "quant", "size", "sha256", "context", "template", "files", "sources")
@@ -88,9 +89,7 @@ def _scalar(value: Any) -> str:
 
 
 def _reads_as(text: str) -> bool:
-    import yaml
-
     try:
-        return yaml.safe_load(text) == text
-    except yaml.YAMLError:
+        return bool(yaml_scalar(text) == text)
+    except ValueError:
         return False

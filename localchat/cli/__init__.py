@@ -62,6 +62,14 @@ def _apply_offline(args: argparse.Namespace) -> None:
     enforce_offline()
 
 
+def _quiet_libraries(args: argparse.Namespace) -> None:
+    """Libraries log, warn and draw progress bars into the log dir, never onto the terminal."""
+    from localchat.liblog import route_library_output
+    from localchat.paths import Paths
+
+    route_library_output(Paths.from_env(args.home).log_dir)
+
+
 def _one_line(exc) -> str:
     """A worker crash carries the last lines of llama.cpp's log in its hint: on the command line, point at
     the log instead, so the error stays one line."""
@@ -79,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _quiet_libraries(args)
         _apply_offline(args)
         return int(args.handler(args) or 0)
     except LocalchatError as exc:

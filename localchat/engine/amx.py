@@ -26,6 +26,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from localchat.fsutil import atomic_write_text
+
 ENV = "LOCALCHAT_AMX"
 ENV_NOTE = "LOCALCHAT_AMX_NOTE"
 CACHE_NAME = "engine-selftest.json"
@@ -172,10 +174,7 @@ def _write_cache(path: Path | None, key: str, entry: dict) -> None:
         return
     data = _read_cache(path)
     data[key] = {k: entry[k] for k in ("present", "ok", "why") if k in entry}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(data, indent=1) + "\n")
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(data, indent=1) + "\n")
     except OSError:
-        tmp.unlink(missing_ok=True)  # a read-only home: the test simply runs again next time
+        pass  # a read-only home: the test simply runs again next time

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import queue
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Callable, Protocol
+from typing import Any, BinaryIO, Callable, Protocol
 
 from localchat.errors import Cancelled, OfflineError
 
@@ -15,6 +17,7 @@ CHUNK = 1 << 20
 # Copy/hash buffer: small enough to stay in the CPU cache between the read, the hash and the write. With
 # 4 MiB buffers a 491 MB copy+hash measured 1.7-2.2 s, with 256 KiB 0.43-0.87 s (same machine, same run).
 COPY_BUFFER = 256 << 10
+QUEUE_CHUNKS = 16  # network chunks in flight between the reader and the hashing writer (<= 16 MiB)
 
 
 @dataclass
@@ -136,23 +139,44 @@ class ModelSource(Protocol):
         """Write each of the entry's files to ctx.work_dir and return them (not yet verified)."""
 
 
-class HashingWriter:
-    """Writes one file from one or more streams (the parts of a model), hashing and reporting as it goes.
+class WriteFailed(Exception):
+    """The writer thread stopped on a disk error (in HashingWriter.error); stop feeding it."""
 
-    Chunks are read into one reused, cache-sized buffer: the bytes are copied once in and once out, which
-    keeps a multi-hundred-MB copy at the speed of `cat` + `sha256sum`.
+
+class HashingWriter:
+    """Writes one file, hashing every byte and reporting progress as it goes; the file always holds a correct
+    prefix of what it was given (after a disk error, `written` bytes of it). Two ways to feed it:
+
+    - `copy_from(stream)`: local copies (wheels, bundles, USB files). Chunks are read into one reused,
+      cache-sized buffer: the bytes are copied once in and once out, at the speed of `cat` + `sha256sum`.
+    - `put(chunk)`: network chunks, hashed and written on a helper thread (hashlib and os.write release the
+      GIL, so this overlaps the next socket read). A disk error stops the thread: it is kept in `error`,
+      `put` raises WriteFailed, and `written` says what is on disk.
+
+    A download continues a partial file: `offset` bytes already there, already fed to `hasher`.
     """
 
-    def __init__(self, dest: Path, name: str, total: int | None, ctx: "FetchContext", phase: str = "download") -> None:
+    def __init__(self, dest: Path, name: str, total: int | None, ctx: "FetchContext", phase: str = "download",
+                 offset: int = 0, hasher: Any = None, write: Callable[[int, memoryview], int] = os.write) -> None:
         self.dest, self.name, self.total, self.ctx, self.phase = dest, name, total, ctx, phase
-        self.done = 0
-        self._hash = hashlib.sha256()
-        self._buf = bytearray(COPY_BUFFER)
-        self._out = open(dest, "wb")
-        ctx.meter.start(name, phase, total)
+        self.hasher = hasher if hasher is not None else hashlib.sha256()
+        self.done = self.written = offset  # bytes taken / bytes on disk
+        self.error: OSError | None = None
+        self._write = write  # os.write, or a test's seam that makes the disk fill up
+        # O_TRUNC rather than ftruncate at 0: bundle verify writes to /dev/null, which cannot be ftruncated.
+        self._fd: int | None = os.open(dest, os.O_WRONLY | os.O_CREAT | (0 if offset else os.O_TRUNC), 0o644)
+        if offset:
+            os.ftruncate(self._fd, offset)  # exactly the bytes that were hashed, nothing after them
+            os.lseek(self._fd, offset, os.SEEK_SET)
+        self._buf: bytearray | None = None
+        self._queue: queue.Queue[bytes | None] | None = None
+        self._thread: threading.Thread | None = None
+        ctx.meter.start(name, phase, total, offset)
 
     def copy_from(self, src: BinaryIO, limit: int | None = None) -> int:
         """Copy src until its end (or `limit` bytes); returns the bytes copied."""
+        if self._buf is None:
+            self._buf = bytearray(COPY_BUFFER)
         view = memoryview(self._buf)
         readinto = getattr(src, "readinto", None)
         copied = 0
@@ -160,34 +184,78 @@ class HashingWriter:
             self.ctx.cancel.check()
             want = len(view) if limit is None else min(len(view), limit - copied)
             if readinto is not None:
-                n = readinto(view[:want])
-                chunk = view[:n] if n else b""
+                n = readinto(view[:want]) or 0
+                chunk = view[:n]
             else:  # a stream without readinto (some HTTP bodies)
-                chunk = src.read(want)
+                chunk = memoryview(src.read(want))
                 n = len(chunk)
             if not n:
                 break
-            self._out.write(chunk)
-            self._hash.update(chunk)
+            self.hasher.update(chunk)
+            self._write_all(chunk)
             copied += n
             self.done += n
             self.ctx.meter.update(self.name, self.phase, self.done, self.total)
         return copied
 
+    def put(self, chunk: bytes) -> None:
+        """Queue one chunk for the writer thread (started on the first chunk)."""
+        if self.error is not None:
+            raise WriteFailed()
+        if self._thread is None:
+            self._queue = queue.Queue(QUEUE_CHUNKS)
+            self._thread = threading.Thread(target=self._drain, name="localchat-writer", daemon=True)
+            self._thread.start()
+        assert self._queue is not None
+        self._queue.put(chunk)
+        self.done += len(chunk)
+        self.ctx.meter.update(self.name, self.phase, self.done, self.total)
+
+    def _drain(self) -> None:
+        assert self._queue is not None
+        while (chunk := self._queue.get()) is not None:
+            if self.error is not None:
+                continue  # drain without writing: the file must stay a prefix
+            self.hasher.update(chunk)
+            try:
+                self._write_all(memoryview(chunk))
+            except OSError as exc:
+                self.error = exc
+
+    def _write_all(self, view: memoryview) -> None:
+        assert self._fd is not None
+        while view:
+            n = self._write(self._fd, view)
+            self.written += n
+            view = view[n:]
+
+    def close(self) -> int:
+        """Wait for queued chunks, close the file; returns the bytes on disk. Safe to call twice."""
+        if self._thread is not None and self._queue is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        return self.written
+
     def finish(self) -> "FetchedFile":
-        self._out.close()
-        self.ctx.meter.update(self.name, self.phase, self.done, self.total, force=True)
-        return FetchedFile(self.name, self.dest, self._hash.hexdigest(), self.done)
+        self.close()
+        if self.error is not None:
+            raise self.error
+        self.ctx.meter.update(self.name, self.phase, self.written, self.total, force=True)
+        return FetchedFile(self.name, self.dest, self.hasher.hexdigest(), self.written)
 
     def abort(self) -> None:
-        self._out.close()
+        self.close()
         self.dest.unlink(missing_ok=True)
 
     def __enter__(self) -> "HashingWriter":
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self._out.close()  # on failure the partial file stays: the caller decides (resume, or unlink)
+        self.close()  # on failure the partial file stays: the caller decides (resume, or unlink)
 
 
 def copy_hashing(src: BinaryIO, dest: Path, name: str, total: int | None, ctx: FetchContext, phase: str = "download") -> FetchedFile:

@@ -13,6 +13,7 @@ import re
 from dataclasses import replace
 
 from localchat.errors import LocalchatError, OfflineError, SourceError
+from localchat.liblog import detach_stderr_handler
 from localchat.sources import http
 from localchat.sources.base import FetchContext, FetchedFile, require_network
 from localchat.sources.search import HubRepo, gguf_files, matches
@@ -32,6 +33,7 @@ def _hub():
     import huggingface_hub.errors
     import huggingface_hub.utils
 
+    detach_stderr_handler("huggingface_hub")  # its records go where the process routes logging (a log file)
     return huggingface_hub
 
 

@@ -16,9 +16,7 @@ import fcntl
 import hashlib
 import json
 import os
-import queue
 import re
-import threading
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
@@ -32,11 +30,10 @@ from urllib.parse import urlsplit
 from localchat.errors import DiskFullError, DownloadError, LocalchatError, SourceError
 from localchat.fsutil import atomic_write_text, require_free_space
 from localchat.netutil import tls_context
-from localchat.sources.base import CHUNK, CancelToken, FetchContext, FetchedFile, require_network
+from localchat.sources.base import CHUNK, CancelToken, FetchContext, FetchedFile, HashingWriter, require_network
 
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
-_QUEUE_CHUNKS = 16  # chunks in flight between the network reader and the hashing writer (<= 16 MiB)
 
 
 @dataclass(frozen=True)
@@ -212,7 +209,6 @@ class _Transfer:
                 self.meta["size"] = total
             self._check_space()
             self._remember_validators(resp)
-            self.ctx.meter.start(self.remote.name, "download", self.size, self.offset)
             self._stream(resp)
         finally:
             resp.close()
@@ -294,8 +290,9 @@ class _Transfer:
                                 "to resume")
 
     def _stream(self, resp: HTTPResponse) -> None:
-        writer = _HashingWriter(self.part, self.offset, self.hasher)
-        name, meter, cancel = self.remote.name, self.ctx.meter, self.ctx.cancel
+        writer = HashingWriter(self.part, self.remote.name, self.size, self.ctx, offset=self.offset, hasher=self.hasher,
+                               write=write_chunk)
+        cancel = self.ctx.cancel
         try:
             while True:
                 cancel.check()
@@ -307,55 +304,10 @@ class _Transfer:
                     break
                 writer.put(chunk)
                 self.offset += len(chunk)
-                meter.update(name, "download", self.offset, self.size)
         finally:
             self.offset = writer.close()  # what is really on disk, even when the network or the disk failed
-            writer.raise_error(self.remote.name)
-
-
-class _HashingWriter:
-    """Appends chunks to the partial file and hashes them on a helper thread (hashlib and os.write release
-    the GIL, so this overlaps the next socket read). The file always holds a correct prefix."""
-
-    def __init__(self, path: Path, offset: int, hasher) -> None:
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
-        os.ftruncate(self.fd, offset)  # exactly the bytes that were hashed, nothing after them
-        os.lseek(self.fd, offset, os.SEEK_SET)
-        self.hasher = hasher
-        self.written = offset
-        self.error: OSError | None = None
-        self.queue: queue.Queue[bytes | None] = queue.Queue(_QUEUE_CHUNKS)
-        self.thread = threading.Thread(target=self._run, name="localchat-writer", daemon=True)
-        self.thread.start()
-
-    def put(self, chunk: bytes) -> None:
-        if self.error is not None:
-            raise _WriteFailed()
-        self.queue.put(chunk)
-
-    def _run(self) -> None:
-        while (chunk := self.queue.get()) is not None:
-            if self.error is not None:
-                continue  # drain without writing: the file must stay a prefix
-            self.hasher.update(chunk)
-            view = memoryview(chunk)
-            try:
-                while view:
-                    n = write_chunk(self.fd, view)
-                    self.written += n
-                    view = view[n:]
-            except OSError as exc:
-                self.error = exc
-
-    def close(self) -> int:
-        self.queue.put(None)
-        self.thread.join()
-        os.close(self.fd)
-        return self.written
-
-    def raise_error(self, name: str) -> None:
-        if self.error is not None:
-            raise _disk_error(self.error, name, kept=self.written) from None
+            if writer.error is not None:
+                raise _disk_error(writer.error, self.remote.name, kept=writer.written) from None
 
 
 def _disk_error(exc: OSError, name: str, kept: int | None) -> LocalchatError:
@@ -366,10 +318,6 @@ def _disk_error(exc: OSError, name: str, kept: int | None) -> LocalchatError:
                                   "again to resume")
     return LocalchatError(f"cannot write {name} to disk: {exc.strerror or exc}",
                           hint="check the data directory (`localchat doctor`)")
-
-
-class _WriteFailed(Exception):
-    """The writer thread stopped on a disk error; close() reports it."""
 
 
 def write_chunk(fd: int, data: memoryview) -> int:

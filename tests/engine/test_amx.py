@@ -84,3 +84,12 @@ def test_an_unreadable_cache_is_ignored_and_replaced(tmp_path, monkeypatch):
     monkeypatch.setattr(amx, "run_selftest", crashing_selftest)
     assert not amx.decide(tmp_path).use
     assert amx.build_key() in json.loads((tmp_path / amx.CACHE_NAME).read_text())
+
+
+def test_a_cache_that_cannot_be_written_is_skipped(tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")  # like a read-only home: writing fails
+    monkeypatch.setattr(amx, "run_selftest", crashing_selftest)
+    assert not amx.decide(blocker).use
+    assert blocker.read_text() == "a file where the cache folder should be"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["not-a-folder"]  # no temporary file left behind
