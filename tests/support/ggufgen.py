@@ -12,6 +12,7 @@ occurs again (0xBD ends both 你 and 好) is merged with the byte before it into
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -55,20 +56,18 @@ TINY_REPLY = "Hi 你好🙂!"
 CHAT_PROMPT = "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"
 
 
-def make_tiny_gguf(
-    path: str | Path,
-    reply: str = TINY_REPLY,
-    loop: bool = False,
-    n_embd: int = 256,
-    n_layer: int = 2,
-    n_ctx_train: int = 2048,
-    chat_template: str | None = CHATML_TEMPLATE,
-    extra_metadata: dict | None = None,
-    split_max_tensors: int = 0,  # > 0: a split GGUF (NAME-00001-of-0000N.gguf, ...); returns the first part
-) -> Path:
-    import gguf
+@dataclass(frozen=True)
+class _ChainVocab:
+    tokens: list[str]
+    types: list[int]
+    merges: list[str]
+    bos: int
+    eos: int
+    embd: np.ndarray    # (n_vocab, n_embd)
+    output: np.ndarray  # (n_vocab, n_embd): the successor's logit ~20 for each token of the chain
 
-    path = Path(path)
+
+def _chain_vocab(reply: str, loop: bool, n_embd: int) -> _ChainVocab:
     pieces = _reply_pieces(reply.encode("utf-8"))
     tokens = [BYTE_CHARS[b] for b in range(256)]
     merges = ["Ġ Ġ", "i m"]
@@ -98,7 +97,37 @@ def make_tiny_gguf(
     for a, b in successor.items():
         output[b] += normed[a] / n_embd * 20.0  # logit ~20 for the successor, ~N(0, 20/sqrt(n_embd)) else
     # Tokens off the chain lead somewhere harmless (the first reply byte), so sampling never stalls.
+    return _ChainVocab(tokens, types, merges, tok_id["<|endoftext|>"], eos, embd, output)
 
+
+def _write_vocab(w, v: _ChainVocab, chat_template: str | None) -> None:
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(v.tokens)
+    w.add_token_types(v.types)
+    w.add_token_merges(v.merges)
+    w.add_bos_token_id(v.bos)
+    w.add_eos_token_id(v.eos)
+    w.add_add_bos_token(False)
+    if chat_template is not None:
+        w.add_chat_template(chat_template)
+
+
+def make_tiny_gguf(
+    path: str | Path,
+    reply: str = TINY_REPLY,
+    loop: bool = False,
+    n_embd: int = 256,
+    n_layer: int = 2,
+    n_ctx_train: int = 2048,
+    chat_template: str | None = CHATML_TEMPLATE,
+    extra_metadata: dict | None = None,
+    split_max_tensors: int = 0,  # > 0: a split GGUF (NAME-00001-of-0000N.gguf, ...); returns the first part
+) -> Path:
+    import gguf
+
+    path = Path(path)
+    v = _chain_vocab(reply, loop, n_embd)
     n_head = 4
     head_dim = n_embd // n_head
     n_ff = 2 * n_embd
@@ -113,24 +142,15 @@ def make_tiny_gguf(
     w.add_rope_dimension_count(head_dim)
     w.add_layer_norm_rms_eps(1e-5)
     w.add_file_type(0)  # all f32
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("default")
-    w.add_token_list(tokens)
-    w.add_token_types(types)
-    w.add_token_merges(merges)
-    w.add_bos_token_id(tok_id["<|endoftext|>"])
-    w.add_eos_token_id(eos)
-    w.add_add_bos_token(False)
-    if chat_template is not None:
-        w.add_chat_template(chat_template)
+    _write_vocab(w, v, chat_template)
     for key, value in (extra_metadata or {}).items():
         w.add_string(key, value)
 
     zeros = lambda *shape: np.zeros(shape, dtype=np.float32)  # noqa: E731
     ones = lambda n: np.ones((n,), dtype=np.float32)  # noqa: E731
-    w.add_tensor("token_embd.weight", embd)
+    w.add_tensor("token_embd.weight", v.embd)
     w.add_tensor("output_norm.weight", ones(n_embd))
-    w.add_tensor("output.weight", output)
+    w.add_tensor("output.weight", v.output)
     for i in range(n_layer):
         p = f"blk.{i}."
         w.add_tensor(p + "attn_norm.weight", ones(n_embd))
@@ -146,4 +166,74 @@ def make_tiny_gguf(
     w.close()
     if split_max_tensors:
         return min(path.parent.glob(f"{path.stem}-00001-of-*.gguf"), default=path)
+    return path
+
+
+def make_tiny_qwen35_gguf(path: str | Path, reply: str = TINY_REPLY, loop: bool = False, n_embd: int = 256,
+                          n_layer: int = 4, chat_template: str | None = CHATML_TEMPLATE) -> Path:
+    """The same answering model in llama.cpp's hybrid `qwen35` architecture: every 4th layer attention, the
+    others Gated DeltaNet with a recurrent state, so its cache cannot be cut back to an earlier token
+    (`llama_memory_seq_rm` fails). Block weights are zero here as well, so it answers like make_tiny_gguf."""
+    import gguf
+
+    path = Path(path)
+    v = _chain_vocab(reply, loop, n_embd)
+    n_head, head_dim, n_ff = 2, 64, 2 * n_embd
+    k_heads, v_heads, d_state, d_conv = 2, 4, 32, 4
+    key_dim, value_dim = k_heads * d_state, v_heads * d_state
+    w = gguf.GGUFWriter(str(path), "qwen35")
+    w.add_name("tiny-qwen35-test")
+    w.add_context_length(4096)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layer)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_head)
+    w.add_key_length(head_dim)
+    w.add_value_length(head_dim)
+    w.add_rope_dimension_count(head_dim // 4)
+    w.add_rope_dimension_sections([3, 3, 2, 0])
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_ssm_conv_kernel(d_conv)
+    w.add_ssm_inner_size(value_dim)
+    w.add_ssm_state_size(d_state)
+    w.add_ssm_time_step_rank(v_heads)
+    w.add_ssm_group_count(k_heads)
+    w.add_full_attention_interval(4)
+    w.add_file_type(0)
+    _write_vocab(w, v, chat_template)
+
+    zeros = lambda *shape: np.zeros(shape, dtype=np.float32)  # noqa: E731
+    ones = lambda n: np.ones((n,), dtype=np.float32)  # noqa: E731
+    w.add_tensor("token_embd.weight", v.embd)
+    w.add_tensor("output_norm.weight", ones(n_embd))
+    w.add_tensor("output.weight", v.output)
+    for i in range(n_layer):
+        p = f"blk.{i}."
+        w.add_tensor(p + "attn_norm.weight", ones(n_embd))
+        w.add_tensor(p + "post_attention_norm.weight", ones(n_embd))
+        if (i + 1) % 4:
+            w.add_tensor(p + "attn_qkv.weight", zeros(2 * key_dim + value_dim, n_embd))
+            w.add_tensor(p + "attn_gate.weight", zeros(value_dim, n_embd))
+            w.add_tensor(p + "ssm_conv1d.weight", zeros(2 * key_dim + value_dim, d_conv))
+            w.add_tensor(p + "ssm_dt.bias", zeros(v_heads))
+            w.add_tensor(p + "ssm_a", -ones(v_heads))
+            w.add_tensor(p + "ssm_beta.weight", zeros(v_heads, n_embd))
+            w.add_tensor(p + "ssm_alpha.weight", zeros(v_heads, n_embd))
+            w.add_tensor(p + "ssm_norm.weight", ones(d_state))
+            w.add_tensor(p + "ssm_out.weight", zeros(n_embd, value_dim))
+        else:
+            w.add_tensor(p + "attn_q.weight", zeros(2 * head_dim * n_head, n_embd))
+            w.add_tensor(p + "attn_k.weight", zeros(head_dim * n_head, n_embd))
+            w.add_tensor(p + "attn_v.weight", zeros(head_dim * n_head, n_embd))
+            w.add_tensor(p + "attn_output.weight", zeros(n_embd, head_dim * n_head))
+            w.add_tensor(p + "attn_q_norm.weight", ones(head_dim))
+            w.add_tensor(p + "attn_k_norm.weight", ones(head_dim))
+        w.add_tensor(p + "ffn_gate.weight", zeros(n_ff, n_embd))
+        w.add_tensor(p + "ffn_up.weight", zeros(n_ff, n_embd))
+        w.add_tensor(p + "ffn_down.weight", zeros(n_embd, n_ff))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
     return path
