@@ -146,6 +146,10 @@ class CheckpointStore:
             self._items.move_to_end(found_key)
         return found
 
+    def has_full(self, tokens: Sequence[int]) -> bool:
+        t = tuple(tokens)
+        return any(not c.partial and c.tokens == t for c in self._items.values())
+
     def invalidate(self, seq_id: int, cached: Sequence[int]) -> None:
         """Sequence `seq_id` now holds `cached`: its partial checkpoints beyond what it still holds are dead."""
         for key, c in list(self._items.items()):

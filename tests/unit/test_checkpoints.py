@@ -136,3 +136,10 @@ def test_default_budget_follows_free_memory_within_bounds():
     assert default_budget(100 << 20) == 64 << 20
     assert default_budget(1 << 40) == 4 << 30
     assert default_budget() >= 64 << 20
+
+
+def test_has_full_sees_only_full_checkpoints_of_exactly_those_tokens():
+    store = CheckpointStore(budget=10_000)
+    store.put(ckpt([1, 2], partial=True))
+    store.put(ckpt([1, 2, 3]))
+    assert store.has_full([1, 2, 3]) and not store.has_full([1, 2]) and not store.has_full([1, 2, 3, 4])
