@@ -28,21 +28,24 @@ class MemoryKind:
 
     can_cut: bool        # llama_memory_seq_rm(seq, p, -1) keeps a correct state for any p
     has_partial: bool    # a part that cannot be cut (recurrent state, SWA window) is what checkpoints save
+    window: int = 0      # sliding window without swa_full: a cut is correct while the window behind it is kept
 
     @property
     def label(self) -> str:
         if self.can_cut:
             return "yes (attention cache: cut back to any token)"
-        return "no (recurrent or sliding-window state: resumed from message-boundary checkpoints)"
+        if self.window:
+            return f"within its {self.window}-token sliding window; further back from message-boundary checkpoints"
+        return "no (recurrent state: resumed from message-boundary checkpoints)"
 
 
 def memory_kind(lib: Any, model: Any, swa_full: bool) -> MemoryKind:
     """Hybrid and recurrent models (Qwen3.5, Mamba, LFM2, Granite 4) keep a state per sequence that
     seq_rm cannot cut; a sliding-window cache without swa_full has dropped the tokens behind its window."""
     recurrent = bool(lib.llama_model_is_recurrent(model)) or bool(lib.llama_model_is_hybrid(model))
-    swa_limited = lib.llama_model_n_swa(model) > 0 and not swa_full
-    cut = not (recurrent or swa_limited)
-    return MemoryKind(can_cut=cut, has_partial=not cut)
+    window = 0 if swa_full or recurrent else int(lib.llama_model_n_swa(model))
+    cut = not (recurrent or window)
+    return MemoryKind(can_cut=cut, has_partial=not cut, window=window)
 
 
 def save_state(lib: Any, ctx: Any, seq_id: int, partial: bool) -> bytes:
@@ -75,18 +78,19 @@ class SequenceCache:
         self.lib, self.ctx, self.kind, self.store, self.seq_id = lib, ctx, kind, store, seq_id
         self.mem = lib.llama_get_memory(ctx)
         self.cached: list[int] = []
-        self.boundaries: tuple[int, ...] = ()  # message boundaries of the last prompt (token counts)
+        self.save_points: tuple[int, ...] = ()  # where the last prompt was checkpointed (token counts)
 
     def prepare(self, tokens: Sequence[int], boundaries: Sequence[int] = ()) -> PromptPlan:
         """Leave the sequence holding the longest reusable prefix of `tokens` (never all of it: the last
-        token is evaluated for its logits)."""
+        token is evaluated for its logits). `boundaries`: the token offsets where the prompt's messages
+        start (the chat layer knows them; the generation prompt is not a message)."""
         limit = len(tokens) - 1
         keep = min(common_prefix(self.cached, tokens), limit)
         if keep < len(self.cached):
             self._park(keep)
         # A checkpoint must beat what stays anyway: the shared prefix where the cache can be cut (or is
         # simply extended), nothing where it cannot.
-        floor = keep if self.kind.can_cut or keep == len(self.cached) else 0
+        floor = keep if self._cuttable(keep) or keep == len(self.cached) else 0
         best = self.store.best(tokens, self.seq_id, self.cached, limit)
         restored = 0
         if best is not None and best.n_tokens > floor and self._restore(best):
@@ -94,8 +98,14 @@ class SequenceCache:
         elif keep < len(self.cached):
             self._cut(keep)
         keep = min(keep, len(self.cached))
-        self.boundaries = tuple(sorted({b for b in boundaries if 0 < b <= len(tokens)}))
-        return PromptPlan(keep, tuple(b for b in self.boundaries if b > keep), restored)
+        # Two save points per prompt (a partial checkpoint of a 0.8B Qwen3.5 is ~19 MiB and takes ~40 ms):
+        # the start of the last message (edit and resend) and the last prompt token but one (regenerate,
+        # and the next turn when the template drops the reply's thinking). Earlier boundaries were saved
+        # by earlier turns.
+        n = len(tokens)
+        starts = [b for b in boundaries if keep < b < n - 1]
+        self.save_points = tuple(starts[-1:]) + ((n - 1,) if n - 1 > keep else ())
+        return PromptPlan(keep, self.save_points, restored)
 
     def evaluated(self, tokens: Sequence[int]) -> None:
         self.cached.extend(tokens)
@@ -119,11 +129,20 @@ class SequenceCache:
         self.store.invalidate(self.seq_id, self.cached)
 
     def _cut(self, keep: int) -> None:
-        if not self.lib.llama_memory_seq_rm(self.mem, self.seq_id, keep, -1):
+        if not self._cuttable(keep) or not self.lib.llama_memory_seq_rm(self.mem, self.seq_id, keep, -1):
             self.clear()
             return
         del self.cached[keep:]
         self.store.invalidate(self.seq_id, self.cached)
+
+    def _cuttable(self, keep: int) -> bool:
+        """A sliding-window cache "succeeds" at seq_rm even where it has dropped the window behind `keep`
+        (measured: cut back below pos_min + n_swa, the next logits are wrong), so it is asked first."""
+        if self.kind.can_cut:
+            return True
+        if not self.kind.window:
+            return False
+        return 0 <= self.lib.llama_memory_seq_pos_min(self.mem, self.seq_id) <= keep - self.kind.window
 
     def _restore(self, ckpt: Checkpoint) -> bool:
         if ckpt.partial:
@@ -147,7 +166,7 @@ class SequenceCache:
     def _park(self, keep: int) -> None:
         """Before the sequence is cut below a message boundary of what it holds (another conversation,
         an edit), keep a full checkpoint of the latest such boundary so coming back costs nothing."""
-        mine = [b for b in self.boundaries if keep < b <= len(self.cached)]
+        mine = [b for b in self.save_points if keep < b <= len(self.cached)]
         if not mine:
             return
         b = mine[-1]
@@ -155,7 +174,7 @@ class SequenceCache:
             return
         if b < len(self.cached):
             best = self.store.best(self.cached[:b], self.seq_id, self.cached)
-            if self.kind.can_cut:
+            if self._cuttable(b):
                 self._cut(b)
             elif best is None or best.n_tokens != b or not self._restore(best):
                 return

@@ -35,13 +35,14 @@ class Chat:
                                  CheckpointStore(budget))
 
     def run(self, messages: list[list[int]], reply: list[int]) -> int:
-        """Evaluate the prompt made of `messages` (checkpointing at their boundaries), then decode `reply`
-        as the model's answer; return how many prompt tokens were evaluated."""
-        tokens = [t for msg in messages for t in msg]
+        """Evaluate the prompt made of `messages` and the generation prompt (telling the cache where the
+        messages start), then decode `reply` as the model's answer; return how many prompt tokens were
+        evaluated."""
+        tokens = [t for msg in messages for t in msg] + GEN
         bounds, n = [], 0
         for msg in messages:
-            n += len(msg)
             bounds.append(n)
+            n += len(msg)
         plan = self.seq.prepare(tokens, bounds)
         start = plan.keep
         for stop in [*plan.save_at, len(tokens)]:
@@ -75,39 +76,41 @@ def test_next_turn_with_old_thinking_dropped_evaluates_only_new_tokens(model):
     history = [SYSTEM_A]
     for turn in range(4):
         user = msg(10 + turn)
-        evaluated = chat.run([*history, user, GEN], reply=THINK + ANSWER)
-        expected = len(SYSTEM_A + user + GEN) if turn == 0 else len(ANSWER + END + user + GEN)
+        evaluated = chat.run([*history, user], reply=THINK + ANSWER)
+        # An attention cache is cut where the prompts part; a hybrid one resumes from the checkpoint at the
+        # previous prompt's last token but one: that token, then the new ones.
+        extra = 0 if chat.seq.kind.can_cut else 1
+        expected = len(SYSTEM_A + user + GEN) if turn == 0 else extra + len(ANSWER + END + user + GEN)
         assert evaluated == expected, f"turn {turn + 1}"
-        history += [user, GEN, ANSWER + END]  # the template drops the thinking from the history
+        history += [user, GEN + ANSWER + END]  # the template drops the thinking from the history
 
 
 def test_regenerate_and_edit_last_message(model):
     chat = Chat(model)
-    prompt = [SYSTEM_A, msg(10), GEN, ANSWER + END, msg(11), GEN]
+    prompt = [SYSTEM_A, msg(10), GEN + ANSWER + END, msg(11)]
     chat.run(prompt, reply=ANSWER)
-    # Regenerate: an attention cache is cut to the last token; a hybrid one resumes at the last boundary.
-    assert chat.run(prompt, reply=THINK) == (1 if chat.seq.kind.can_cut else len(GEN))
-    edited = [*prompt[:-2], msg(12), GEN]
+    assert chat.run(prompt, reply=THINK) == 1  # regenerate: the last prompt token, for its logits
+    edited = [*prompt[:-1], msg(12)]
     assert chat.run(edited, reply=ANSWER) == len(msg(12) + GEN)
 
 
 def test_alternating_conversations_resume_from_parked_checkpoints(model):
     chat = Chat(model)
-    a, b = [SYSTEM_A, msg(10), GEN], [SYSTEM_B, msg(20), GEN]
+    a, b = [SYSTEM_A, msg(10)], [SYSTEM_B, msg(20)]
     chat.run(a, reply=ANSWER)
     chat.run(b, reply=ANSWER)
     for turn in range(3):
-        a += [ANSWER + END, msg(11 + turn), GEN]
-        assert chat.run(a, reply=ANSWER) == len(ANSWER + END + msg(11 + turn) + GEN), f"A turn {turn + 2}"
-        b += [ANSWER + END, msg(21 + turn), GEN]
-        assert chat.run(b, reply=ANSWER) == len(ANSWER + END + msg(21 + turn) + GEN), f"B turn {turn + 2}"
+        a += [GEN + ANSWER + END, msg(11 + turn)]
+        assert chat.run(a, reply=ANSWER) == 1 + len(ANSWER + END + msg(11 + turn) + GEN), f"A turn {turn + 2}"
+        b += [GEN + ANSWER + END, msg(21 + turn)]
+        assert chat.run(b, reply=ANSWER) == 1 + len(ANSWER + END + msg(21 + turn) + GEN), f"B turn {turn + 2}"
 
 
 def test_without_checkpoints_a_hybrid_model_evaluates_everything_again(model):
     chat = Chat(model, budget=0)
-    history = [SYSTEM_A, msg(10), GEN]
+    history = [SYSTEM_A, msg(10)]
     chat.run(history, reply=THINK + ANSWER)
-    evaluated = chat.run([*history, ANSWER + END, msg(11), GEN], reply=ANSWER)
+    evaluated = chat.run([*history, GEN + ANSWER + END, msg(11)], reply=ANSWER)
     can_cut = chat.seq.kind.can_cut
     assert can_cut == (model.meta("general.architecture") == "llama")
     total = len(SYSTEM_A + msg(10) + GEN + ANSWER + END + msg(11) + GEN)
@@ -121,7 +124,7 @@ def test_a_state_llama_cpp_refuses_is_not_used(model, tiny_model, tiny_qwen35):
     other = NativeModel(other_path, LoadOptions(n_ctx=2048, n_threads=1))
     try:
         foreign = Chat(other)
-        prompt = [SYSTEM_A, msg(10), GEN]
+        prompt = [SYSTEM_A, msg(10)]
         foreign.run(prompt, reply=[])
         state = foreign.seq.save_full()
     finally:
@@ -129,6 +132,6 @@ def test_a_state_llama_cpp_refuses_is_not_used(model, tiny_model, tiny_qwen35):
     chat = Chat(model)
     assert not restore_state(model.lib, model.ctx, 0, state.data, partial=False)
     chat.seq.store.put(Checkpoint(state.tokens, state.data, partial=False))
-    tokens = [t for m in [*prompt, msg(11)] for t in m]
+    tokens = [t for m in [*prompt, msg(11)] for t in m] + GEN
     assert chat.run([*prompt, msg(11)], reply=[]) == len(tokens)
     assert chat.seq.cached == tokens
