@@ -86,6 +86,10 @@ class LoadOptions:
     n_threads: int | None = None  # None: physical cores
     n_batch: int = 512
     kv_type: Literal["f16", "q8_0", "q4_0"] = "f16"
+    # Bytes of RAM for sequence-state checkpoints (localchat.engine.checkpoints); None: an eighth of the
+    # memory available at load, within [64 MiB, 4 GiB]; 0: none (a hybrid model then re-evaluates a
+    # conversation whenever a prompt leaves the cache before its end).
+    checkpoint_ram: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -101,6 +105,9 @@ class LoadOptions:
             (self.n_threads is None or (isinstance(self.n_threads, int) and self.n_threads >= 1), "n_threads must be 1 or more"),
             (isinstance(self.n_batch, int) and self.n_batch >= 1, "n_batch must be 1 or more"),
             (self.kv_type in ("f16", "q8_0", "q4_0"), "kv_type must be f16, q8_0 or q4_0"),
+            (self.checkpoint_ram is None or (isinstance(self.checkpoint_ram, int) and not isinstance(self.checkpoint_ram, bool)
+                                             and self.checkpoint_ram >= 0),
+             "checkpoint_ram must be a number of bytes (0: no checkpoints), or left out for a default from free memory"),
         ]
         for ok, message in checks:
             if not ok:

@@ -143,3 +143,16 @@ def test_has_full_sees_only_full_checkpoints_of_exactly_those_tokens():
     store.put(ckpt([1, 2], partial=True))
     store.put(ckpt([1, 2, 3]))
     assert store.has_full([1, 2, 3]) and not store.has_full([1, 2]) and not store.has_full([1, 2, 3, 4])
+
+
+def test_checkpoint_ram_load_option():
+    from localchat.config import Config
+    from localchat.errors import ConfigError
+    from localchat.types import LoadOptions
+
+    assert LoadOptions().checkpoint_ram is None  # a default from free memory
+    assert Config(load={"checkpoint_ram": 0}).load_options_for(None).checkpoint_ram == 0
+    assert Config(models={"q": {"load": {"checkpoint_ram": 1 << 30}}}).load_options_for("q").checkpoint_ram == 1 << 30
+    for bad in (-1, "2GiB", True, 1.5):
+        with pytest.raises(ConfigError, match="checkpoint_ram"):
+            LoadOptions(checkpoint_ram=bad).validate()
