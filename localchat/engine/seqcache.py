@@ -179,3 +179,34 @@ class SequenceCache:
             elif best is None or best.n_tokens != b or not self._restore(best):
                 return
         self.save_full()
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointCost:
+    """What `doctor --model ID` reports about a model's cache."""
+
+    kind: MemoryKind
+    partial_bytes: int          # one message-boundary checkpoint (recurrent state / SWA window); 0: not needed
+    full_bytes_per_token: float  # a full checkpoint grows by this per token of conversation
+
+
+def measure_checkpoint_cost(lib: Any, ctx: Any, model: Any, swa_full: bool, probe_tokens: Sequence[int],
+                            seq_id: int = 0) -> CheckpointCost:
+    """Decode `probe_tokens` (any valid ids, 16 or more) into an empty sequence, read the state sizes,
+    and empty it again."""
+    kind = memory_kind(lib, model, swa_full)
+    mem = lib.llama_get_memory(ctx)
+    lib.llama_memory_seq_rm(mem, seq_id, -1, -1)
+    half = len(probe_tokens) // 2
+    sizes = []
+    try:
+        for part in (probe_tokens[:half], probe_tokens[half:]):
+            arr = (ctypes.c_int32 * len(part))(*part)
+            if lib.llama_decode(ctx, lib.llama_batch_get_one(arr, len(part))) != 0:
+                raise RuntimeError("llama_decode failed while measuring the checkpoint size")
+            sizes.append(lib.llama_state_seq_get_size_ext(ctx, seq_id, 0))
+        partial = lib.llama_state_seq_get_size_ext(ctx, seq_id, PARTIAL_ONLY) if kind.has_partial else 0
+    finally:
+        lib.llama_memory_seq_rm(mem, seq_id, -1, -1)
+    per_token = (sizes[1] - sizes[0]) / max(1, len(probe_tokens) - half)
+    return CheckpointCost(kind, partial, per_token)

@@ -135,3 +135,19 @@ def test_a_state_llama_cpp_refuses_is_not_used(model, tiny_model, tiny_qwen35):
     tokens = [t for m in [*prompt, msg(11)] for t in m] + GEN
     assert chat.run([*prompt, msg(11)], reply=[]) == len(tokens)
     assert chat.seq.cached == tokens
+
+
+def test_checkpoint_cost_for_doctor(model):
+    from localchat.engine.seqcache import measure_checkpoint_cost
+
+    cost = measure_checkpoint_cost(model.lib, model.ctx, model.model, swa_full=True, probe_tokens=msg(7, 32))
+    hybrid = model.meta("general.architecture") == "qwen35"
+    assert cost.kind.can_cut is not hybrid
+    assert (cost.partial_bytes > 0) is hybrid  # tiny qwen35: 3 DeltaNet layers x 4 heads x 32x32 f32 + conv
+    if hybrid:
+        assert cost.partial_bytes >= 3 * 4 * 32 * 32 * 4
+    # K and V in f16 of every attention layer per token (tiny llama: 2 layers x 256; tiny qwen35: 1 x 128),
+    # and a few bytes of cell metadata (position, sequences)
+    kv = 1 * 2 * 128 * 2 if hybrid else 2 * 2 * 256 * 2
+    assert kv <= cost.full_bytes_per_token <= kv + 32
+    assert model.lib.llama_memory_seq_pos_max(model.mem, 0) == -1  # the probe left the sequence empty
