@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -81,6 +82,17 @@ class Checkpoint:
     @property
     def size(self) -> int:
         return len(self.data) + 4 * len(self.tokens)
+
+
+def token_offsets(piece_lengths: Sequence[int], byte_offsets: Sequence[int]) -> list[int]:
+    """Message boundaries given as byte offsets of the rendered prompt -> token counts: how many of the
+    prompt's tokens (their UTF-8 lengths in `piece_lengths`) end at or before each offset. A boundary inside
+    a token falls back to that token's start, so a checkpoint never covers bytes past its boundary."""
+    ends, total = [], 0
+    for n in piece_lengths:
+        total += n
+        ends.append(total)
+    return [bisect_right(ends, b) for b in byte_offsets]
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

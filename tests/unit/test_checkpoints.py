@@ -156,3 +156,12 @@ def test_checkpoint_ram_load_option():
     for bad in (-1, "2GiB", True, 1.5):
         with pytest.raises(ConfigError, match="checkpoint_ram"):
             LoadOptions(checkpoint_ram=bad).validate()
+
+
+def test_token_offsets_map_message_boundaries_to_token_counts():
+    from localchat.engine.checkpoints import token_offsets
+
+    # "<|im_start|>" (12 bytes, one token) "user\n" (5: two tokens) "hé" (3: one token) "<|im_end|>" (10)
+    pieces = [12, 4, 1, 3, 10]
+    assert token_offsets(pieces, [0, 12, 17, 20, 30]) == [0, 1, 3, 4, 5]
+    assert token_offsets(pieces, [18, 19]) == [3, 3]  # inside "hé": the token's start
