@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from localchat.engine.checkpoints import Checkpoint, CheckpointStore
-from localchat.engine.native import NativeModel
-from localchat.engine.seqcache import SequenceCache, memory_kind, restore_state
+from localchat.engine.llama.model import NativeModel
+from localchat.engine.llama.sequence import SequenceCache, memory_kind, restore_state
 from localchat.types import LoadOptions
 
 
@@ -138,7 +138,7 @@ def test_a_state_llama_cpp_refuses_is_not_used(model, tiny_model, tiny_qwen35):
 
 
 def test_checkpoint_cost_for_doctor(model):
-    from localchat.engine.seqcache import measure_checkpoint_cost
+    from localchat.engine.llama.sequence import measure_checkpoint_cost
 
     cost = measure_checkpoint_cost(model.lib, model.ctx, model.model, swa_full=True, probe_tokens=msg(7, 32))
     hybrid = model.meta("general.architecture") == "qwen35"
