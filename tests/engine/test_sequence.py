@@ -7,7 +7,7 @@ import pytest
 
 from localchat.engine.checkpoints import Checkpoint, CheckpointStore
 from localchat.engine.llama.model import NativeModel
-from localchat.engine.llama.sequence import SequenceCache, memory_kind, restore_state
+from localchat.engine.llama.sequence import TAIL, SequenceCache, memory_kind, restore_state
 from localchat.types import LoadOptions
 
 
@@ -77,9 +77,9 @@ def test_next_turn_with_old_thinking_dropped_evaluates_only_new_tokens(model):
     for turn in range(4):
         user = msg(10 + turn)
         evaluated = chat.run([*history, user], reply=THINK + ANSWER)
-        # An attention cache is cut where the prompts part; a hybrid one resumes from the checkpoint at the
-        # previous prompt's last token but one: that token, then the new ones.
-        extra = 0 if chat.seq.kind.can_cut else 1
+        # An attention cache is cut where the prompts part; a hybrid one resumes from the checkpoint TAIL
+        # tokens before the previous prompt's end: those, then the new ones.
+        extra = 0 if chat.seq.kind.can_cut else TAIL
         expected = len(SYSTEM_A + user + GEN) if turn == 0 else extra + len(ANSWER + END + user + GEN)
         assert evaluated == expected, f"turn {turn + 1}"
         history += [user, GEN + ANSWER + END]  # the template drops the thinking from the history
@@ -89,7 +89,8 @@ def test_regenerate_and_edit_last_message(model):
     chat = Chat(model)
     prompt = [SYSTEM_A, msg(10), GEN + ANSWER + END, msg(11)]
     chat.run(prompt, reply=ANSWER)
-    assert chat.run(prompt, reply=THINK) == 1  # regenerate: the last prompt token, for its logits
+    # Regenerate: an attention cache is cut to the last token; a hybrid one resumes TAIL tokens before it.
+    assert chat.run(prompt, reply=THINK) == (1 if chat.seq.kind.can_cut else TAIL)
     edited = [*prompt[:-1], msg(12)]
     assert chat.run(edited, reply=ANSWER) == len(msg(12) + GEN)
 
@@ -101,9 +102,9 @@ def test_alternating_conversations_resume_from_parked_checkpoints(model):
     chat.run(b, reply=ANSWER)
     for turn in range(3):
         a += [GEN + ANSWER + END, msg(11 + turn)]
-        assert chat.run(a, reply=ANSWER) == 1 + len(ANSWER + END + msg(11 + turn) + GEN), f"A turn {turn + 2}"
+        assert chat.run(a, reply=ANSWER) == TAIL + len(ANSWER + END + msg(11 + turn) + GEN), f"A turn {turn + 2}"
         b += [GEN + ANSWER + END, msg(21 + turn)]
-        assert chat.run(b, reply=ANSWER) == 1 + len(ANSWER + END + msg(21 + turn) + GEN), f"B turn {turn + 2}"
+        assert chat.run(b, reply=ANSWER) == TAIL + len(ANSWER + END + msg(21 + turn) + GEN), f"B turn {turn + 2}"
 
 
 def test_without_checkpoints_a_hybrid_model_evaluates_everything_again(model):

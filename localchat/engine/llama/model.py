@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Iterator
 
 from localchat.engine.llama import bindings, ggml
+from localchat.engine.checkpoints import CheckpointStore, default_budget
+from localchat.engine.llama.sequence import SequenceCache, memory_kind
 from localchat.engine.offload import OffloadPlan, plan_offload as _plan_offload
 from localchat.engine.threads import CHECK_SECONDS, FIRST_CHECK_SECONDS, ThreadGovernor
 from localchat.errors import EngineContextOverflow, EngineError, ModelLoadError
@@ -82,7 +84,11 @@ class NativeModel:
         self.eos = lib.llama_vocab_eos(self.vocab)
         self.load_seconds = time.perf_counter() - started
 
-        self.cached: list[int] = []  # the tokens whose K/V sit in the cache, in order (sequence 0)
+        # The tokens whose state sits in the cache (sequence 0), and the checkpoints that let a prompt
+        # leaving them before their end resume at its last save point (hybrid models cannot cut back).
+        budget = options.checkpoint_ram if options.checkpoint_ram is not None else default_budget()
+        self.sequence = SequenceCache(lib, self.ctx, memory_kind(lib, self.model, swa_full=True), CheckpointStore(budget))
+        self.cached: list[int] = self.sequence.cached  # the same list: the decode loop appends to it
         self.last_usage: dict = {}
         self._pieces: list = [None] * self.n_vocab  # token -> bytes, or _EOG
         self._piece_buf = ctypes.create_string_buffer(256)
@@ -306,43 +312,32 @@ class NativeModel:
 
         return sample
 
-    def _reuse_prefix(self, tokens: list[int]) -> int:
-        """Drop the cached tokens after the longest common prefix; return how many stay in the cache."""
-        cached = self.cached
-        keep = 0
-        for keep, (a, b) in enumerate(zip(cached, tokens)):  # noqa: B007
-            if a != b:
-                break
-        else:
-            keep = min(len(cached), len(tokens))
-        keep = min(keep, len(tokens) - 1)  # the last prompt token is always evaluated: it yields the logits
-        if keep < len(cached):
-            if not self.lib.llama_memory_seq_rm(self.mem, 0, keep, -1):
-                self.lib.llama_memory_clear(self.mem, True)  # e.g. recurrent models: no partial removal
-                keep = 0
-            del cached[keep:]
-        return keep
-
-    def _eval_prompt(self, tokens: list[int], start: int, cancelled) -> bool:
-        """Decode tokens[start:] in n_batch chunks; False if cancelled in between."""
+    def _eval_prompt(self, tokens: list[int], start: int, cancelled, save_at: tuple[int, ...] = ()) -> bool:
+        """Decode tokens[start:] in n_batch chunks, split at the save points (a checkpoint is taken after
+        each); False if cancelled in between."""
         lib = self.lib
         n = len(tokens)
         arr = (ctypes.c_int32 * n)(*tokens)
         step = self.options.n_batch
-        for i in range(start, n, step):
+        i = start
+        while i < n:
             if cancelled():
                 return False
             count = min(step, n - i)
+            count = min([count] + [s - i for s in save_at if i < s < i + count])
             batch = lib.llama_batch_get_one(ctypes.cast(ctypes.byref(arr, i * 4), ctypes.POINTER(ctypes.c_int32)), count)
             self._check_decode(lib.llama_decode(self.ctx, batch))
             self.cached.extend(tokens[i:i + count])
+            i += count
+            if i in save_at:
+                self.sequence.checkpoint()
         return True
 
     def _check_decode(self, rc: int) -> None:
         if rc == 0:
             return
         self.lib.llama_memory_clear(self.mem, True)
-        self.cached.clear()
+        self.sequence.clear()
         if rc == 1:
             raise EngineContextOverflow(f"the context window ({self.n_ctx} tokens) is full", "start a new conversation or raise n_ctx")
         raise EngineError(f"llama_decode failed with code {rc}", "see the engine log")
@@ -362,7 +357,8 @@ class NativeModel:
                 f"the prompt has {len(tokens)} tokens; the context window holds {self.n_ctx}",
                 "drop older turns or load the model with a larger n_ctx",
             )
-        keep = self._reuse_prefix(tokens)
+        plan = self.sequence.prepare(tokens)
+        keep = plan.keep
         usage = {"prompt_tokens": len(tokens), "prompt_eval_tokens": len(tokens) - keep, "completion_tokens": 0,
                  "ttft": 0.0, "prompt_seconds": 0.0, "decode_seconds": 0.0, "finish_reason": "cancelled"}
         self.last_usage = usage
@@ -373,7 +369,7 @@ class NativeModel:
             # the last choice, and the load is measured from here.
             governor.mark()
         t_prompt = time.perf_counter()
-        evaluated = self._eval_prompt(tokens, keep, cancelled)
+        evaluated = self._eval_prompt(tokens, keep, cancelled, plan.save_at)
         usage["prompt_seconds"] = time.perf_counter() - t_prompt  # llama_decode of the new prompt tokens
         if not evaluated:
             return

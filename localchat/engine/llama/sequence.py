@@ -20,6 +20,10 @@ from typing import Any
 from localchat.engine.checkpoints import Checkpoint, CheckpointStore, common_prefix
 
 PARTIAL_ONLY = 1  # LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY: the recurrent state / SWA cache, not the full K/V
+# A checkpoint this many tokens before a prompt's end (as llama-server's): a Qwen3.5 generation prompt
+# "<|im_start|>assistant\n<think>\n" differs from the history's "<|im_start|>assistant\n" + answer in its
+# last 2 tokens, Llama 3's header is 4 tokens.
+TAIL = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,13 +103,14 @@ class SequenceCache:
             self._cut(keep)
         keep = min(keep, len(self.cached))
         # Two save points per prompt (a partial checkpoint of a 0.8B Qwen3.5 is ~19 MiB and takes ~40 ms):
-        # the start of the last message (edit and resend) and the last prompt token but one (regenerate,
-        # and the next turn when the template drops the reply's thinking). Earlier boundaries were saved
-        # by earlier turns.
+        # the start of the last message (edit and resend) and TAIL tokens before the end (regenerate, and
+        # the next turn when the template renders the reply without the "<think>" its generation prompt
+        # ended with). Earlier boundaries were saved by earlier turns.
         n = len(tokens)
-        starts = [b for b in boundaries if keep < b < n - 1]
-        self.save_points = tuple(starts[-1:]) + ((n - 1,) if n - 1 > keep else ())
-        return PromptPlan(keep, self.save_points, restored)
+        tail = n - TAIL
+        starts = [b for b in boundaries if 0 < b < tail]
+        self.save_points = tuple(starts[-1:]) + ((tail,) if tail > 0 else ())  # checkpointed now or before
+        return PromptPlan(keep, tuple(p for p in self.save_points if p > keep), restored)
 
     def evaluated(self, tokens: Sequence[int]) -> None:
         self.cached.extend(tokens)
