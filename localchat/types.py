@@ -16,9 +16,13 @@ Role = Literal["system", "user", "assistant"]
 class Message:
     role: Role
     content: str
+    reasoning: str = ""  # an assistant reply's thought, kept apart from its answer (the template decides its fate)
 
     def to_dict(self) -> dict:
-        return {"role": self.role, "content": self.content}
+        d = {"role": self.role, "content": self.content}
+        if self.reasoning:
+            d["reasoning_content"] = self.reasoning  # the field vLLM, llama-server and the Qwen templates read
+        return d
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ def _template_parse(content: str) -> tuple[str, str]:
 
 
 _thought = _text.map(lambda t: t.strip("\n")).filter(lambda t: CLOSE_TAG not in t and OPEN_TAG not in t)
-_answer = _text.map(lambda t: t.lstrip("\n"))
+_answer = _text.map(lambda t: t.lstrip("\n")).filter(lambda t: CLOSE_TAG not in t)
 
 
 @settings(max_examples=300, deadline=None)
