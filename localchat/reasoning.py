@@ -46,12 +46,13 @@ class ReasoningFormat:
     close_tag: str = CLOSE_TAG
     switch: str | None = None
 
-    def opens_in_thought(self, generation_prompt: str) -> bool:
-        """Whether a prompt ending in `generation_prompt` leaves a thought open (the reply starts inside it)."""
-        return generation_prompt.rfind(self.open_tag) > generation_prompt.rfind(self.close_tag)
+    def opens_in_thought(self, prompt: str) -> bool:
+        """Whether the prompt leaves a thought open, so the reply starts inside it (Qwen3.5, QwQ, DeepSeek-R1:
+        the generation prompt ends in `<think>\n`). Only the end counts: a user may write the tag in a message."""
+        return prompt.rstrip().endswith(self.open_tag)
 
-    def splitter(self, generation_prompt: str = "") -> "ReasoningSplitter":
-        return ReasoningSplitter(self.open_tag, self.close_tag, self.opens_in_thought(generation_prompt))
+    def splitter(self, prompt: str = "") -> "ReasoningSplitter":
+        return ReasoningSplitter(self.open_tag, self.close_tag, self.opens_in_thought(prompt))
 
 
 def detect(template: str | None, is_single_token: Callable[[str], bool] | None = None) -> ReasoningFormat | None:

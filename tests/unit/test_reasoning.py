@@ -117,6 +117,7 @@ def test_the_generation_prompt_says_whether_the_reply_starts_in_a_thought():
     assert fmt.opens_in_thought("<|im_start|>assistant\n<think>\n")
     assert not fmt.opens_in_thought("<|im_start|>assistant\n<think>\n\n</think>\n\n")
     assert not fmt.opens_in_thought("<|im_start|>assistant\n")
+    assert not fmt.opens_in_thought("<|im_start|>user\nwhat is <think>?<|im_end|>\n<|im_start|>assistant\n")
     assert fmt.splitter("<|im_start|>assistant\n<think>\n").in_thought
 
 
