@@ -189,6 +189,14 @@ def _partial_suffix(text: str, tag: str) -> int:
         start = i + 1
 
 
+def thought_line(tokens: int | None, seconds: float | None) -> str:
+    """ "Thought for 12 s · 840 tokens": a folded thought in the TUI, and its title in exports."""
+    parts = ["Thought" + (f" for {seconds:.0f} s" if seconds is not None else "")]
+    if tokens:
+        parts.append(f"{tokens:,} tokens")
+    return " · ".join(parts)
+
+
 def split_reply(text: str, fmt: ReasoningFormat | None = None, in_thought: bool = False) -> tuple[str, str]:
     """(thought, answer) of a whole reply: what the splitter streams, joined."""
     if fmt is None:

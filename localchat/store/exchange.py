@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from localchat.errors import ConversationFormatError
+from localchat.reasoning import thought_line
 from localchat.store.records import METRICS, ROLES, STATUSES, Conversation
 
 FORMATS = ("md", "json")
@@ -52,14 +53,6 @@ def to_json(conv: Conversation, thinking: bool = True) -> str:
         "created": iso_time(conv.created), "updated": iso_time(conv.updated), "messages": meta,
     }
     return json.dumps(doc, ensure_ascii=False, indent=2) + "\n"
-
-
-def thought_line(tokens: int | None, seconds: float | None) -> str:
-    """ "Thought for 12 s · 840 tokens": how the TUI folds a thought, and how exports title it."""
-    parts = ["Thought" + (f" for {seconds:.0f} s" if seconds is not None else "")]
-    if tokens:
-        parts.append(f"{tokens} tokens")
-    return " · ".join(parts)
 
 
 def to_markdown(conv: Conversation, thinking: bool = True) -> str:
