@@ -35,7 +35,7 @@ class StoredMessage:
     thinking_seconds: float | None = None
 
     def to_message(self) -> Message:
-        return Message(self.role, self.content, self.reasoning)
+        return Message(self.role, self.content, reasoning=self.reasoning)
 
     def metrics(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in METRICS if getattr(self, k) is not None}
