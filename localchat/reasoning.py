@@ -189,6 +189,48 @@ def _partial_suffix(text: str, tag: str) -> int:
         start = i + 1
 
 
+class ThoughtControl:
+    """The decode loop's view of a reasoning model's thought, by token id (an int compare per token).
+
+    It counts the thought's tokens, and closes the thought by feeding `close_tokens` (the tokens of
+    "\n</think>\n\n") instead of sampling when the budget is spent or the user asks to end it now; the model
+    then writes its answer, so an answer is never empty because thinking used the whole allowance."""
+
+    __slots__ = ("open_id", "close_id", "close_tokens", "in_thought", "budget", "thought_tokens", "forcing",
+                 "end_requested", "closed")
+
+    def __init__(self, open_id: int, close_id: int, close_tokens: list[int], in_thought: bool = False,
+                 budget: int | None = None) -> None:
+        self.open_id = open_id
+        self.close_id = close_id
+        self.close_tokens = close_tokens
+        self.in_thought = in_thought
+        self.budget = budget
+        self.thought_tokens = 0
+        self.forcing: list[int] = []  # tokens still to feed in place of sampled ones
+        self.end_requested = False  # set from another thread (the worker's reader): checked at the next token
+        self.closed = False
+        if in_thought and budget is not None and budget <= 0:
+            self.forcing = list(close_tokens)
+
+    def end_now(self) -> None:
+        self.end_requested = True
+
+    def saw(self, token: int) -> None:
+        """After each token (sampled or forced) is chosen."""
+        if token == self.open_id and not self.closed:
+            self.in_thought = True
+        if not self.in_thought:
+            return
+        self.thought_tokens += 1
+        if token == self.close_id:
+            self.in_thought = False
+            self.closed = True
+        elif not self.forcing and (self.end_requested or (self.budget is not None
+                                                          and self.thought_tokens >= self.budget)):
+            self.forcing = list(self.close_tokens)
+
+
 def thought_line(tokens: int | None, seconds: float | None) -> str:
     """ "Thought for 12 s · 840 tokens": a folded thought in the TUI, and its title in exports."""
     parts = ["Thought" + (f" for {seconds:.0f} s" if seconds is not None else "")]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings, strategies as st
 
 from localchat.reasoning import (
-    CLOSE_TAG, OPEN_TAG, ReasoningDelta, ReasoningFormat, ReasoningSplitter, TextDelta, detect, split_reply,
-    template_kwargs,
+    CLOSE_TAG, OPEN_TAG, ReasoningDelta, ReasoningFormat, ReasoningSplitter, TextDelta, ThoughtControl, detect,
+    split_reply, template_kwargs, thought_line,
 )
 
 # Text that may hold pieces of the tags and newlines, so split points land inside them.
@@ -128,3 +128,60 @@ def test_template_kwargs_use_only_the_models_own_switch():
     assert template_kwargs(fmt, "default") == {}
     assert template_kwargs(ReasoningFormat(), "off") == {}
     assert template_kwargs(None, "on") == {}
+
+
+OPEN, CLOSE, NL, NLNL = 1, 2, 10, 20
+CLOSING = [NL, CLOSE, NLNL]
+
+
+def _decode(control: ThoughtControl, model: list[int], limit: int = 50) -> list[int]:
+    """What a decode loop makes of a model that would say `model` token by token."""
+    out: list[int] = []
+    sampled = iter(model)
+    while len(out) < limit:
+        token = control.forcing.pop(0) if control.forcing else next(sampled, None)
+        if token is None:
+            break
+        control.saw(token)
+        out.append(token)
+    return out
+
+
+def test_the_budget_closes_the_thought_and_the_answer_follows():
+    model = [OPEN, *range(100, 120), CLOSE, NLNL, 7, 8]  # a 20-token thought, then the answer 7 8
+    control = ThoughtControl(OPEN, CLOSE, CLOSING, budget=5)
+    out = _decode(control, model)
+    assert out[:5] == [OPEN, 100, 101, 102, 103] and out[5:8] == CLOSING
+    assert control.closed and not control.in_thought and control.thought_tokens == 7  # the tag and NL too
+    assert out[8:10] == [104, 105], "the model goes on from its own stream; what it says next is its answer"
+
+
+def test_a_budget_of_zero_closes_a_pre_opened_thought_before_the_first_token():
+    control = ThoughtControl(OPEN, CLOSE, CLOSING, in_thought=True, budget=0)
+    assert _decode(control, [100, 101, CLOSE, 7])[:3] == CLOSING
+
+
+def test_no_budget_lets_the_model_close_its_own_thought():
+    model = [OPEN, 100, 101, CLOSE, NLNL, 7, 8]
+    control = ThoughtControl(OPEN, CLOSE, CLOSING)
+    assert _decode(control, model) == model
+    assert control.thought_tokens == 4 and control.closed
+
+
+def test_end_now_closes_at_the_next_token_and_only_inside_a_thought():
+    control = ThoughtControl(OPEN, CLOSE, CLOSING)
+    out = [control.saw(OPEN), control.saw(100), control.end_now()]
+    assert out and control.forcing == [] and control.end_requested
+    control.saw(101)
+    assert control.forcing == CLOSING
+    after = ThoughtControl(OPEN, CLOSE, CLOSING)
+    for token in (OPEN, CLOSE, 7):
+        after.saw(token)
+    after.end_now()
+    after.saw(8)
+    assert after.forcing == [], "an answer is never cut by a late end-now"
+
+
+def test_thought_line():
+    assert thought_line(840, 12.4) == "Thought for 12 s · 840 tokens"
+    assert thought_line(None, None) == "Thought"
