@@ -10,8 +10,10 @@ from localchat.errors import ConfigError
 from localchat.fsutil import atomic_write_text
 from localchat.types import LoadOptions, SamplingParams
 
-_TOP_KEYS = {"offline", "default_model", "system_prompt", "sampling", "load", "models", "theme"}
-_MODEL_KEYS = {"sampling", "load", "system_prompt"}
+_TOP_KEYS = {"offline", "default_model", "system_prompt", "sampling", "load", "models", "theme", "thinking",
+             "show_thinking"}
+_MODEL_KEYS = {"sampling", "load", "system_prompt", "thinking"}
+THINKING = ("default", "on", "off")  # a reasoning model thinks as its template's default, always, or never
 
 
 @dataclass
@@ -23,6 +25,8 @@ class Config:
     sampling: dict[str, Any] = field(default_factory=dict)  # global overrides of SamplingParams
     load: dict[str, Any] = field(default_factory=dict)  # global overrides of LoadOptions
     models: dict[str, dict[str, Any]] = field(default_factory=dict)  # model id -> {sampling, load, system_prompt}
+    thinking: str = "default"  # reasoning models: default | on | off (per model too); the budget is in sampling
+    show_thinking: bool = False  # `localchat run` prints the thought (on stderr)
 
     @classmethod
     def load_file(cls, path: Path) -> "Config":
@@ -54,6 +58,8 @@ class Config:
             sampling=dict(data.get("sampling") or {}),
             load=dict(data.get("load") or {}),
             models={str(k): dict(v or {}) for k, v in (data.get("models") or {}).items()},
+            thinking=_thinking(data.get("thinking", "default"), f"{path}: thinking"),
+            show_thinking=bool(data.get("show_thinking", False)),
         )
         cfg._validate(str(path))
         return cfg
@@ -67,6 +73,8 @@ class Config:
                 raise ConfigError(f"{where}: models.{model_id}: unknown key(s) {', '.join(sorted(unknown))}")
             _check_keys(over.get("sampling") or {}, SamplingParams, f"{where}: models.{model_id}.sampling")
             _check_keys(over.get("load") or {}, LoadOptions, f"{where}: models.{model_id}.load")
+            if "thinking" in over:
+                over["thinking"] = _thinking(over["thinking"], f"{where}: models.{model_id}.thinking")
 
     def save(self, path: Path) -> None:
         import yaml
@@ -75,6 +83,10 @@ class Config:
         for key in ("default_model", "system_prompt", "theme"):
             if getattr(self, key) is not None:
                 data[key] = getattr(self, key)
+        if self.thinking != "default":
+            data["thinking"] = self.thinking
+        if self.show_thinking:
+            data["show_thinking"] = True
         for key in ("sampling", "load", "models"):
             if getattr(self, key):
                 data[key] = getattr(self, key)
@@ -90,9 +102,20 @@ class Config:
         merged.update({k: v for k, v in overrides.items() if v is not None})
         return _build(LoadOptions, merged, "load")
 
+    def thinking_for(self, model_id: str | None) -> str:
+        return self.models.get(model_id or "", {}).get("thinking", self.thinking)
+
     def system_prompt_for(self, model_id: str | None) -> str | None:
         per_model = self.models.get(model_id or "", {})
         return per_model.get("system_prompt", self.system_prompt)
+
+
+def _thinking(value: Any, where: str) -> str:
+    # YAML reads a bare on/off as true/false
+    value = {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+    if value not in THINKING:
+        raise ConfigError(f"{where} must be one of {', '.join(THINKING)}, not {value!r}")
+    return value
 
 
 def _check_keys(values: dict, cls: type, where: str) -> None:

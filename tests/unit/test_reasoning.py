@@ -185,3 +185,25 @@ def test_end_now_closes_at_the_next_token_and_only_inside_a_thought():
 def test_thought_line():
     assert thought_line(840, 12.4) == "Thought for 12 s · 840 tokens"
     assert thought_line(None, None) == "Thought"
+
+
+def test_config_thinking_settings(tmp_path):
+    from localchat.config import Config
+    from localchat.errors import ConfigError
+
+    path = tmp_path / "config.yaml"
+    path.write_text("thinking: off\nshow_thinking: true\nsampling: {reasoning_budget: 256}\n"
+                    "models: {qwen3-8b: {thinking: on}}\n")
+    cfg = Config.load_file(path)
+    assert (cfg.thinking, cfg.show_thinking) == ("off", True)
+    assert cfg.thinking_for("qwen3-8b") == "on" and cfg.thinking_for("other") == "off"
+    assert cfg.sampling_for("qwen3-8b").reasoning_budget == 256
+    cfg.save(tmp_path / "again.yaml")
+    assert Config.load_file(tmp_path / "again.yaml").thinking_for("qwen3-8b") == "on"
+    path.write_text("thinking: sometimes\n")
+    try:
+        Config.load_file(path)
+    except ConfigError as e:
+        assert "thinking must be one of default, on, off" in e.message
+    else:
+        raise AssertionError("a bad thinking value must be refused")
