@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Literal
 
 
 # The engine interface's event types (api.md); localchat.engine.api takes them over when it lands.
@@ -33,7 +33,7 @@ OPEN_TAG = "<think>"
 CLOSE_TAG = "</think>"
 SWITCH = "enable_thinking"  # the chat-template variable Qwen3 and Qwen3.5 read
 
-Split = Union[TextDelta, ReasoningDelta]
+Split = TextDelta | ReasoningDelta
 Thinking = Literal["on", "off", "default"]
 
 

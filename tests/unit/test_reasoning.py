@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from localchat.reasoning import (
-    CLOSE_TAG, OPEN_TAG, ReasoningDelta, ReasoningFormat, ReasoningSplitter, TextDelta, ThoughtControl, detect,
-    split_reply, template_kwargs, thought_line,
+    CLOSE_TAG,
+    OPEN_TAG,
+    ReasoningDelta,
+    ReasoningFormat,
+    ReasoningSplitter,
+    TextDelta,
+    ThoughtControl,
+    detect,
+    split_reply,
+    template_kwargs,
+    thought_line,
 )
 
 # Text that may hold pieces of the tags and newlines, so split points land inside them.

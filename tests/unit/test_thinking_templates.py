@@ -7,7 +7,7 @@ from localchat.template_sandbox import SandboxedTemplate
 from localchat.templates import native_equivalent, with_thinking
 from localchat.types import Message
 from tests.support.ggufgen import CHATML_TEMPLATE
-from tests.support.thinking_templates import KEEPS_THOUGHTS, PRE_OPENED, QWEN25_STYLE, QWEN3_STYLE
+from tests.support.thinking_templates import KEEPS_THOUGHTS, PRE_OPENED, QWEN3_STYLE, QWEN25_STYLE
 
 HISTORY = [Message("user", "Hi"), Message("assistant", "Hello!", reasoning="They greet me."), Message("user", "More?")]
 
