@@ -17,17 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-
-# The engine interface's event types (api.md); localchat.engine.api takes them over when it lands.
-@dataclass(frozen=True, slots=True)
-class TextDelta:
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class ReasoningDelta:
-    text: str
-
+from localchat.engine.api import ReasoningDelta, TextDelta
 
 OPEN_TAG = "<think>"
 CLOSE_TAG = "</think>"
@@ -244,7 +234,8 @@ def split_reply(text: str, fmt: ReasoningFormat | None = None, in_thought: bool 
     if fmt is None:
         fmt = ReasoningFormat()
     splitter = ReasoningSplitter(fmt.open_tag, fmt.close_tag, in_thought)
-    thought, answer = [], []
+    thought: list[str] = []
+    answer: list[str] = []
     for event in [*splitter.feed(text), *splitter.finish()]:
         (thought if isinstance(event, ReasoningDelta) else answer).append(event.text)
     return "".join(thought), "".join(answer)
