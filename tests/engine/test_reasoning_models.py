@@ -2,14 +2,15 @@
 thought and answer come apart as the splitter streams them, the template's switch turns thinking off, and
 dropping old thoughts from the history keeps the prefix reuse (only the new turn is evaluated).
 
-The budget and end-now need the worker's ThoughtControl (after issue 13's engine lands); here the splitter
-runs on the client's text, as it will inside the client."""
+The client splits the worker's text (localchat.reasoning.ReasoningSplitter); the budget and end-now need the
+worker's ThoughtControl, not wired in yet."""
 
 from __future__ import annotations
 
 import pytest
 
 from localchat.engine import EngineClient
+from localchat.engine.api import TextDelta
 from localchat.reasoning import ReasoningDelta, detect, template_kwargs
 from localchat.template_sandbox import SandboxedTemplate
 from localchat.templates import with_thinking
@@ -47,16 +48,12 @@ def start(tmp_path):
 
 
 def _reply(engine, prompt: str, sampling: SamplingParams = GREEDY):
-    """(thought, answer, usage) of one greedy reply, split as it streams."""
-    fmt = detect(engine.info.chat_template)
-    splitter = fmt.splitter(prompt)
+    """(thought, answer, usage) of one greedy reply, as the client's events bring them."""
     gen = engine.generate(prompt, sampling)
-    events = []
-    for delta in gen:
-        events += splitter.feed(getattr(delta, "text", delta))
-    events += splitter.finish()
+    events = list(gen)
     thought = "".join(e.text for e in events if isinstance(e, ReasoningDelta))
-    answer = "".join(e.text for e in events if not isinstance(e, ReasoningDelta))
+    answer = "".join(e.text for e in events if isinstance(e, TextDelta))
+    assert answer == gen.text, "the generation's text is the answer alone"
     return thought, answer, gen.usage
 
 
