@@ -113,8 +113,10 @@ class ModelCatalog:
 
 
 def suggest(model_id: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(model_id, known, n=4, cutoff=0.5)
-    close += [k for k in known if model_id.lower() in k.lower() and k not in close][: 4 - len(close)]
+    # Ids that contain what was typed first ("qwen2.5-7b" -> qwen2.5-7b-instruct), then the nearest spellings:
+    # with many Qwen generations, qwen3.5-9b is nearer in letters but not what the user meant.
+    close = [k for k in known if model_id.lower() in k.lower()][:4]
+    close += [k for k in difflib.get_close_matches(model_id, known, n=4, cutoff=0.5) if k not in close][: 4 - len(close)]
     if close:
         return "did you mean " + ", ".join(close) + "? (`localchat list` shows all)"
     return "run `localchat list` to see the catalog"

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from localchat.engine.api import ChatTemplate, Engine, Event, Generation, Prompt, TextDelta
+from localchat.engine.api import ChatTemplate, Engine, Event, Generation, Prompt, ReasoningDelta, TextDelta
 from localchat.errors import ContextOverflowError, EngineError, LocalchatError, StoreError, TemplateError
 from localchat.types import Message, SamplingParams, Usage
 
@@ -119,8 +119,8 @@ class ChatSession:
         return ChatTurn(self, generation, plan, writer)
 
     def _finish(self, turn: "ChatTurn") -> None:
-        if turn.text:
-            self.messages.append(Message("assistant", turn.text))
+        if turn.text:  # the thought goes with it; the template decides whether it reaches the next prompt
+            self.messages.append(Message("assistant", turn.text, reasoning=turn.reasoning))
 
     # --- context budget -------------------------------------------------------------------------
 
@@ -209,6 +209,7 @@ class ChatTurn:
     plan: TurnPlan
     writer: ReplyWriter | None = None
     text: str = ""
+    reasoning: str = ""  # a reasoning model's thought, apart from the answer
     status: str = "streaming"  # streaming | complete | length | cancelled | error
     usage: Usage | None = None
     error: LocalchatError | None = None
@@ -231,6 +232,10 @@ class ChatTurn:
                     self.text += event.text
                     if self.writer is not None:
                         self._save(self.writer.append, event.text)
+                elif type(event) is ReasoningDelta:
+                    self.reasoning += event.text
+                    if self.writer is not None:
+                        self._save(self.writer.append_reasoning, event.text)
                 yield event
             self.usage = self.generation.usage
             reason = self.generation.finish_reason or "stop"

@@ -11,8 +11,10 @@ from localchat.fsutil import atomic_write_text
 from localchat.types import LoadOptions, SamplingParams
 from localchat.yamlio import Node, dump as dump_yaml, read_file as read_yaml
 
-_TOP_KEYS = {"offline", "default_model", "system_prompt", "sampling", "load", "models", "theme"}
-_MODEL_KEYS = {"sampling", "load", "system_prompt"}
+_TOP_KEYS = {"offline", "default_model", "system_prompt", "sampling", "load", "models", "theme", "thinking",
+             "show_thinking"}
+_MODEL_KEYS = {"sampling", "load", "system_prompt", "thinking"}
+THINKING = ("default", "on", "off")  # a reasoning model thinks as its template's default, always, or never
 
 
 @dataclass
@@ -24,6 +26,8 @@ class Config:
     sampling: dict[str, Any] = field(default_factory=dict)  # global overrides of SamplingParams
     load: dict[str, Any] = field(default_factory=dict)  # global overrides of LoadOptions
     models: dict[str, dict[str, Any]] = field(default_factory=dict)  # model id -> {sampling, load, system_prompt}
+    thinking: str = "default"  # reasoning models: default | on | off (per model too); the budget is in sampling
+    show_thinking: bool = False  # `localchat run` prints the thought (on stderr)
 
     @classmethod
     def load_file(cls, path: Path) -> "Config":
@@ -51,6 +55,8 @@ class Config:
                 raise ConfigError(f"{path}:{over[unknown[0]].line}: models.{model_id}: unknown key(s) "
                                   f"{', '.join(unknown)}", hint="known: " + ", ".join(sorted(_MODEL_KEYS)))
             _typed(over, "system_prompt", str, path, "text", f"models.{model_id}.system_prompt")
+            if "thinking" in over:
+                over["thinking"].value = _thinking(over["thinking"], path, f"models.{model_id}.thinking")
             for key, kind in (("sampling", SamplingParams), ("load", LoadOptions)):
                 _check_section(over, key, kind, path, f"models.{model_id}.{key}")
             models[str(model_id)] = {k: v.plain() for k, v in over.items() if v.value is not None}
@@ -58,6 +64,8 @@ class Config:
             _check_section(m, key, kind, path, key)
         for key in ("default_model", "system_prompt", "theme"):
             _typed(m, key, str, path, "text")
+        thinking = _thinking(m["thinking"], path, "thinking") if "thinking" in m else "default"
+        show_thinking = _typed(m, "show_thinking", bool, path, "true or false")
         plain = root.plain()
         return cls(
             offline=bool(offline),
@@ -67,6 +75,8 @@ class Config:
             sampling=dict(plain.get("sampling") or {}),
             load=dict(plain.get("load") or {}),
             models=models,
+            thinking=thinking,
+            show_thinking=bool(show_thinking),
         )
 
     def save(self, path: Path) -> None:
@@ -74,6 +84,10 @@ class Config:
         for key in ("default_model", "system_prompt", "theme"):
             if getattr(self, key) is not None:
                 data[key] = getattr(self, key)
+        if self.thinking != "default":
+            data["thinking"] = self.thinking
+        if self.show_thinking:
+            data["show_thinking"] = True
         for key in ("sampling", "load", "models"):
             if getattr(self, key):
                 data[key] = getattr(self, key)
@@ -89,9 +103,21 @@ class Config:
         merged.update({k: v for k, v in overrides.items() if v is not None})
         return _build(LoadOptions, merged, "load")
 
+    def thinking_for(self, model_id: str | None) -> str:
+        return self.models.get(model_id or "", {}).get("thinking", self.thinking)
+
     def system_prompt_for(self, model_id: str | None) -> str | None:
         per_model = self.models.get(model_id or "", {})
         return per_model.get("system_prompt", self.system_prompt)
+
+
+def _thinking(node: Node, path: Path, name: str) -> str:
+    """A thinking setting: default, on or off (YAML reads a bare on/off as true/false); else ConfigError at its line."""
+    value = node.value
+    value = {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+    if value not in THINKING:
+        raise ConfigError(f"{path}:{node.line}: {name} must be one of {', '.join(THINKING)}, not {node.plain()!r}")
+    return str(value)
 
 
 def _typed(m: dict[str, Node], key: str, kind: type, path: Path, what: str, name: str = "") -> Any:

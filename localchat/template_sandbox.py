@@ -364,6 +364,18 @@ class GuardedEnvironment(ImmutableSandboxedEnvironment):
         return budget.checked(super().call_binop(context, operator, left, right), f"the result of {operator!r}")
 
 
+_RESERVED = frozenset({"messages", "add_generation_prompt", "bos_token", "eos_token"})
+
+
+def _reasoning_of(message: Any) -> str:
+    """A message's thought: Message.reasoning, or a mapping's reasoning_content (or reasoning)."""
+    if isinstance(message, Mapping):
+        value = message.get("reasoning_content", message.get("reasoning"))
+    else:
+        value = getattr(message, "reasoning", None)
+    return value if isinstance(value, str) else ""
+
+
 def _describe(error: BaseException) -> str:
     text = str(error).strip() or type(error).__name__
     return text if len(text) <= 300 else text[:300] + "..."
@@ -375,7 +387,7 @@ class SandboxedTemplate:
     name = "gguf"
 
     def __init__(self, source: str, bos_token: str | None = None, eos_token: str | None = None,
-                 limits: RenderLimits = RenderLimits()) -> None:
+                 limits: RenderLimits = RenderLimits(), variables: Mapping[str, Any] | None = None) -> None:
         if not isinstance(source, str) or not source.strip():
             raise TemplateError("the model's chat template is empty")
         if len(source) > MAX_TEMPLATE_CHARS:
@@ -385,6 +397,8 @@ class SandboxedTemplate:
         self.bos_token = bos_token or ""
         self.eos_token = eos_token or ""
         self.limits = limits
+        # Extra template variables (the thinking switch: enable_thinking), scalars only.
+        self.variables = {k: v for k, v in (variables or {}).items() if k not in _RESERVED}
         token = _BUDGET.set(_Budget(limits))
         try:
             self._template = GuardedEnvironment().from_string(source)
@@ -395,13 +409,27 @@ class SandboxedTemplate:
         finally:
             _BUDGET.reset(token)
 
+    def with_variables(self, **variables: Any) -> "SandboxedTemplate":
+        """The same compiled template, rendered with these variables too (e.g. enable_thinking=False)."""
+        other = object.__new__(SandboxedTemplate)
+        other.__dict__.update(self.__dict__)
+        other.variables = {**self.variables, **{k: v for k, v in variables.items() if k not in _RESERVED}}
+        return other
+
     def render(self, messages: Sequence[Any], add_generation_prompt: bool = True) -> str:
-        conversation = [{"role": role, "content": content} for role, content in message_pairs(messages)]
-        budget = _Budget(self.limits, sum(len(m["content"]) for m in conversation))
+        conversation: list[dict[str, str]] = [{"role": role, "content": content}
+                                              for role, content in message_pairs(messages)]
+        for entry, message in zip(conversation, messages):
+            thought = _reasoning_of(message)  # the template decides whether old thoughts reach the prompt
+            if thought:
+                entry["reasoning_content"] = thought
+        budget = _Budget(self.limits, sum(len(m["content"]) + len(m.get("reasoning_content", ""))
+                                          for m in conversation))
         token = _BUDGET.set(budget)
         try:
             out, total = [], 0
-            for chunk in self._template.generate(messages=conversation, add_generation_prompt=add_generation_prompt,
+            for chunk in self._template.generate(self.variables, messages=conversation,
+                                                 add_generation_prompt=add_generation_prompt,
                                                  bos_token=self.bos_token, eos_token=self.eos_token):
                 total += len(chunk)
                 budget.allow(total, "the prompt")

@@ -108,3 +108,51 @@ def choose_template(catalog_template: str | None, gguf_template: str | None,
         return _try_gguf(gguf_template, bos_token, eos_token)
     except TemplateError as e:
         return NATIVE["chatml"], [f"{e.message}; using ChatML (<|im_start|>) instead, which may not suit this model"]
+
+
+# -- reasoning models: the thinking switch, and which native renderer (if any) a file's template equals
+
+def with_thinking(template: ChatTemplate, variables: Mapping[str, bool]) -> ChatTemplate:
+    """The template rendering with the model's thinking switch set (localchat.reasoning.template_kwargs);
+    native renderers have no switch and stay as they are."""
+    from localchat.template_sandbox import SandboxedTemplate
+
+    if variables and isinstance(template, SandboxedTemplate):
+        return template.with_variables(**variables)
+    return template
+
+
+# Conversations a native renderer must render byte for byte as a file's own template does before it stands in
+# for it: with and without a system prompt, a reply that carries a thought (Qwen3 drops it), a last reply
+# after the last question (Qwen3 keeps that one), and the thinking switch off.
+_PROBE_HISTORY = [{"role": "user", "content": "Hi"},
+                  {"role": "assistant", "content": "Hello! 你好", "reasoning_content": "They greet me."},
+                  {"role": "user", "content": "Again?"}]
+_PROBES: list[tuple[list[dict[str, str]], bool, dict[str, bool]]] = [
+    ([{"role": "user", "content": "Hi"}], True, {}),
+    ([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}], True, {}),
+    (_PROBE_HISTORY, True, {}),
+    (_PROBE_HISTORY, True, {"enable_thinking": False}),
+    (_PROBE_HISTORY[:2], False, {}),
+]
+
+
+def native_equivalent(source: str, bos_token: str | None = None, eos_token: str | None = None) -> str | None:
+    """The native renderer that renders every probe conversation exactly as the file's template does, or None.
+
+    Decided by rendering, never by the file's name: Qwen2.5's template is the `qwen` renderer (its default
+    system prompt included), a Qwen3 template is none of them (no default system prompt, a thinking switch,
+    old thoughts dropped), a plain ChatML template is `chatml`."""
+    from localchat.template_sandbox import SandboxedTemplate
+
+    try:
+        own = SandboxedTemplate(source, bos_token, eos_token)
+        renders = [own.with_variables(**variables).render(messages, add_generation_prompt=gen)
+                   for messages, gen, variables in _PROBES]
+    except TemplateError:
+        return None
+    for name, renderer in NATIVE.items():
+        if all(renderer.render(messages, add_generation_prompt=gen) == want
+               for (messages, gen, _), want in zip(_PROBES, renders)):
+            return name
+    return None

@@ -16,9 +16,13 @@ Role = Literal["system", "user", "assistant"]
 class Message:
     role: Role
     content: str
+    reasoning: str = ""  # an assistant reply's thought, kept apart from its answer (the template decides its fate)
 
     def to_dict(self) -> dict:
-        return {"role": self.role, "content": self.content}
+        d = {"role": self.role, "content": self.content}
+        if self.reasoning:
+            d["reasoning_content"] = self.reasoning  # the field vLLM, llama-server and the Qwen templates read
+        return d
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,9 @@ class SamplingParams:
     max_tokens: int = 1024
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    # A reasoning model's thought may take this many tokens; then the engine closes it and the answer follows
+    # (None: no limit; 0: close it at once). Models that do not reason ignore it.
+    reasoning_budget: int | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -59,6 +66,8 @@ class SamplingParams:
             (self.max_tokens >= 1, "max_tokens must be at least 1"),
             (self.seed is None or 0 <= self.seed < 2**32, "seed must be in [0, 2^32)"),
             (all(isinstance(s, str) and s for s in self.stop), "stop strings must be non-empty text"),
+            (self.reasoning_budget is None or (isinstance(self.reasoning_budget, int) and self.reasoning_budget >= 0),
+             "reasoning_budget must be a whole number of tokens, 0 or more"),
         ]
         for ok, message in checks:
             if not ok:
@@ -139,6 +148,7 @@ class ModelInfo:
     kv_type: str = "f16"
     load_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)  # why auto settings resolved as they did
+    think_tags: list[int] | None = None  # [<think>, </think>] token ids when both are tokens of their own
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -160,6 +170,7 @@ class Usage:
     decode_seconds: float = 0.0  # from the first sampled token to the last
     finish_reason: str = "stop"  # stop | length | cancelled | error
     threads: int = 0  # llama.cpp threads decoding at the end (n_threads auto follows other programs' load)
+    reasoning_tokens: int | None = None  # of completion_tokens, how many were thought (reasoning models)
 
     @property
     def tokens_per_second(self) -> float:

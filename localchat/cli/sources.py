@@ -89,4 +89,7 @@ def _report(added, svc) -> None:
     ctx = f"context {e.context}" if e.context else "context unknown"
     print(f"{e.id}: installed {human_size(rec.size)} from {rec.source} at {rec.path}")
     print(f"{e.id}: added to {svc.paths.user_catalog} ({e.quant or 'quant unknown'}, {ctx}, template {e.template})")
+    from localchat.sources.adding import template_choice
+
+    print(f"{e.id}: chat template {e.template}: {template_choice(added.facts)[1]}")
     print(f"chat with it: localchat --model {e.id}")

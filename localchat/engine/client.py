@@ -21,14 +21,15 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 import localchat
 from localchat.engine import amx, protocol
-from localchat.engine.api import FinishReason, Prompt, TextDelta
+from localchat.engine.api import FinishReason, Prompt, ReasoningDelta, TextDelta
 from localchat.engine.lifecycle import CancellingGeneration, ClosingEngine
 from localchat.errors import EngineContextOverflow, EngineError, ModelLoadError, WorkerCrashed
 from localchat.types import LoadOptions, ModelInfo, SamplingParams, Usage
+from localchat.reasoning import ReasoningSplitter, detect
 
 LOG_TAIL_LINES = 20
 LOG_ROTATE_BYTES = 5 * 1024 * 1024
@@ -76,8 +77,10 @@ class Generation(CancellingGeneration):
     mid-stream, EngineError for other engine failures; `text` always holds what was received.
     """
 
-    def __init__(self, stream: _Stream) -> None:
+    def __init__(self, stream: _Stream, splitter: ReasoningSplitter | None = None) -> None:
         self._stream = stream
+        self._splitter = splitter  # a reasoning model: the thought comes out as ReasoningDelta events
+        self._split: list[TextDelta | ReasoningDelta] = []
         self._parts: list[str] = []
         self._ended = False
         self.usage: Usage | None = None
@@ -94,13 +97,37 @@ class Generation(CancellingGeneration):
     def __iter__(self) -> "Generation":
         return self
 
-    def __next__(self) -> TextDelta:
+    def __next__(self) -> TextDelta | ReasoningDelta:
+        if self._splitter is not None:
+            return self._next_split()
         if self._ended:
             raise StopIteration
         item = self._stream.items.get()
         if type(item) is TextDelta:
             self._parts.append(item.text)
             return item
+        return self._end(item)
+
+    def _next_split(self) -> TextDelta | ReasoningDelta:
+        splitter = self._splitter
+        assert splitter is not None
+        while not self._split:
+            if self._ended:
+                raise StopIteration
+            item = self._stream.items.get()
+            if type(item) is TextDelta:
+                self._split = splitter.feed(item.text)
+                continue
+            self._split = splitter.finish()  # a partial tag held back is text after all
+            if not self._split:
+                self._end(item)
+            self._stream.items.put(item)  # nothing follows the end: take it again once these are out
+        event = self._split.pop(0)
+        if type(event) is TextDelta:
+            self._parts.append(event.text)
+        return event
+
+    def _end(self, item: "_Item") -> NoReturn:
         self._ended = True
         if isinstance(item, _Done):
             self.usage = item.usage
@@ -230,7 +257,9 @@ class EngineClient(ClosingEngine):
             raise error
         # if the worker has just died, the reader thread fails this stream when it sees the pipe close
         self._outbox.put(frame)
-        return Generation(stream)
+        # A reasoning model (its template writes </think>): the thought streams apart from the answer.
+        fmt = detect(self.info.chat_template)
+        return Generation(stream, fmt.splitter(request.prompt) if fmt is not None else None)
 
     def count_tokens(self, texts: Sequence[Prompt]) -> list[int]:
         """How many tokens each text is, tokenized as a prompt is (one round trip, answered even while a

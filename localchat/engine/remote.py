@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from localchat.engine.api import FinishReason, Prompt, TextDelta
+from localchat.engine.api import Event, FinishReason, Prompt, ReasoningDelta, TextDelta
 from localchat.engine.lifecycle import CancellingGeneration, ClosingEngine
 from localchat.errors import ContextOverflowError, EngineError, LocalchatError
 from localchat.netutil import tls_context
@@ -233,6 +233,7 @@ class RemoteGeneration(CancellingGeneration):
         self._prompt = body["prompt"] if "prompt" in body else [Message(m["role"], m["content"]) for m in body["messages"]]
         self._prompt_bytes = tokens.prompt_bytes(self._prompt)
         self._parts: list[str] = []
+        self._pending: list[Event] = []  # an answer that came in the same chunk as a thought
         self._conn: http.client.HTTPConnection | None = None
         self._resp: http.client.HTTPResponse | None = None
         self._cancelled = threading.Event()
@@ -278,7 +279,9 @@ class RemoteGeneration(CancellingGeneration):
     def __iter__(self) -> "RemoteGeneration":
         return self
 
-    def __next__(self) -> TextDelta:
+    def __next__(self) -> Event:
+        if self._pending:
+            return self._pending.pop(0)
         while not self._ended:
             try:
                 event = self._next_event()
@@ -293,14 +296,19 @@ class RemoteGeneration(CancellingGeneration):
             if event is None:  # [DONE] or the end of the stream
                 self._end("cancelled" if self._cancelled.is_set() else self._server_finish or "stop")
                 break
-            delta = self._delta(event)
-            if delta:
+            thought, delta = self._delta(event)
+            if delta or thought:
                 now = time.perf_counter()
                 if not self._t_first:
                     self._t_first = now
                 self._t_last = now
-                self._parts.append(delta)
-                return TextDelta(delta)
+                if not thought:
+                    self._parts.append(delta)
+                    return TextDelta(delta)
+                if delta:  # both in one chunk: the thought first
+                    self._parts.append(delta)
+                    self._pending.append(TextDelta(delta))
+                return ReasoningDelta(thought)
         raise StopIteration
 
     def cancel(self) -> None:
@@ -364,22 +372,27 @@ class RemoteGeneration(CancellingGeneration):
                               f"{_error_message(payload.encode()) or event['error']}")
         return event
 
-    def _delta(self, event: dict[str, Any]) -> str:
+    def _delta(self, event: dict[str, Any]) -> tuple[str, str]:
+        """(thought, answer text) of one chunk: vLLM and llama-server stream a reasoning model's thought as
+        `reasoning_content` (OpenRouter and newer vLLM as `reasoning`), apart from `content`."""
         if isinstance(event.get("usage"), dict):
             self._server_usage = event["usage"]
-        text = ""
+        text = thought = ""
         for choice in event.get("choices") or []:
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
             if self._chat:
-                text += (choice.get("delta") or {}).get("content") or ""
+                delta = choice.get("delta") or {}
+                text += delta.get("content") or ""
+                reasoning = delta.get("reasoning_content") or delta.get("reasoning") or ""
+                thought += reasoning if isinstance(reasoning, str) else ""
             else:
                 text += choice.get("text") or ""
             if choice.get("finish_reason"):
                 self._server_finish = choice["finish_reason"]
-        if text:
+        if text or thought:
             self._chunks += 1
-        return text
+        return thought, text
 
     def _end(self, reason: str) -> None:
         if self._ended:

@@ -55,6 +55,7 @@ class GenerationRequest:
     include_usage: bool = False
     messages: list[Message] | None = None  # chat
     prompt: str | None = None  # completions (raw, no template)
+    thinking: str = "default"  # chat: on | off | default (the template's own default)
 
 
 def parse_json(body: bytes) -> dict:
@@ -87,7 +88,46 @@ def parse_chat(data: dict) -> GenerationRequest:
     if data.get("logprobs") or data.get("top_logprobs"):
         raise bad("logprobs are not supported by this server", "logprobs")
     _max_tokens(req, data, "max_completion_tokens")
+    _thinking(req, data)
     return req
+
+
+# reasoning_effort as OpenAI names its levels: "none" (and "minimal") turn thinking off, the others leave it on.
+_EFFORT = {"none": "off", "minimal": "off", "low": "on", "medium": "on", "high": "on"}
+
+
+def _thinking(req: GenerationRequest, data: dict) -> None:
+    """Thinking on, off or the template's default, and its budget, from what clients send: llama-server's and
+    vLLM's `chat_template_kwargs: {"enable_thinking": false}`, OpenAI's `reasoning_effort`, Ollama's `think`,
+    and `thinking_budget` (also as llama-server's `reasoning_budget`; -1 there means no limit)."""
+    kwargs = data.get("chat_template_kwargs")
+    if kwargs is not None:
+        if not isinstance(kwargs, dict):
+            raise bad("'chat_template_kwargs' must be an object, e.g. {\"enable_thinking\": false}",
+                      "chat_template_kwargs")
+        switch = kwargs.get("enable_thinking")
+        if switch is not None and not isinstance(switch, bool):
+            raise bad("'chat_template_kwargs.enable_thinking' must be true or false", "chat_template_kwargs")
+        if switch is not None:
+            req.thinking = "on" if switch else "off"
+    effort = data.get("reasoning_effort")
+    if effort is not None:
+        if effort not in _EFFORT:
+            raise bad(f"'reasoning_effort' must be one of {', '.join(_EFFORT)}", "reasoning_effort")
+        req.thinking = _EFFORT[effort]
+    think = data.get("think")
+    if think is not None:
+        if not isinstance(think, bool):
+            raise bad("'think' must be true or false", "think")
+        req.thinking = "on" if think else "off"
+    for name in ("thinking_budget", "reasoning_budget"):
+        value = data.get(name)
+        if value is None:
+            continue
+        budget = _integer(value, name)
+        if budget < -1:
+            raise bad(f"'{name}' must be a number of tokens (0 closes the thought at once, -1 is no limit)", name)
+        req.sampling["reasoning_budget"] = None if budget == -1 else budget
 
 
 def parse_completion(data: dict) -> GenerationRequest:
@@ -192,7 +232,10 @@ def _message(raw: Any, index: int) -> Message:
         content = ""
     if not isinstance(content, str):
         raise bad(f"{where}.content must be text", f"{where}.content")
-    return Message(role, content)
+    # A thought sent back (vLLM and llama-server write reasoning_content, OpenRouter reasoning): kept apart;
+    # the model's template decides whether it goes into the prompt (Qwen3's drops it).
+    reasoning = raw.get("reasoning_content", raw.get("reasoning")) if role == "assistant" else None
+    return Message(role, content, reasoning=reasoning if isinstance(reasoning, str) else "")
 
 
 # --- the tutorial-style POST / --------------------------------------------------------------------
@@ -265,6 +308,8 @@ def usage_dict(usage: Usage) -> dict:
         "total_tokens": usage.prompt_tokens + usage.completion_tokens,
         # The KV cache of the previous request that was reused, in OpenAI's own field.
         "prompt_tokens_details": {"cached_tokens": max(0, usage.prompt_tokens - usage.prompt_eval_tokens)},
+        **({"completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens}}
+           if usage.reasoning_tokens is not None else {}),
     }
 
 
@@ -284,10 +329,13 @@ class ResponseBuilder:
     def _base(self, obj: str) -> dict:
         return {"id": self.id, "object": obj, "created": self.created, "model": self.model, "system_fingerprint": None}
 
-    def complete(self, text: str, reason: str, usage: Usage) -> dict:
+    def complete(self, text: str, reason: str, usage: Usage, reasoning: str = "") -> dict:
         out = self._base("chat.completion" if self.chat else "text_completion")
         if self.chat:
-            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None}
+            message = {"role": "assistant", "content": text}
+            if reasoning:
+                message["reasoning_content"] = reasoning  # as llama-server and vLLM return a thought
+            choice = {"index": 0, "message": message, "logprobs": None}
         else:
             choice = {"index": 0, "text": text, "logprobs": None}
         choice["finish_reason"] = finish_reason(reason)
@@ -296,7 +344,7 @@ class ResponseBuilder:
         return out
 
     def chunk(self, text: str | None = None, *, first: bool = False, reason: str | None = None,
-              usage: Usage | None = None, usage_only: bool = False) -> bytes:
+              usage: Usage | None = None, usage_only: bool = False, reasoning: str | None = None) -> bytes:
         out = self._base("chat.completion.chunk" if self.chat else "text_completion")
         if usage_only:
             out["choices"] = []
@@ -306,6 +354,8 @@ class ResponseBuilder:
                 delta["role"] = "assistant"
             if text is not None:
                 delta["content"] = text
+            if reasoning is not None:
+                delta["reasoning_content"] = reasoning
             out["choices"] = [{"index": 0, "delta": delta, "logprobs": None,
                                "finish_reason": finish_reason(reason) if reason else None}]
         else:

@@ -106,7 +106,7 @@ def _install_and_record(svc, files: tuple[str, ...], spec: SourceSpec, model_id:
             "size": installed.size,
             "sha256": digests[files[0]] if len(files) == 1 else digests,
             "context": facts.context_length,
-            "template": template_for(facts),
+            "template": template_choice(facts)[0],
             "files": list(files),
             "sources": [source],
         }
@@ -120,13 +120,19 @@ def _install_and_record(svc, files: tuple[str, ...], spec: SourceSpec, model_id:
     return Added(entry, installed, facts)
 
 
+def template_choice(facts: ModelFacts) -> tuple[str, str]:
+    """The catalog template for a file and why: a native renderer only where it renders probe conversations
+    exactly as the file's own template does (templates.native_equivalent), the file's own template
+    (sandboxed) otherwise, ChatML when the file has none."""
+    from localchat.templates import native_equivalent
+
+    if facts.chat_template is None:
+        return "chatml", "the file has no chat template"
+    name = native_equivalent(facts.chat_template)
+    if name is not None:
+        return name, f"the file's own template renders exactly as the native {name} renderer"
+    return "gguf", "the file's own template, which no native renderer reproduces"
+
+
 def template_for(facts: ModelFacts) -> str:
-    """The catalog template for a file: our exact ChatML/Qwen renderer where the file's template is
-    ChatML, the file's own template (sandboxed) otherwise, ChatML when the file has none."""
-    template = facts.chat_template
-    if template is None:
-        return "chatml"
-    if "<|im_start|>" in template:
-        qwen = "qwen" in template.lower() or (facts.architecture or "").startswith("qwen")
-        return "qwen" if qwen else "chatml"
-    return "gguf"
+    return template_choice(facts)[0]

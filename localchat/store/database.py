@@ -34,8 +34,12 @@ BUSY_TIMEOUT = 5.0  # seconds SQLite itself waits for a lock before each retry o
 DEFAULT_TIMEOUT = 30.0  # seconds before a locked database is reported
 SNIPPET_TOKENS = 24  # words (or CJK characters) around a search hit
 _UNSET: Any = object()
+_METRIC_COLUMNS = ", ".join(METRICS)
 _MESSAGE_COLUMNS = ("id, conversation_id, position, role, content, status, model, prompt_tokens, "
-                    "completion_tokens, ttft, tokens_per_second, created, updated")
+                    "completion_tokens, ttft, tokens_per_second, created, updated, reasoning, reasoning_tokens, "
+                    "thinking_seconds")  # in StoredMessage's field order
+_INSERT_MESSAGE = (f"INSERT INTO messages (conversation_id, position, role, content, search_text, reasoning, status, "
+                   f"model, {_METRIC_COLUMNS}, created, updated) VALUES ({', '.join('?' * (10 + len(METRICS)))})")
 _RECOVER_HINT = "nothing was changed; move the file aside to start a new history, or try `sqlite3 FILE .recover`"
 
 
@@ -169,7 +173,7 @@ class ConversationStore:
     # --- messages ---------------------------------------------------------------------------------
 
     def add_message(self, conversation_id: int, role: str, content: str, *, status: str = "complete",
-                    model: str | None = None, usage: Any = None) -> int:
+                    model: str | None = None, usage: Any = None, reasoning: str = "") -> int:
         """Append a message; the first user message gives an untitled conversation its title."""
         _check_role(role)
         if status not in STATUSES:
@@ -183,12 +187,9 @@ class ConversationStore:
                                    "ELSE title END WHERE id = ?", (now, title, conversation_id)), conversation_id)
             position = db.execute("SELECT COALESCE(MAX(position), -1) + 1 FROM messages WHERE conversation_id = ?",
                                   (conversation_id,)).fetchone()[0]
-            return db.execute(
-                "INSERT INTO messages (conversation_id, position, role, content, search_text, status, model, "
-                "prompt_tokens, completion_tokens, ttft, tokens_per_second, created, updated) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (conversation_id, position, role, content, search_text(content), status, model,
-                 *(metrics.get(k) for k in METRICS), now, now)).lastrowid
+            return db.execute(_INSERT_MESSAGE, (conversation_id, position, role, content, search_text(content),
+                                                reasoning, status, model, *(metrics.get(k) for k in METRICS), now,
+                                                now)).lastrowid
         return self._write(write)
 
     def begin_reply(self, conversation_id: int, *, model: str, flush_interval: float = FLUSH_INTERVAL) -> ReplyWriter:
@@ -205,19 +206,20 @@ class ConversationStore:
                               (conversation_id, position)).rowcount
         return self._write(write)
 
-    def _write_reply(self, message_id: int, text: str, status: str | None = None, usage: Any = None) -> None:
+    def _write_reply(self, message_id: int, text: str, status: str | None = None, usage: Any = None,
+                     reasoning: str = "") -> None:
         now = time.time()
 
         def write(db: sqlite3.Connection) -> None:
             if status is None:
-                cur = db.execute("UPDATE messages SET content = ?, search_text = ?, updated = ? WHERE id = ?",
-                                 (text, search_text(text), now, message_id))
+                cur = db.execute("UPDATE messages SET content = ?, search_text = ?, reasoning = ?, updated = ? "
+                                 "WHERE id = ?", (text, search_text(text), reasoning, now, message_id))
             else:
                 metrics = metrics_from(usage)
                 cur = db.execute(
-                    "UPDATE messages SET content = ?, search_text = ?, status = ?, prompt_tokens = ?, "
-                    "completion_tokens = ?, ttft = ?, tokens_per_second = ?, updated = ? WHERE id = ?",
-                    (text, search_text(text), status, *(metrics.get(k) for k in METRICS), now, message_id))
+                    "UPDATE messages SET content = ?, search_text = ?, reasoning = ?, status = ?, "
+                    f"{', '.join(f'{k} = ?' for k in METRICS)}, updated = ? WHERE id = ?",
+                    (text, search_text(text), reasoning, status, *(metrics.get(k) for k in METRICS), now, message_id))
             if cur.rowcount == 0:
                 raise ConversationNotFound(f"message {message_id} no longer exists",
                                            hint="its conversation was deleted while the reply was being written")
@@ -228,7 +230,8 @@ class ConversationStore:
     # --- search -----------------------------------------------------------------------------------
 
     def search(self, query: str, limit: int = 20) -> list[SearchHit]:
-        """Messages matching every word of `query` (CJK text matched anywhere), most recent first."""
+        """Messages matching every word of `query` (CJK text matched anywhere), most recent first. Answers only:
+        reasoning models' thoughts are not indexed (schema m003 says why)."""
         if not query.strip():
             raise StoreError("the search query is empty", hint='give a word to look for, e.g. "关键词" or "python"')
         expression = match_expression(query)
@@ -244,12 +247,13 @@ class ConversationStore:
 
     # --- export and import ------------------------------------------------------------------------
 
-    def export(self, conversation_id: int, fmt: str = "md") -> str:
-        """The conversation as Markdown ("md", for people) or JSON ("json", OpenAI messages plus our metadata)."""
+    def export(self, conversation_id: int, fmt: str = "md", thinking: bool = True) -> str:
+        """The conversation as Markdown ("md", for people) or JSON ("json", OpenAI messages plus our metadata);
+        `thinking`: whether reasoning models' thoughts are included."""
         if fmt not in exchange.FORMATS:
             raise StoreError(f"unknown export format {fmt!r}", hint=f"use one of: {', '.join(exchange.FORMATS)}")
         conv = self.conversation(conversation_id)
-        return exchange.to_markdown(conv) if fmt == "md" else exchange.to_json(conv)
+        return exchange.to_markdown(conv, thinking) if fmt == "md" else exchange.to_json(conv, thinking)
 
     def import_json(self, text: str) -> int:
         """Add a conversation from JSON (our export, an OpenAI request body, or a bare list of messages)."""
@@ -263,13 +267,10 @@ class ConversationStore:
                 "INSERT INTO conversations (title, model, system, settings, created, updated) VALUES (?, ?, ?, ?, ?, ?)",
                 (title, conv.model, conv.system, _settings_json(conv.settings), created,
                  conv.updated or max(created, now))).lastrowid
-            db.executemany(
-                "INSERT INTO messages (conversation_id, position, role, content, search_text, status, model, "
-                "prompt_tokens, completion_tokens, ttft, tokens_per_second, created, updated) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(cid, i, m.role, m.content, search_text(m.content), m.status, m.model, m.prompt_tokens,
-                  m.completion_tokens, m.ttft, m.tokens_per_second, m.created or created, m.created or created)
-                 for i, m in enumerate(conv.messages)])
+            db.executemany(_INSERT_MESSAGE, [
+                (cid, i, m.role, m.content, search_text(m.content), m.reasoning, m.status, m.model,
+                 *(getattr(m, k) for k in METRICS), m.created or created, m.created or created)
+                for i, m in enumerate(conv.messages)])
             return cid
         return self._write(write)
 

@@ -2,8 +2,10 @@
 
 JSON export: `{"model": ..., "messages": [{"role", "content"}, ...], "localchat": {...}}`. The top level is a
 valid OpenAI chat request body; our metadata (title, settings, timestamps, and per message: status, model,
-tokens, TTFT, tokens/s) sits under "localchat", with `messages` there aligned one to one with the top-level
-list. Import takes that, a plain OpenAI `{"messages": [...]}`, or a bare list of messages.
+tokens, TTFT, tokens/s, a reasoning model's thought) sits under "localchat", with `messages` there aligned one
+to one with the top-level list. The thought stays out of the top level: some APIs refuse it in a request.
+Import takes that, a plain OpenAI `{"messages": [...]}`, or a bare list of messages (whose assistant messages
+may carry `reasoning_content` or `reasoning`, as vLLM, llama-server and OpenRouter write them).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from localchat.errors import ConversationFormatError
+from localchat.reasoning import thought_line
 from localchat.store.records import METRICS, ROLES, STATUSES, Conversation
 
 FORMATS = ("md", "json")
@@ -31,7 +34,7 @@ def local_time(ts: float) -> str:
     return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M")
 
 
-def to_json(conv: Conversation) -> str:
+def to_json(conv: Conversation, thinking: bool = True) -> str:
     messages: list[dict[str, str]] = []
     meta: list[dict[str, Any]] = []
     if conv.system:
@@ -40,6 +43,7 @@ def to_json(conv: Conversation) -> str:
     for m in conv.messages:
         messages.append({"role": m.role, "content": m.content})
         meta.append({"status": m.status, **({"model": m.model} if m.model else {}), **m.metrics(),
+                     **({"reasoning": m.reasoning} if thinking and m.reasoning else {}),
                      "created": iso_time(m.created)})
     model = conv.model or next((m.model for m in reversed(conv.messages) if m.model), None)
     doc: dict[str, Any] = {"model": model} if model else {}
@@ -51,7 +55,7 @@ def to_json(conv: Conversation) -> str:
     return json.dumps(doc, ensure_ascii=False, indent=2) + "\n"
 
 
-def to_markdown(conv: Conversation) -> str:
+def to_markdown(conv: Conversation, thinking: bool = True) -> str:
     facts = [f"conversation {conv.id}"]
     if conv.model:
         facts.append(f"model {conv.model}")
@@ -69,7 +73,11 @@ def to_markdown(conv: Conversation) -> str:
         if m.status in _STATUS_WORDS:
             details.append(_STATUS_WORDS[m.status])
         heading = f"## {m.role.capitalize()}" + (f" ({', '.join(details)})" if details else "")
-        lines += ["", heading, "", m.content if m.content.strip() else "_(no text)_"]
+        lines += ["", heading]
+        if thinking and m.reasoning:  # folded where Markdown is rendered (GitHub, most viewers)
+            summary = thought_line(m.reasoning_tokens, m.thinking_seconds)
+            lines += ["", f"<details><summary>{summary}</summary>", "", m.reasoning, "", "</details>"]
+        lines += ["", m.content if m.content.strip() else "_(no text)_"]
     return "\n".join(lines) + "\n"
 
 
@@ -84,6 +92,9 @@ class ImportedMessage:
     ttft: float | None = None
     tokens_per_second: float | None = None
     created: float | None = None
+    reasoning: str = ""
+    reasoning_tokens: int | None = None
+    thinking_seconds: float | None = None
 
 
 @dataclass
@@ -132,7 +143,8 @@ def parse_import(text: str) -> ImportedConversation:
         if number == 1 and role == "system" and (meta.get("system_prompt") or not aligned):
             conv.system = content
             continue
-        message = ImportedMessage(role, content, model=_str(meta.get("model")), created=_timestamp(meta.get("created")))
+        message = ImportedMessage(role, content, model=_str(meta.get("model")), created=_timestamp(meta.get("created")),
+                                  reasoning=_reasoning(raw, meta) if role == "assistant" else "")
         if meta.get("status") in STATUSES:
             message.status = meta["status"]
         for key in METRICS:
@@ -169,6 +181,14 @@ def _role_and_content(raw: Any, number: int) -> tuple[str, str]:
         raise ConversationFormatError(f'{where} ({role}) has no text "content"',
                                       hint="tool calls and other non-text messages cannot be imported")
     return role, content
+
+
+def _reasoning(raw: dict, meta: dict) -> str:
+    """An assistant message's thought: our own export's, else what other tools write beside the content."""
+    for value in (meta.get("reasoning"), raw.get("reasoning_content"), raw.get("reasoning")):
+        if isinstance(value, str) and value.strip():
+            return value
+    return ""
 
 
 def _str(value: Any) -> str | None:

@@ -11,7 +11,8 @@ ROLES: tuple[str, ...] = ("system", "user", "assistant")
 # partial: being written, or its writer died (kill -9, power cut) before finishing it.
 STATUSES: tuple[str, ...] = ("complete", "partial", "cancelled", "error")
 FINAL_STATUSES: tuple[str, ...] = ("complete", "cancelled", "error")
-METRICS: tuple[str, ...] = ("prompt_tokens", "completion_tokens", "ttft", "tokens_per_second")
+METRICS: tuple[str, ...] = ("prompt_tokens", "completion_tokens", "ttft", "tokens_per_second", "reasoning_tokens",
+                            "thinking_seconds")
 
 
 @dataclass
@@ -29,9 +30,12 @@ class StoredMessage:
     tokens_per_second: float | None = None
     created: float = 0.0  # unix seconds
     updated: float = 0.0
+    reasoning: str = ""  # the thought of a reasoning model's reply, apart from its answer (content)
+    reasoning_tokens: int | None = None  # of completion_tokens, how many were thought
+    thinking_seconds: float | None = None
 
     def to_message(self) -> Message:
-        return Message(self.role, self.content)
+        return Message(self.role, self.content, reasoning=self.reasoning)
 
     def metrics(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in METRICS if getattr(self, k) is not None}
@@ -52,6 +56,7 @@ class Conversation:
         """The history to send to a model: the system prompt, then every message that has text.
 
         Partial and cancelled replies are kept (the user saw them); empty ones (failed before any token) are not.
+        A reply's thought goes with it; whether it reaches the prompt is the model's template's decision.
         """
         out = [Message("system", self.system)] if self.system else []
         out.extend(m.to_message() for m in self.messages if m.content)

@@ -33,7 +33,8 @@ class ReplyWriter:
         self.flush_interval = flush_interval
         self.status: str = "partial"
         self._parts: list[str] = []
-        self._written = 0  # characters already on disk
+        self._thought: list[str] = []  # a reasoning model's thought, streamed apart from the answer
+        self._written = (0, 0)  # characters of (answer, thought) already on disk
         self._last_flush = time.monotonic()
 
     @property
@@ -43,34 +44,47 @@ class ReplyWriter:
         return self._parts[0] if self._parts else ""
 
     @property
+    def reasoning(self) -> str:
+        if len(self._thought) > 1:
+            self._thought = ["".join(self._thought)]
+        return self._thought[0] if self._thought else ""
+
+    @property
     def finished(self) -> bool:
         return self.status != "partial"
 
     def append(self, delta: str) -> None:
+        self._add(self._parts, delta)
+
+    def append_reasoning(self, delta: str) -> None:
+        self._add(self._thought, delta)
+
+    def _add(self, parts: list[str], delta: str) -> None:
         if self.finished:
             raise StoreError(f"reply {self.message_id} was already finished ({self.status}); start a new one")
         if delta:
-            self._parts.append(delta)
+            parts.append(delta)
         if time.monotonic() - self._last_flush >= self.flush_interval:
             self.flush()
 
     def flush(self) -> None:
         """Write the text so far now (nothing happens when nothing new arrived)."""
-        text = self.text
-        if len(text) != self._written:
-            self.store._write_reply(self.message_id, text)
-            self._written = len(text)
+        text, thought = self.text, self.reasoning
+        if (len(text), len(thought)) != self._written:
+            self.store._write_reply(self.message_id, text, reasoning=thought)
+            self._written = (len(text), len(thought))
         self._last_flush = time.monotonic()
 
     def finish(self, status: str = "complete", usage: Any = None) -> None:
         """Final text, status (complete | cancelled | error) and usage: a dict with any of prompt_tokens,
-        completion_tokens, ttft, tokens_per_second (e.g. `Usage.to_dict()`), or an object with `to_dict()`."""
+        completion_tokens, ttft, tokens_per_second, reasoning_tokens, thinking_seconds (e.g. `Usage.to_dict()`),
+        or an object with `to_dict()`."""
         if status not in FINAL_STATUSES:
             raise ValueError(f"a reply finishes as one of {', '.join(FINAL_STATUSES)}, not {status!r}")
         if self.finished:
             raise StoreError(f"reply {self.message_id} was already finished ({self.status})")
-        self.store._write_reply(self.message_id, self.text, status=status, usage=usage)
-        self._written = len(self.text)
+        self.store._write_reply(self.message_id, self.text, status=status, usage=usage, reasoning=self.reasoning)
+        self._written = (len(self.text), len(self.reasoning))
         self.status = status
 
     def __enter__(self) -> "ReplyWriter":

@@ -101,5 +101,16 @@ def m002_full_text_search(db: sqlite3.Connection) -> None:
     )
 
 
+@migration
+def m003_reasoning(db: sqlite3.Connection) -> None:
+    """A reasoning model's thought, kept apart from the answer (issue 14), with its size and duration.
+
+    The thought is not added to the search index: it is the model's scratch work, and searching it would bury
+    the answers a user looks for under the musings that led to them. `history search` says so."""
+    db.execute("ALTER TABLE messages ADD COLUMN reasoning TEXT NOT NULL DEFAULT ''")
+    db.execute("ALTER TABLE messages ADD COLUMN reasoning_tokens INTEGER")
+    db.execute("ALTER TABLE messages ADD COLUMN thinking_seconds REAL")
+
+
 # What the index reads for a row: the stored CJK-split form, else the content itself.
 _BODY = "CASE WHEN {row}.search_text = '' THEN {row}.content ELSE {row}.search_text END"

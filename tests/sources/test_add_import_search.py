@@ -151,9 +151,15 @@ def test_read_facts_from_the_gguf_header(model_files, tmp_path):
 
 
 def test_template_choice():
+    # By rendering probe conversations, not by names: the architecture says nothing either way (issue 14).
+    from tests.support.ggufgen import CHATML_TEMPLATE
+    from tests.support.thinking_templates import QWEN3_STYLE, QWEN25_STYLE
+
     assert template_for(ModelFacts()) == "chatml"
-    assert template_for(ModelFacts(architecture="qwen2", chat_template="<|im_start|>{{ m }}")) == "qwen"
-    assert template_for(ModelFacts(architecture="llama", chat_template="<|im_start|>{{ m }}")) == "chatml"
+    assert template_for(ModelFacts(architecture="qwen2", chat_template=QWEN25_STYLE)) == "qwen"
+    assert template_for(ModelFacts(architecture="qwen2", chat_template=CHATML_TEMPLATE)) == "chatml"
+    assert template_for(ModelFacts(architecture="llama", chat_template=QWEN25_STYLE)) == "qwen"
+    assert template_for(ModelFacts(architecture="qwen3", chat_template=QWEN3_STYLE)) == "gguf"
     assert template_for(ModelFacts(chat_template="[INST] {{ m }} [/INST]")) == "gguf"
 
 

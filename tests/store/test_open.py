@@ -43,7 +43,7 @@ def test_new_database_is_created_and_migrated(db_path):
     with ConversationStore.open(db_path) as store:
         store.add_message(store.create_conversation(model="m"), "user", "hi")
     db = sqlite3.connect(db_path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == schema_version() == 2
+    assert db.execute("PRAGMA user_version").fetchone()[0] == schema_version() == 3
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     db.close()
     assert {"conversations", "messages", "messages_fts", "messages_fts_insert"} <= tables(db_path)

@@ -56,6 +56,42 @@ TINY_REPLY = "Hi 你好🙂!"
 CHAT_PROMPT = "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"
 
 
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
+def _unique_pieces(data: bytes, seen: set[bytes]) -> list[bytes]:
+    """Like _reply_pieces, across a whole chain: a byte seen before (anywhere in `seen`) joins the piece before
+    it, or, where there is none (right after a tag), the byte after it."""
+    pieces: list[bytes] = []
+    pending = b""
+    for b in data:
+        piece = pending + bytes([b])
+        while piece in seen and pieces:
+            seen.discard(pieces[-1])
+            piece = pieces.pop() + piece
+        if piece in seen:
+            pending = piece
+            continue
+        pending = b""
+        seen.add(piece)
+        pieces.append(piece)
+    if pending:
+        raise ValueError(f"cannot make {data!r} a chain of unique tokens")
+    return pieces
+
+
+def thinking_chain(thought: str, answer: str, opened: bool = False) -> list[bytes | str]:
+    """The tokens a tiny reasoning model says after its prompt's last "\n": `<think>` (unless the prompt
+    opened it), "\n{thought}\n", `</think>`, "\n\n{answer}", as a Qwen3 model writes them. After `</think>`
+    comes the "\n\n" token, so a prompt that ends in a closed thought ("</think>\n\n", thinking off) goes
+    straight on with the answer."""
+    seen = {b"\n"}  # the prompt's last token starts the chain
+    body = (b"" if opened else b"\n") + thought.encode("utf-8") + b"\n"
+    after = b"\n\n" + answer.encode("utf-8")
+    head: list[bytes | str] = [] if opened else [THINK_OPEN]
+    return [*head, *_unique_pieces(body, seen), THINK_CLOSE, *_unique_pieces(after, seen)]
+
+
 @dataclass(frozen=True)
 class _ChainVocab:
     tokens: list[str]
@@ -67,8 +103,10 @@ class _ChainVocab:
     output: np.ndarray  # (n_vocab, n_embd): the successor's logit ~20 for each token of the chain
 
 
-def _chain_vocab(reply: str, loop: bool, n_embd: int) -> _ChainVocab:
-    pieces = _reply_pieces(reply.encode("utf-8"))
+def _chain_vocab(reply: str, loop: bool, n_embd: int, thought: str | None = None, think_opened: bool = False,
+                 think_token_type: int = 4) -> _ChainVocab:
+    items = _reply_pieces(reply.encode("utf-8")) if thought is None else thinking_chain(thought, reply, think_opened)
+    pieces = [p for p in items if isinstance(p, bytes)]
     tokens = [BYTE_CHARS[b] for b in range(256)]
     merges = ["Ġ Ġ", "i m"]
     tokens += ["ĠĠ", "im"]
@@ -76,14 +114,19 @@ def _chain_vocab(reply: str, loop: bool, n_embd: int) -> _ChainVocab:
         if len(piece) > 1:
             tokens.append("".join(BYTE_CHARS[b] for b in piece))
             merges.append(" ".join(BYTE_CHARS[b] for b in piece))
-    tokens += SPECIALS
-    types = [1] * (len(tokens) - len(SPECIALS)) + [3] * len(SPECIALS)
+    if thought is not None and b"\n\n" not in pieces:  # the thinking-off prompt ends in "</think>\n\n"
+        tokens.append(BYTE_CHARS[10] * 2)
+        merges.append(f"{BYTE_CHARS[10]} {BYTE_CHARS[10]}")
+    tags = [] if thought is None else [THINK_OPEN, THINK_CLOSE]
+    tokens += SPECIALS + tags
+    types = [1] * (len(tokens) - len(SPECIALS) - len(tags)) + [3] * len(SPECIALS) + [think_token_type] * len(tags)
     tok_id = {t: i for i, t in enumerate(tokens)}
     eos = tok_id["<|im_end|>"]
     n_vocab = len(tokens)
 
     # The token chain: "\n" -> reply bytes -> <|im_end|> (or back to the first reply byte).
-    chain = [tok_id[BYTE_CHARS[ord("\n")]]] + [tok_id["".join(BYTE_CHARS[b] for b in p)] for p in pieces]
+    chain = [tok_id[BYTE_CHARS[ord("\n")]]] + [
+        tok_id[p if isinstance(p, str) else "".join(BYTE_CHARS[b] for b in p)] for p in items]
     if len(set(chain)) != len(chain):
         raise ValueError("the reply must not contain a newline, nor the same two bytes twice")
     successor = {a: b for a, b in zip(chain, chain[1:])}
@@ -123,11 +166,14 @@ def make_tiny_gguf(
     chat_template: str | None = CHATML_TEMPLATE,
     extra_metadata: dict | None = None,
     split_max_tensors: int = 0,  # > 0: a split GGUF (NAME-00001-of-0000N.gguf, ...); returns the first part
+    thought: str | None = None,  # a reasoning model: "<think>\n{thought}\n</think>\n\n{reply}" (see thinking_chain)
+    think_opened: bool = False,  # the prompt opens the thought already: the reply starts inside it
+    think_token_type: int = 4,  # USER_DEFINED as in Qwen3's GGUFs; 3 (CONTROL) renders as nothing by default
 ) -> Path:
     import gguf
 
     path = Path(path)
-    v = _chain_vocab(reply, loop, n_embd)
+    v = _chain_vocab(reply, loop, n_embd, thought, think_opened, think_token_type)
     n_head = 4
     head_dim = n_embd // n_head
     n_ff = 2 * n_embd
@@ -170,14 +216,15 @@ def make_tiny_gguf(
 
 
 def make_tiny_qwen35_gguf(path: str | Path, reply: str = TINY_REPLY, loop: bool = False, n_embd: int = 256,
-                          n_layer: int = 4, chat_template: str | None = CHATML_TEMPLATE) -> Path:
+                          n_layer: int = 4, chat_template: str | None = CHATML_TEMPLATE,
+                          thought: str | None = None, think_opened: bool = False) -> Path:
     """The same answering model in llama.cpp's hybrid `qwen35` architecture: every 4th layer attention, the
     others Gated DeltaNet with a recurrent state, so its cache cannot be cut back to an earlier token
     (`llama_memory_seq_rm` fails). Block weights are zero here as well, so it answers like make_tiny_gguf."""
     import gguf
 
     path = Path(path)
-    v = _chain_vocab(reply, loop, n_embd)
+    v = _chain_vocab(reply, loop, n_embd, thought, think_opened)
     n_head, head_dim, n_ff = 2, 64, 2 * n_embd
     k_heads, v_heads, d_state, d_conv = 2, 4, 32, 4
     key_dim, value_dim = k_heads * d_state, v_heads * d_state

@@ -1,0 +1,45 @@
+"""A remote engine (vLLM, llama-server) that streams a reasoning model's thought as reasoning_content: the
+client turns it into ReasoningDelta events, apart from the answer's TextDelta events."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from localchat.engine.api import ReasoningDelta, TextDelta
+from localchat.engine.remote import RemoteEngineClient
+from localchat.types import Message, ModelInfo, SamplingParams
+
+CHUNKS = [{"reasoning_content": "The user "}, {"reasoning_content": "greets me."},
+          {"reasoning": "OpenRouter's name.", "content": "Hel"}, {"content": "lo!"}]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        for i, delta in enumerate(CHUNKS):
+            event = {"choices": [{"index": 0, "delta": delta, "finish_reason": "stop" if i == len(CHUNKS) - 1 else None}]}
+            self.wfile.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+        self.wfile.write(b"data: [DONE]\n\n")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_reasoning_content_deltas_become_reasoning_events():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        client = RemoteEngineClient(endpoint, "qwen3", None, ModelInfo(path="remote", n_ctx=4096))
+        gen = client.generate([Message("user", "hi")], SamplingParams(max_tokens=20))
+        events = list(gen)
+        assert events == [ReasoningDelta("The user "), ReasoningDelta("greets me."), ReasoningDelta("OpenRouter's name."),
+                          TextDelta("Hel"), TextDelta("lo!")]
+        assert gen.text == "Hello!" and gen.finish_reason == "stop"
+    finally:
+        server.shutdown()
