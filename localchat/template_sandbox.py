@@ -397,12 +397,18 @@ class SandboxedTemplate:
 
     def render(self, messages: Sequence[Any], add_generation_prompt: bool = True) -> str:
         conversation = [{"role": role, "content": content} for role, content in message_pairs(messages)]
-        budget = _Budget(self.limits, sum(len(m["content"]) for m in conversation))
+        return self.render_dicts(conversation, add_generation_prompt=add_generation_prompt)
+
+    def render_dicts(self, conversation: list[dict], tools: list[dict] | None = None,
+                     add_generation_prompt: bool = True) -> str:
+        """Messages as the template sees them (tool calls, tool results) and the tool list, if any."""
+        extra = {"tools": tools} if tools else {}
+        budget = _Budget(self.limits, len(repr(conversation)) + len(repr(tools or "")))
         token = _BUDGET.set(budget)
         try:
             out, total = [], 0
             for chunk in self._template.generate(messages=conversation, add_generation_prompt=add_generation_prompt,
-                                                 bos_token=self.bos_token, eos_token=self.eos_token):
+                                                 bos_token=self.bos_token, eos_token=self.eos_token, **extra):
                 total += len(chunk)
                 budget.allow(total, "the prompt")
                 out.append(chunk)

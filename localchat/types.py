@@ -55,6 +55,9 @@ class SamplingParams:
     max_tokens: int = 1024
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    # What the output must look like (localchat.structured.OutputConstraint.to_dict()); the worker compiles
+    # it into a grammar for this request only. None: free text.
+    grammar: dict | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
