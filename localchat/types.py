@@ -196,3 +196,18 @@ class Usage:
     @classmethod
     def from_dict(cls, d: dict) -> "Usage":
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class Embeddings:
+    """One vector per input (L2-normalised) and the tokens they took."""
+
+    vectors: list[list[float]]
+    prompt_tokens: int
+
+    def to_dict(self) -> dict:
+        return {"vectors": self.vectors, "prompt_tokens": self.prompt_tokens}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Embeddings":
+        return cls(d["vectors"], d["prompt_tokens"])
