@@ -23,7 +23,8 @@ from localchat import __version__
 from localchat.errors import GGUFError
 from localchat.server.jobs import Delta, Done, Failed, Job
 from localchat.server.schema import ApiError, _message, bad, parse_json
-from localchat.types import Message, SamplingParams, Usage
+from localchat.structured import OutputConstraint, SchemaError, schema_constraint
+from localchat.types import Message, SamplingParams, ToolCall, Usage
 
 if TYPE_CHECKING:
     from localchat.server.app import _Api
@@ -143,7 +144,7 @@ class OllamaApi:
         raw = data.get("messages") or []
         if not isinstance(raw, list):
             raise bad("'messages' must be a list of {role, content} objects")
-        messages = [_ollama_message(m, i) for i, m in enumerate(raw)]
+        messages = ollama_messages(raw)
         sampling, keep_alive, stream = self._settings(model_id, data)
         name = data["model"]
         if not messages:
@@ -300,12 +301,49 @@ def keep_alive_seconds(value: Any) -> float | None:
 _OLLAMA_ROLES = {"system", "user", "assistant", "tool"}
 
 
-def _ollama_message(raw: Any, index: int) -> Message:
-    if isinstance(raw, dict) and raw.get("images"):
-        raise bad(f"messages[{index}]: images are not supported by this server")
-    if isinstance(raw, dict) and raw.get("role") not in _OLLAMA_ROLES:
-        raise bad(f"messages[{index}].role must be system, user, assistant or tool (got {raw.get('role')!r})")
-    return _message(raw, index)
+def ollama_messages(raw: list) -> list[Message]:
+    """Ollama's messages: calls carry no ids, and a `tool` message names the function (`tool_name`) or
+    simply follows the calls in order. Ids are given here so the conversation reads like OpenAI's."""
+    messages: list[Message] = []
+    pending: list[ToolCall] = []
+    for i, item in enumerate(raw):
+        if isinstance(item, dict) and item.get("images"):
+            raise bad(f"messages[{i}]: images are not supported by this server")
+        if isinstance(item, dict) and item.get("role") not in _OLLAMA_ROLES:
+            raise bad(f"messages[{i}].role must be system, user, assistant or tool (got {item.get('role')!r})")
+        if isinstance(item, dict) and item.get("role") == "assistant" and item.get("tool_calls"):
+            calls = item["tool_calls"]
+            if isinstance(calls, list):
+                item = {**item, "tool_calls": [{**c, "id": c.get("id") or f"call_{i}_{n}"} if isinstance(c, dict) else c
+                                               for n, c in enumerate(calls)]}
+        if isinstance(item, dict) and item.get("role") == "tool" and not item.get("tool_call_id"):
+            wanted = item.get("tool_name")
+            match = next((c for c in pending if wanted is None or c.name == wanted), None)
+            if match is None:
+                raise bad(f"messages[{i}] is a tool result, but no earlier assistant message called "
+                          f"{repr(wanted) if wanted else 'a tool'} that is still unanswered")
+            item = {**item, "tool_call_id": match.id}
+        message = _message(item, i)
+        if message.role == "assistant":
+            pending = list(message.tool_calls)
+        elif message.role == "tool":
+            pending = [c for c in pending if c.id != message.tool_call_id]
+        messages.append(message)
+    return messages
+
+
+def ollama_format(raw: Any) -> OutputConstraint | None:
+    """`format`: "json", or a JSON schema object."""
+    if raw in (None, ""):
+        return None
+    if raw == "json":
+        return OutputConstraint("json")
+    if isinstance(raw, dict):
+        try:
+            return schema_constraint(raw, "format")
+        except SchemaError as exc:
+            raise bad(exc.message) from None
+    raise bad("'format' must be \"json\" or a JSON schema object")
 
 
 def _durations(usage: Usage, started: float) -> dict:
