@@ -105,3 +105,29 @@ def test_keep_alive_durations(value, seconds):
 def test_keep_alive_nonsense_is_refused():
     with pytest.raises(ApiError, match="keep_alive"):
         keep_alive_seconds("5 minutes")
+
+
+def test_ollama_tool_messages_get_ids_and_answer_their_calls():
+    from localchat.server.ollama import ollama_messages
+
+    calls = [{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}},
+             {"function": {"name": "get_time", "arguments": {}}}]
+    messages = ollama_messages([{"role": "user", "content": "x"}, {"role": "assistant", "content": "", "tool_calls": calls},
+                                {"role": "tool", "content": "12:00", "tool_name": "get_time"},
+                                {"role": "tool", "content": "sunny"}])
+    first, second = messages[1].tool_calls
+    assert json.loads(first.arguments) == {"city": "Paris"} and first.id != second.id
+    assert [m.tool_call_id for m in messages[2:]] == [second.id, first.id]
+    with pytest.raises(ApiError, match="no earlier assistant message called 'get_news'"):
+        ollama_messages([{"role": "user", "content": "x"}, {"role": "tool", "content": "?", "tool_name": "get_news"}])
+
+
+def test_ollama_format():
+    from localchat.server.ollama import ollama_format
+
+    assert ollama_format(None) is None and ollama_format("json").kind == "json"
+    assert ollama_format({"type": "object", "properties": {"a": {"type": "integer"}}}).kind == "schema"
+    with pytest.raises(ApiError, match="format.properties.a.type"):
+        ollama_format({"type": "object", "properties": {"a": {"type": "int"}}})
+    with pytest.raises(ApiError, match="must be \"json\""):
+        ollama_format("yaml")
