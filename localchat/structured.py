@@ -26,6 +26,7 @@ KNOWN = {"type", "properties", "required", "additionalProperties", "items", "pre
          "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "nullable", "strict",
          "deprecated", "readOnly", "writeOnly"}
 MAX_SCHEMA_CHARS = 64 * 1024
+_UNSUPPORTED_PATTERN = re.compile(r"\(\?|\\[1-9bB]|\[:|[*+?}]\?")
 
 
 class SchemaError(LocalchatError):
@@ -133,6 +134,11 @@ def _check(node: Any, path: str, root: Any, depth: int) -> None:
         pattern = node["pattern"]
         if not isinstance(pattern, str) or not (pattern.startswith("^") and pattern.endswith("$")):
             raise SchemaError(f"{path}.pattern must match the whole string: start it with ^ and end it with $",
+                              f"{path}.pattern")
+        unsupported = _UNSUPPORTED_PATTERN.search(pattern)
+        if unsupported:  # llama.cpp's converter mistranslates these, and loops forever on [[:alpha:]]
+            raise SchemaError(f"{path}.pattern uses '{unsupported.group(0)}', which a grammar cannot express (no "
+                              "lookarounds, backreferences, word boundaries, lazy quantifiers or [:classes:])",
                               f"{path}.pattern")
         try:
             re.compile(pattern)

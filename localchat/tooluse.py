@@ -17,6 +17,12 @@ from localchat.tools import ToolCallParser, ToolFormat, ToolRequest, chatml_mess
 from localchat.types import Message, SamplingParams, ToolCall, Usage
 
 
+# Until the worker compiles SamplingParams.grammar into its sampler chain (the integration after issue 13),
+# requests that need a grammar are refused rather than answered unconstrained.
+GRAMMAR_NOT_SERVED = ("tool calls and structured output (tools, response_format, format, --json) need the "
+                      "engine's grammar sampler, which this build does not run yet")
+
+
 def tool_form(template: Any) -> ToolFormat:
     """How the model writes a call: its own template's form, else Qwen2.5's JSON (what we render)."""
     return template_format(getattr(template, "source", None)) or "json"

@@ -30,6 +30,7 @@ from localchat.server.schema import (
     parse_tutorial, sse, tutorial_response,
 )
 from localchat.server.settings import ServerSettings
+from localchat.tooluse import GRAMMAR_NOT_SERVED
 from localchat.types import Message, SamplingParams
 
 
@@ -152,6 +153,8 @@ class _Api:
     # --- generation -------------------------------------------------------------------------------
 
     async def _generate(self, request: Request, req: GenerationRequest, chat: bool) -> Response:
+        if (req.tools is not None and req.tools.active) or req.response_format is not None:
+            raise bad(GRAMMAR_NOT_SERVED, "tools" if req.tools is not None else "response_format")
         model_id = self._resolve(req.model)
         sampling = self._sampling(model_id, req.sampling)
 

@@ -24,6 +24,7 @@ from localchat.errors import GGUFError
 from localchat.server.jobs import Delta, Done, Failed, Job
 from localchat.server.schema import ApiError, _message, bad, parse_json
 from localchat.structured import OutputConstraint, SchemaError, schema_constraint
+from localchat.tooluse import GRAMMAR_NOT_SERVED
 from localchat.types import Message, SamplingParams, ToolCall, Usage
 
 if TYPE_CHECKING:
@@ -270,6 +271,8 @@ class OllamaApi:
             if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop):
                 raise bad("option 'stop' must be a list of strings")
             overrides["stop"] = tuple(stop)
+        if ollama_format(data.get("format")) is not None or data.get("tools"):
+            raise bad(GRAMMAR_NOT_SERVED)
         think = data.get("think")
         if think not in (None, False):
             raise bad(f"\"{data.get('model')}\" does not support thinking")

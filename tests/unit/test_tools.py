@@ -10,7 +10,13 @@ import pytest
 from localchat.engine.api import TextDelta, ToolCallDelta
 from localchat.templates import NATIVE, from_gguf
 from localchat.tools import (
-    ToolCallParser, ToolsError, chatml_messages, check_conversation, jinja_messages, parse_tools, template_format,
+    ToolCallParser,
+    ToolsError,
+    chatml_messages,
+    check_conversation,
+    jinja_messages,
+    parse_tools,
+    template_format,
 )
 from localchat.types import Message, ToolCall
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from localchat.engine.api import TextDelta, ToolCallDelta
 from localchat.structured import OutputConstraint, parse_response_format
 from localchat.templates import NATIVE, from_gguf
-from localchat.tooluse import ToolCallingGeneration, constrain, render, tool_form
 from localchat.tools import parse_tools
+from localchat.tooluse import ToolCallingGeneration, constrain, render, tool_form
 from localchat.types import Message, SamplingParams, ToolCall, Usage
 
 TEMPLATES = Path(__file__).parent / "templates"
