@@ -227,8 +227,11 @@ class OllamaApi:
             self.api.pool.unload(model_id)
             return
         self._hold(model_id)
-        self.expiry[model_id] = asyncio.get_running_loop().call_later(
-            keep_alive, lambda: (self.expiry.pop(model_id, None), self.api.pool.unload(model_id)))
+        self.expiry[model_id] = asyncio.get_running_loop().call_later(keep_alive, self._expire, model_id)
+
+    def _expire(self, model_id: str) -> None:
+        self.expiry.pop(model_id, None)
+        self.api.pool.unload(model_id)
 
     # --- request parts ----------------------------------------------------------------------------
 
