@@ -17,10 +17,10 @@ from localchat.tools import ToolCallParser, ToolFormat, ToolRequest, chatml_mess
 from localchat.types import Message, SamplingParams, ToolCall, Usage
 
 
-# Until the worker compiles SamplingParams.grammar into its sampler chain (the integration after issue 13),
-# requests that need a grammar are refused rather than answered unconstrained.
-GRAMMAR_NOT_SERVED = ("tool calls and structured output (tools, response_format, format, --json) need the "
-                      "engine's grammar sampler, which this build does not run yet")
+# Until the server's reply path wraps generations in ToolCallingGeneration, tool requests are refused
+# rather than answered without calls. (response_format and --json are served: the worker runs the grammar.)
+GRAMMAR_NOT_SERVED = ("tool calls (tools, Ollama's tools and format) need the tool-call parser in the reply "
+                      "path, which this build does not run yet")
 
 
 def tool_form(template: Any) -> ToolFormat:

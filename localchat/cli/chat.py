@@ -59,10 +59,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         stop=tuple(args.stop) if args.stop else None,
     ).validate()
     sampling = _constrained(sampling, args)
-    if sampling.grammar is not None:
-        from localchat.tooluse import GRAMMAR_NOT_SERVED
-
-        raise LocalchatError(GRAMMAR_NOT_SERVED)
     if not entry.is_remote and not svc.registry.is_installed(entry.id):
         print(f"localchat: {entry.id} is not installed yet; pulling it", file=sys.stderr)
         svc.installer.install(entry, progress=ProgressBar())

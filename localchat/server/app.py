@@ -30,7 +30,8 @@ from localchat.server.schema import (
     parse_tutorial, sse, tutorial_response,
 )
 from localchat.server.settings import ServerSettings
-from localchat.tooluse import GRAMMAR_NOT_SERVED
+from localchat.structured import SchemaError
+from localchat.tooluse import GRAMMAR_NOT_SERVED, constrain
 from localchat.types import Message, SamplingParams
 
 
@@ -153,10 +154,10 @@ class _Api:
     # --- generation -------------------------------------------------------------------------------
 
     async def _generate(self, request: Request, req: GenerationRequest, chat: bool) -> Response:
-        if (req.tools is not None and req.tools.active) or req.response_format is not None:
-            raise bad(GRAMMAR_NOT_SERVED, "tools" if req.tools is not None else "response_format")
+        if req.tools is not None and req.tools.active:
+            raise bad(GRAMMAR_NOT_SERVED, "tools")
         model_id = self._resolve(req.model)
-        sampling = self._sampling(model_id, req.sampling)
+        sampling = constrain(self._sampling(model_id, req.sampling), None, req.response_format, "json")
 
         def prepare(slot: Any) -> tuple[Any, SamplingParams]:
             if chat:
@@ -318,6 +319,8 @@ def _too_large(limit: int) -> ApiError:
 def to_api_error(exc: BaseException) -> ApiError:
     if isinstance(exc, ApiError):
         return exc
+    if isinstance(exc, SchemaError):
+        return ApiError(400, str(exc), param=exc.param or "response_format", code="invalid_schema")
     if isinstance(exc, ContextOverflowError):
         return ApiError(400, str(exc), param="messages", code="context_length_exceeded")
     if isinstance(exc, (ConfigError, TemplateError)):

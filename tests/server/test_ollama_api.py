@@ -134,15 +134,14 @@ def test_ollama_format():
 
 
 def test_requests_that_need_a_grammar_are_refused_not_answered_unconstrained(server):
-    """Until the worker runs the grammar sampler, tools and formats get a clear 400, never free text."""
+    """Until the reply path parses tool calls, tools (and Ollama's format) get a clear 400, never free text."""
     chat = {"model": "tiny", "messages": [{"role": "user", "content": "x"}]}
     for body in ({**chat, "format": "json"}, {**chat, "tools": [{"type": "function", "function": {"name": "f"}}]}):
         resp = requests.post(server.url + "/api/chat", json=body, timeout=30)
-        assert resp.status_code == 400 and "grammar sampler" in resp.json()["error"]
-    for extra in ({"response_format": {"type": "json_object"}},
-                  {"tools": [{"type": "function", "function": {"name": "f"}}]}):
-        resp = requests.post(server.url + "/v1/chat/completions", json={**chat, **extra}, timeout=30)
-        assert resp.status_code == 400 and "grammar sampler" in resp.json()["error"]["message"]
+        assert resp.status_code == 400 and "tool-call parser" in resp.json()["error"]
+    resp = requests.post(server.url + "/v1/chat/completions",
+                         json={**chat, "tools": [{"type": "function", "function": {"name": "f"}}]}, timeout=30)
+    assert resp.status_code == 400 and "tool-call parser" in resp.json()["error"]["message"]
     bad_tool = requests.post(server.url + "/v1/chat/completions",
                              json={**chat, "tools": [{"type": "function", "function": {}}]}, timeout=30)
     assert bad_tool.status_code == 400 and bad_tool.json()["error"]["param"] == "tools[0].function.name"
