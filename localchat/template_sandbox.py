@@ -417,20 +417,26 @@ class SandboxedTemplate:
         return other
 
     def render(self, messages: Sequence[Any], add_generation_prompt: bool = True) -> str:
-        conversation: list[dict[str, str]] = [{"role": role, "content": content}
+        conversation: list[dict[str, Any]] = [{"role": role, "content": content}
                                               for role, content in message_pairs(messages)]
         for entry, message in zip(conversation, messages):
             thought = _reasoning_of(message)  # the template decides whether old thoughts reach the prompt
             if thought:
                 entry["reasoning_content"] = thought
-        budget = _Budget(self.limits, sum(len(m["content"]) + len(m.get("reasoning_content", ""))
-                                          for m in conversation))
+        return self.render_dicts(conversation, add_generation_prompt=add_generation_prompt)
+
+    def render_dicts(self, conversation: list[dict], tools: list[dict] | None = None,
+                     add_generation_prompt: bool = True) -> str:
+        """Messages as the template sees them (tool calls, tool results, reasoning_content) and the tool list,
+        if any."""
+        extra = {"tools": tools} if tools else {}
+        budget = _Budget(self.limits, len(repr(conversation)) + len(repr(tools or "")))
         token = _BUDGET.set(budget)
         try:
             out, total = [], 0
             for chunk in self._template.generate(self.variables, messages=conversation,
                                                  add_generation_prompt=add_generation_prompt,
-                                                 bos_token=self.bos_token, eos_token=self.eos_token):
+                                                 bos_token=self.bos_token, eos_token=self.eos_token, **extra):
                 total += len(chunk)
                 budget.allow(total, "the prompt")
                 out.append(chunk)

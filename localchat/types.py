@@ -9,19 +9,37 @@ from typing import Literal
 
 from localchat.errors import ConfigError
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A function call the model made: `arguments` is the JSON text of an object (as OpenAI sends it)."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
 
 
 @dataclass
 class Message:
     role: Role
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()  # an assistant message that called tools
+    tool_call_id: str | None = None  # a `tool` message: the call it answers
     reasoning: str = ""  # an assistant reply's thought, kept apart from its answer (the template decides its fate)
 
     def to_dict(self) -> dict:
-        d = {"role": self.role, "content": self.content}
+        d: dict = {"role": self.role, "content": self.content}
         if self.reasoning:
             d["reasoning_content"] = self.reasoning  # the field vLLM, llama-server and the Qwen templates read
+        if self.tool_calls:
+            d["tool_calls"] = [c.to_dict() for c in self.tool_calls]
+        if self.tool_call_id is not None:
+            d["tool_call_id"] = self.tool_call_id
         return d
 
 
@@ -43,6 +61,9 @@ class SamplingParams:
     # A reasoning model's thought may take this many tokens; then the engine closes it and the answer follows
     # (None: no limit; 0: close it at once). Models that do not reason ignore it.
     reasoning_budget: int | None = None
+    # What the output must look like (localchat.structured.OutputConstraint.to_dict()); the worker compiles
+    # it into a grammar for this request only. None: free text.
+    grammar: dict | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -192,3 +213,18 @@ class Usage:
     @classmethod
     def from_dict(cls, d: dict) -> "Usage":
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class Embeddings:
+    """One vector per input (L2-normalised) and the tokens they took."""
+
+    vectors: list[list[float]]
+    prompt_tokens: int
+
+    def to_dict(self) -> dict:
+        return {"vectors": self.vectors, "prompt_tokens": self.prompt_tokens}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Embeddings":
+        return cls(d["vectors"], d["prompt_tokens"])

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 from localchat.cli.models import services
+from localchat.errors import LocalchatError
 
 
 def register(sub) -> None:
@@ -27,6 +30,10 @@ def register(sub) -> None:
                    help="continue a saved conversation (default: the latest)")
     p.add_argument("--no-save", action="store_true", help="do not save this exchange in the history")
     p.add_argument("--stats", action="store_true", help="print tokens/s and time to first token on stderr")
+    shape = p.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_true", help="the reply is a JSON object (always parses)")
+    shape.add_argument("--json-schema", metavar="FILE", type=Path,
+                       help="the reply is JSON that validates against the JSON schema in FILE")
     p.set_defaults(handler=cmd_run)
 
 
@@ -51,6 +58,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         repeat_penalty=args.repeat_penalty, max_tokens=args.max_tokens, seed=args.seed,
         stop=tuple(args.stop) if args.stop else None,
     ).validate()
+    sampling = _constrained(sampling, args)
     if not entry.is_remote and not svc.registry.is_installed(entry.id):
         print(f"localchat: {entry.id} is not installed yet; pulling it", file=sys.stderr)
         svc.installer.install(entry, progress=ProgressBar())
@@ -85,12 +93,38 @@ def cmd_run(args: argparse.Namespace) -> int:
                   f"TTFT {u.ttft * 1000:.0f} ms, prompt {u.prompt_tokens} tokens ({u.prompt_eval_tokens} evaluated)",
                   file=sys.stderr)
         if turn.status == "length":
+            if sampling.grammar is not None:
+                raise LocalchatError("the JSON reply was cut off at --max-tokens and does not parse",
+                                     hint="raise --max-tokens")
             print("localchat: note: the reply stopped at --max-tokens", file=sys.stderr)
     finally:
         engine.close()
         if store is not None:
             store.close()
     return 0
+
+
+def _constrained(sampling, args):
+    """--json / --json-schema FILE: the grammar that makes the reply parse (and validate)."""
+    from dataclasses import replace
+
+    from localchat.structured import OutputConstraint, SchemaError, schema_constraint
+
+    if args.json:
+        return replace(sampling, grammar=OutputConstraint("json").to_dict())
+    if args.json_schema is None:
+        return sampling
+    try:
+        schema = json.loads(args.json_schema.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise LocalchatError(f"cannot read {args.json_schema}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise LocalchatError(f"{args.json_schema} is not JSON ({exc})") from None
+    try:
+        constraint = schema_constraint(schema, "schema")
+    except SchemaError as exc:
+        raise LocalchatError(f"{args.json_schema}: {exc.message}") from None
+    return replace(sampling, grammar=constraint.to_dict())
 
 
 def _conversation(svc, args):

@@ -28,6 +28,7 @@ from localchat.engine import amx, protocol
 from localchat.engine.api import FinishReason, Prompt, ReasoningDelta, TextDelta
 from localchat.engine.lifecycle import CancellingGeneration, ClosingEngine
 from localchat.errors import EngineContextOverflow, EngineError, ModelLoadError, WorkerCrashed
+from localchat.structured import SchemaError
 from localchat.types import LoadOptions, ModelInfo, SamplingParams, Usage
 from localchat.reasoning import ReasoningSplitter, detect
 
@@ -358,8 +359,11 @@ class EngineClient(ClosingEngine):
         elif isinstance(frame, protocol.Done) and isinstance(target, _Stream):
             self._end_stream(target, _Done(frame.usage))
         elif isinstance(frame, protocol.Error):
-            cls = EngineContextOverflow if frame.kind == "context" else EngineError
-            self._fail(target, cls(frame.text, frame.hint))
+            if frame.kind == "schema":
+                self._fail(target, SchemaError(frame.text))
+            else:
+                cls = EngineContextOverflow if frame.kind == "context" else EngineError
+                self._fail(target, cls(frame.text, frame.hint))
         else:
             self._fail(target, EngineError(f"the model worker answered request {frame.id} with a {frame.op!r} frame",
                                            f"a bug in localchat; see {self.log_path}"))

@@ -22,6 +22,7 @@ from typing import IO, TYPE_CHECKING
 
 from localchat.engine import protocol
 from localchat.engine.protocol import Cancel, Count, Generate, Load, Shutdown
+from localchat.structured import SchemaError
 from localchat.errors import EngineContextOverflow, EngineError, LocalchatError, ModelLoadError
 from localchat.types import SamplingParams, Usage
 
@@ -149,6 +150,8 @@ class Worker:
             self.stream(self.model, rid, request.prompt, request.sampling)
         except EngineContextOverflow as e:
             self.error(rid, "context", e)
+        except SchemaError as e:  # a schema the grammar converter or llama.cpp refused: the request's fault
+            self.error(rid, "schema", e)
         except EngineError as e:
             self.error(rid, "engine", e)
         finally:

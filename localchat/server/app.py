@@ -23,12 +23,15 @@ from localchat.errors import (
     UnknownModelError,
 )
 from localchat.server.jobs import Delta, Done, Failed, Job, ServerStats
+from localchat.server.ollama import mount_ollama, ollama_error
 from localchat.server.pool import ModelPool
 from localchat.server.schema import (
     SSE_DONE, ApiError, GenerationRequest, ResponseBuilder, bad, parse_chat, parse_completion, parse_json,
     parse_tutorial, sse, tutorial_response,
 )
 from localchat.server.settings import ServerSettings
+from localchat.structured import SchemaError
+from localchat.tooluse import GRAMMAR_NOT_SERVED, constrain
 from localchat.types import Message, SamplingParams
 
 
@@ -62,15 +65,16 @@ def create_app(services: Any, settings: ServerSettings | None = None) -> FastAPI
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> Response:
-        return error_response(exc)
+        return error_response(exc, request)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        return error_response(ApiError(exc.status_code, str(exc.detail), code="not_found" if exc.status_code == 404 else None))
+        return error_response(ApiError(exc.status_code, str(exc.detail), code="not_found" if exc.status_code == 404 else None),
+                              request)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
-        return error_response(to_api_error(exc))
+        return error_response(to_api_error(exc), request)
 
     app.add_api_route("/v1/models", api.list_models, methods=["GET"])
     app.add_api_route("/v1/models/{model_id:path}", api.get_model, methods=["GET"])
@@ -78,6 +82,7 @@ def create_app(services: Any, settings: ServerSettings | None = None) -> FastAPI
     app.add_api_route("/v1/completions", api.completions, methods=["POST"])
     app.add_api_route("/", api.tutorial, methods=["POST"])
     app.add_api_route("/health", api.health, methods=["GET"])
+    mount_ollama(app, api)
     return app
 
 
@@ -149,8 +154,10 @@ class _Api:
     # --- generation -------------------------------------------------------------------------------
 
     async def _generate(self, request: Request, req: GenerationRequest, chat: bool) -> Response:
+        if req.tools is not None and req.tools.active:
+            raise bad(GRAMMAR_NOT_SERVED, "tools")
         model_id = self._resolve(req.model)
-        sampling = self._sampling(model_id, req.sampling)
+        sampling = constrain(self._sampling(model_id, req.sampling), None, req.response_format, "json")
 
         def prepare(slot: Any) -> tuple[Any, SamplingParams]:
             if chat:
@@ -312,6 +319,8 @@ def _too_large(limit: int) -> ApiError:
 def to_api_error(exc: BaseException) -> ApiError:
     if isinstance(exc, ApiError):
         return exc
+    if isinstance(exc, SchemaError):
+        return ApiError(400, str(exc), param=exc.param or "response_format", code="invalid_schema")
     if isinstance(exc, ContextOverflowError):
         return ApiError(400, str(exc), param="messages", code="context_length_exceeded")
     if isinstance(exc, (ConfigError, TemplateError)):
@@ -327,7 +336,9 @@ def to_api_error(exc: BaseException) -> ApiError:
     return ApiError(500, f"internal error: {type(exc).__name__}", type="server_error")
 
 
-def error_response(error: ApiError) -> Response:
+def error_response(error: ApiError, request: Request | None = None) -> Response:
+    if request is not None and request.url.path.startswith("/api/"):
+        return ollama_error(error)
     headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
     return JSONResponse(error.body(), status_code=error.status, headers=headers)
 

@@ -122,6 +122,14 @@ class ModelPool:
             slot.turn.release()
             self._leave(slot)
 
+    def unload(self, model_id: str) -> None:
+        """Close a model once its line is empty (Ollama's keep_alive); a request that comes meanwhile waits
+        for a fresh load."""
+        slot = self._slots.get(model_id)
+        if slot is not None and slot.loaded.is_set() and not slot.draining:
+            self._drain(slot)
+            self._notify()
+
     async def close(self) -> None:
         """Close every worker (server shutdown)."""
         slots = list(self._slots.values())

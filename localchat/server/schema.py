@@ -14,8 +14,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from localchat.engine.api import ToolCallDelta
 from localchat.errors import LocalchatError
-from localchat.types import Message, Usage
+from localchat.structured import OutputConstraint, SchemaError, parse_response_format
+from localchat.tools import ToolRequest, ToolsError, check_conversation, parse_tools
+from localchat.types import Message, ToolCall, Usage
 
 MAX_STOP_STRINGS = 16
 
@@ -56,6 +59,8 @@ class GenerationRequest:
     messages: list[Message] | None = None  # chat
     prompt: str | None = None  # completions (raw, no template)
     thinking: str = "default"  # chat: on | off | default (the template's own default)
+    tools: ToolRequest | None = None  # chat: the functions the model may call
+    response_format: OutputConstraint | None = None  # chat: json_object / json_schema
 
 
 def parse_json(body: bytes) -> dict:
@@ -79,12 +84,18 @@ def parse_chat(data: dict) -> GenerationRequest:
     if req.messages[-1].role == "assistant":
         raise bad("the last message must come from the user (continuing an assistant message is not supported)",
                   "messages")
-    for key in ("tools", "functions"):
+    for key in ("functions", "function_call"):
         if data.get(key):
-            raise bad(f"'{key}' (tool calling) is not supported by this server", key)
-    fmt = data.get("response_format")
-    if fmt is not None and not (isinstance(fmt, dict) and fmt.get("type") in (None, "text")):
-        raise bad("only response_format {\"type\": \"text\"} is supported", "response_format")
+            raise bad(f"'{key}' is the deprecated form of function calling: send 'tools' and 'tool_choice'", key)
+    try:
+        check_conversation(req.messages)
+        req.tools = parse_tools(data.get("tools"), data.get("tool_choice"), data.get("parallel_tool_calls"))
+        req.response_format = parse_response_format(data.get("response_format"))
+    except (ToolsError, SchemaError) as exc:
+        raise bad(exc.message, exc.param, "invalid_schema" if isinstance(exc, SchemaError) else None) from None
+    if req.tools is not None and req.tools.active and req.response_format is not None:
+        raise bad("'response_format' and 'tools' cannot constrain one reply together: send one of them "
+                  "(or tool_choice \"none\")", "response_format")
     if data.get("logprobs") or data.get("top_logprobs"):
         raise bad("logprobs are not supported by this server", "logprobs")
     _max_tokens(req, data, "max_completion_tokens")
@@ -210,7 +221,7 @@ def _integer(value: Any, name: str) -> int:
     return value
 
 
-_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
 
 
 def _message(raw: Any, index: int) -> Message:
@@ -219,7 +230,7 @@ def _message(raw: Any, index: int) -> Message:
         raise bad(f"{where} must be an object with 'role' and 'content'", where)
     role = _ROLES.get(raw.get("role"))
     if role is None:
-        raise bad(f"{where}.role must be system, user or assistant (got {raw.get('role')!r})", f"{where}.role")
+        raise bad(f"{where}.role must be system, user, assistant or tool (got {raw.get('role')!r})", f"{where}.role")
     content = raw.get("content")
     if isinstance(content, list):  # content parts: only text ones
         texts = []
@@ -232,10 +243,37 @@ def _message(raw: Any, index: int) -> Message:
         content = ""
     if not isinstance(content, str):
         raise bad(f"{where}.content must be text", f"{where}.content")
+    calls = _tool_calls(raw.get("tool_calls"), where) if role == "assistant" else ()
+    call_id = raw.get("tool_call_id")
+    if role == "tool" and call_id is not None and not isinstance(call_id, str):
+        raise bad(f"{where}.tool_call_id must be the id of the call it answers", f"{where}.tool_call_id")
     # A thought sent back (vLLM and llama-server write reasoning_content, OpenRouter reasoning): kept apart;
     # the model's template decides whether it goes into the prompt (Qwen3's drops it).
     reasoning = raw.get("reasoning_content", raw.get("reasoning")) if role == "assistant" else None
-    return Message(role, content, reasoning=reasoning if isinstance(reasoning, str) else "")
+    return Message(role, content, calls, call_id if role == "tool" else None,
+                   reasoning=reasoning if isinstance(reasoning, str) else "")
+
+
+def _tool_calls(raw: Any, where: str) -> tuple[ToolCall, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise bad(f"{where}.tool_calls must be a list", f"{where}.tool_calls")
+    calls = []
+    for i, call in enumerate(raw):
+        at = f"{where}.tool_calls[{i}]"
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str) or not function["name"]:
+            raise bad(f"{at} must be {{\"id\", \"type\": \"function\", \"function\": {{\"name\", \"arguments\"}}}}", at)
+        arguments = function.get("arguments", "{}")
+        if isinstance(arguments, dict):  # Ollama's clients send an object
+            arguments = json.dumps(arguments, ensure_ascii=False)
+        if not isinstance(arguments, str):
+            raise bad(f"{at}.function.arguments must be a JSON text", f"{at}.function.arguments")
+        call_id = call.get("id")
+        calls.append(ToolCall(call_id if isinstance(call_id, str) and call_id else f"call_{i}", function["name"],
+                              arguments))
+    return tuple(calls)
 
 
 # --- the tutorial-style POST / --------------------------------------------------------------------
@@ -314,7 +352,19 @@ def usage_dict(usage: Usage) -> dict:
 
 
 def finish_reason(reason: str) -> str:
-    return "length" if reason == "length" else "stop"
+    return reason if reason in ("length", "tool_calls") else "stop"
+
+
+def tool_call_delta(delta: ToolCallDelta) -> dict:
+    """One streamed piece of a call, as OpenAI sends it: id, type and name only in its first piece."""
+    out: dict[str, Any] = {"index": delta.index}
+    function: dict[str, Any] = {"arguments": delta.arguments}
+    if delta.id is not None:
+        out.update(id=delta.id, type="function")
+    if delta.name is not None:
+        function["name"] = delta.name
+    out["function"] = function
+    return out
 
 
 class ResponseBuilder:
@@ -329,12 +379,15 @@ class ResponseBuilder:
     def _base(self, obj: str) -> dict:
         return {"id": self.id, "object": obj, "created": self.created, "model": self.model, "system_fingerprint": None}
 
-    def complete(self, text: str, reason: str, usage: Usage, reasoning: str = "") -> dict:
+    def complete(self, text: str, reason: str, usage: Usage, reasoning: str = "",
+                 tool_calls: tuple[ToolCall, ...] = ()) -> dict:
         out = self._base("chat.completion" if self.chat else "text_completion")
         if self.chat:
-            message = {"role": "assistant", "content": text}
+            message: dict[str, Any] = {"role": "assistant", "content": text or (None if tool_calls else "")}
             if reasoning:
                 message["reasoning_content"] = reasoning  # as llama-server and vLLM return a thought
+            if tool_calls:
+                message["tool_calls"] = [c.to_dict() for c in tool_calls]
             choice = {"index": 0, "message": message, "logprobs": None}
         else:
             choice = {"index": 0, "text": text, "logprobs": None}
@@ -344,7 +397,8 @@ class ResponseBuilder:
         return out
 
     def chunk(self, text: str | None = None, *, first: bool = False, reason: str | None = None,
-              usage: Usage | None = None, usage_only: bool = False, reasoning: str | None = None) -> bytes:
+              usage: Usage | None = None, usage_only: bool = False, reasoning: str | None = None,
+              tool_call: ToolCallDelta | None = None) -> bytes:
         out = self._base("chat.completion.chunk" if self.chat else "text_completion")
         if usage_only:
             out["choices"] = []
@@ -356,6 +410,8 @@ class ResponseBuilder:
                 delta["content"] = text
             if reasoning is not None:
                 delta["reasoning_content"] = reasoning
+            if tool_call is not None:
+                delta["tool_calls"] = [tool_call_delta(tool_call)]
             out["choices"] = [{"index": 0, "delta": delta, "logprobs": None,
                                "finish_reason": finish_reason(reason) if reason else None}]
         else:

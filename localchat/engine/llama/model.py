@@ -377,10 +377,18 @@ class NativeModel:
         stops = tuple(s for s in sampling.stop if s)
         max_tokens = sampling.max_tokens if sampling.max_tokens > 0 else self.n_ctx
         chain = self._sampler(sampling)
+        grammar = None
         try:
+            if sampling.grammar is not None:  # tools / JSON: this request's picks follow the grammar
+                from localchat.engine.llama.grammar import GrammarSampler
+                from localchat.structured import OutputConstraint
+
+                grammar = GrammarSampler(lib, self.vocab, self.n_vocab, OutputConstraint.from_dict(sampling.grammar))
             # Locals: this loop runs once per token and must cost next to nothing beside llama_decode.
             decode, sample, ctx, batch, one = lib.llama_decode, lib.llama_sampler_sample, self.ctx, self._one_batch, self._one
-            if self._plain_greedy(sampling):
+            if grammar is not None:
+                sample = grammar.sample
+            elif self._plain_greedy(sampling):
                 sample = self._argmax_sampler()
             pieces, piece_of, cached, n_ctx = self._pieces, self._piece, self.cached, self.n_ctx
             decoder = codecs.getincrementaldecoder("utf-8")("replace")
@@ -453,6 +461,8 @@ class NativeModel:
             usage["threads"] = self._threads_now
             usage["finish_reason"] = finish
         finally:
+            if grammar is not None:
+                grammar.free()
             lib.llama_sampler_free(chain)
 
     def _set_threads(self, n: int) -> None:

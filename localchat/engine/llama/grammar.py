@@ -1,0 +1,132 @@
+"""Grammars in the worker: an OutputConstraint becomes GBNF through llama.cpp's own JSON-schema converter
+(the Python port that llama-cpp-python ships), is compiled into a native grammar sampler, and constrains
+the picks of one request's sampler chain.
+
+Only the worker imports this module (it loads llama_cpp). Sampling checks the chain's pick against the
+grammar first and applies the grammar to the whole vocabulary only when the pick is refused, as
+llama.cpp's common_sampler does: most picks pass, so a constrained reply decodes near full speed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import re
+from typing import Any
+
+from llama_cpp.llama_grammar import SchemaConverter
+
+from localchat.structured import OutputConstraint, SchemaError
+from localchat.tools import CLOSE, OPEN, ToolSpec
+
+_XML_TEXT = r'( [^<] | "<" [^/] )*'  # a raw parameter value: anything up to the closing tag
+_RULE_CHARS = re.compile(r"[^A-Za-z0-9-]+")
+
+
+def to_gbnf(constraint: OutputConstraint) -> str:
+    """The grammar text (root rule `root`); raises SchemaError when the converter refuses the schema."""
+    converter = SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+    try:
+        if constraint.kind == "json":
+            converter.visit({"type": "object"}, "")
+        elif constraint.kind == "schema":
+            converter.visit(converter.resolve_refs(dict(constraint.schema or {}), "schema"), "")
+        else:
+            calls = [_tool_rule(converter, tool, i, constraint.form) for i, tool in enumerate(constraint.tools)]
+            call = converter._add_rule("call", " | ".join(calls))
+            converter._rules["root"] = f'{call} ( "\\n" {call} )*' if constraint.parallel else call
+    except (AssertionError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise SchemaError(f"the JSON schema cannot be turned into a grammar: {exc or type(exc).__name__}") from None
+    return converter.format_grammar()
+
+
+def _tool_rule(converter: SchemaConverter, tool: ToolSpec, i: int, form: str) -> str:
+    name = f"t{i}-" + _RULE_CHARS.sub("-", tool.name)
+    parameters = converter.resolve_refs(dict(tool.parameters), f"tool{i}")
+    lit = converter._format_literal
+    if form == "json":
+        arguments = converter.visit(parameters, f"{name}-args")
+        head = f'{OPEN}\n{{"name": "{tool.name}", "arguments": '
+        return converter._add_rule(name, f'{lit(head)} {arguments} {lit("}" + chr(10) + CLOSE)}')
+    required = set(parameters.get("required") or ())
+    parts = []
+    for prop, schema in (parameters.get("properties") or {}).items():
+        value = _xml_value(converter, schema if isinstance(schema, dict) else {}, f"{name}-{_RULE_CHARS.sub('-', prop)}")
+        param = f'{lit(f"<parameter={prop}>" + chr(10))} {value} {lit(chr(10) + "</parameter>" + chr(10))}'
+        parts.append(f"( {param} )" if prop in required else f"( {param} )?")
+    body = " ".join(parts)
+    return converter._add_rule(
+        name, f'{lit(f"{OPEN}{chr(10)}<function={tool.name}>{chr(10)}")} {body} {lit("</function>" + chr(10) + CLOSE)}')
+
+
+def _xml_value(converter: SchemaConverter, schema: dict, name: str) -> str:
+    """XML parameters carry strings raw and everything else as JSON (what the Qwen3 templates render)."""
+    if schema.get("type") == "string":
+        if "enum" in schema:
+            return converter._add_rule(name, " | ".join(converter._format_literal(str(v)) for v in schema["enum"]))
+        return converter._add_rule(name, _XML_TEXT)
+    return converter.visit(schema, name)
+
+
+class GrammarSampler:
+    """A compiled grammar for one request, and the sampling that respects it.
+
+    `sample(chain, ctx, i)` has the signature of llama_sampler_sample, so the decode loop takes it in
+    place of that function; it also feeds the chosen token to the grammar.
+    """
+
+    def __init__(self, lib: Any, vocab: Any, n_vocab: int, constraint: OutputConstraint) -> None:
+        import numpy as np  # llama-cpp-python depends on it
+
+        self.lib = lib
+        self.n_vocab = n_vocab
+        text = to_gbnf(constraint).encode("utf-8")
+        if constraint.kind == "tools" and constraint.lazy:
+            triggers = (ctypes.c_char_p * 1)(OPEN.encode("utf-8"))
+            self.grammar = lib.llama_sampler_init_grammar_lazy_patterns(vocab, text, b"root", triggers, 1, None, 0)
+        else:
+            self.grammar = lib.llama_sampler_init_grammar(vocab, text, b"root")
+        if not self.grammar:
+            raise SchemaError("the grammar built from the JSON schema did not compile in llama.cpp; simplify the "
+                              "schema (patterns and deeply nested unions are the usual cause)")
+        self._np = np
+        self._data = (lib.llama_token_data * n_vocab)()
+        self._view = np.frombuffer(self._data, dtype=np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")]))
+        self._view["id"] = np.arange(n_vocab, dtype=np.int32)
+        self._one = (lib.llama_token_data * 1)()
+        self._array = lib.llama_token_data_array(self._data, n_vocab, -1, False)
+        self._single = lib.llama_token_data_array(self._one, 1, -1, False)
+        self.resampled = 0  # picks the grammar refused (for the benchmark's cost per token)
+
+    def sample(self, chain: Any, ctx: Any, i: int) -> int:
+        lib = self.lib
+        logits = self._np.ctypeslib.as_array(lib.llama_get_logits_ith(ctx, i), shape=(self.n_vocab,))
+        token = self._pick(chain, logits, with_grammar=False)
+        if not self._allows(token):
+            self.resampled += 1
+            token = self._pick(chain, logits, with_grammar=True)
+        lib.llama_sampler_accept(self.grammar, token)
+        lib.llama_sampler_accept(chain, token)
+        return token
+
+    def _pick(self, chain: Any, logits: Any, with_grammar: bool) -> int:
+        view, array, ref = self._view, self._array, ctypes.byref(self._array)
+        view["logit"] = logits
+        view["p"] = 0.0
+        view["id"] = self._np.arange(self.n_vocab, dtype=self._np.int32)  # samplers sort the array in place
+        array.data, array.size, array.selected, array.sorted = self._data, self.n_vocab, -1, False
+        if with_grammar:
+            self.lib.llama_sampler_apply(self.grammar, ref)
+        self.lib.llama_sampler_apply(chain, ref)
+        return int(array.data[array.selected].id)
+
+    def _allows(self, token: int) -> bool:
+        one, single = self._one, self._single
+        one[0].id, one[0].logit, one[0].p = token, 1.0, 0.0
+        single.data, single.size, single.selected, single.sorted = self._one, 1, -1, False
+        self.lib.llama_sampler_apply(self.grammar, ctypes.byref(single))
+        return bool(one[0].logit > float("-inf"))
+
+    def free(self) -> None:
+        if self.grammar:
+            self.lib.llama_sampler_free(self.grammar)
+            self.grammar = None

@@ -1,0 +1,112 @@
+"""A reply with tools or a response format, for any engine: the prompt rendered with the tools, the
+sampling carrying the grammar, and the engine's generation wrapped so that it yields ToolCallDelta events
+and ends with finish_reason "tool_calls". The server, the CLI and the chat session all use this, so a
+remote engine or the TUI gets the same behaviour as the local one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from types import TracebackType
+from typing import Any
+
+from localchat.engine.api import Event, FinishReason, Generation, TextDelta
+from localchat.structured import OutputConstraint, tools_constraint
+from localchat.tools import ToolCallParser, ToolFormat, ToolRequest, chatml_messages, jinja_messages, template_format
+from localchat.types import Message, SamplingParams, ToolCall, Usage
+
+
+# Until the server's reply path wraps generations in ToolCallingGeneration, tool requests are refused
+# rather than answered without calls. (response_format and --json are served: the worker runs the grammar.)
+GRAMMAR_NOT_SERVED = ("tool calls (tools, Ollama's tools and format) need the tool-call parser in the reply "
+                      "path, which this build does not run yet")
+
+
+def tool_form(template: Any) -> ToolFormat:
+    """How the model writes a call: its own template's form, else Qwen2.5's JSON (what we render)."""
+    return template_format(getattr(template, "source", None)) or "json"
+
+
+def render(template: Any, messages: Sequence[Message], tools: ToolRequest | None) -> Any:
+    """The prompt. A GGUF template that knows tools renders them itself (Qwen3's XML form, Hermes, ...);
+    a native ChatML renderer, or a GGUF template without a tool section, gets Qwen2.5's form."""
+    has_tools = any(m.tool_calls or m.role == "tool" for m in messages)
+    if tools is None and not has_tools:
+        return template.render(list(messages), add_generation_prompt=True)
+    source = getattr(template, "source", None)
+    if template_format(source) is not None and hasattr(template, "render_dicts"):
+        listed = [t.to_dict() for t in tools.offered()] if tools is not None and tools.active else None
+        return template.render_dicts(jinja_messages(messages), tools=listed, add_generation_prompt=True)
+    offered = tools if tools is not None and tools.active else None
+    default_system = getattr(template, "default_system", None)
+    return template.render(chatml_messages(messages, offered, default_system), add_generation_prompt=True)
+
+
+def constrain(sampling: SamplingParams, tools: ToolRequest | None, response_format: OutputConstraint | None,
+              form: ToolFormat) -> SamplingParams:
+    """The sampling with the grammar this reply needs (tools take precedence; none: unchanged)."""
+    constraint = tools_constraint(tools, form) or response_format
+    return replace(sampling, grammar=constraint.to_dict()) if constraint is not None else sampling
+
+
+class ToolCallingGeneration:
+    """An engine's generation seen through the tool-call parser: text outside calls as TextDelta, calls
+    as ToolCallDelta; `tool_calls` and `finish_reason` "tool_calls" once it ended with calls. With
+    parallel calls off the engine is stopped after the first call."""
+
+    def __init__(self, inner: Generation, tools: ToolRequest, form: ToolFormat) -> None:
+        self.inner = inner
+        self.parser = ToolCallParser(tools, form)
+        self._text: list[str] = []
+        self._stopped = False
+
+    @property
+    def id(self) -> str:
+        return self.inner.id
+
+    @property
+    def text(self) -> str:
+        return "".join(self._text)
+
+    @property
+    def usage(self) -> Usage | None:
+        return self.inner.usage
+
+    @property
+    def finish_reason(self) -> FinishReason | None:
+        reason = self.inner.finish_reason
+        if self.parser.calls and (reason == "stop" or self._stopped):
+            return "tool_calls"
+        return reason
+
+    @property
+    def tool_calls(self) -> tuple[ToolCall, ...]:
+        return tuple(self.parser.calls)
+
+    def __iter__(self) -> Iterator[Event]:
+        for event in self.inner:
+            if not isinstance(event, TextDelta):
+                yield event  # reasoning passes through untouched
+                continue
+            yield from self._out(self.parser.feed(event.text))
+            if self.parser.finished and not self._stopped:
+                self._stopped = True
+                self.inner.cancel()
+        yield from self._out(self.parser.finish())
+
+    def _out(self, events: list[Event]) -> Iterator[Event]:
+        for event in events:
+            if isinstance(event, TextDelta):
+                self._text.append(event.text)
+            yield event
+
+    def cancel(self) -> None:
+        self.inner.cancel()
+
+    def __enter__(self) -> ToolCallingGeneration:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.cancel()
