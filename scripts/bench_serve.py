@@ -10,6 +10,9 @@
    N slots and the same context per slot, threads, flash attention and GPU layers: total tokens/s,
    p50/p95 time to first token and the median per-stream rate, and localchat's total over llama-server's.
 
+`--reliability`: instead of the above, scripts/serve_reliability.py against `localchat serve --parallel N` on a tiny
+random-weight model (400 requests from 32 clients by default; --requests, --clients).
+
 Both servers are read by the same stdlib SSE client on 127.0.0.1: TTFT is request to first content chunk,
 a stream's rate is (tokens - 1) / (last chunk - first chunk), tokens from the final `usage`.
 """
@@ -252,8 +255,12 @@ def main() -> int:
     ap.add_argument("--flash-attn", choices=["on", "off"], default="off", help="both servers (off: auto's CPU pick)")
     ap.add_argument("--gpu-layers", type=int, default=0, help="both servers; 99 = all")
     ap.add_argument("--llama-server", type=Path, help="a llama-server binary (default: build one into the cache)")
+    ap.add_argument("--reliability", action="store_true", help="the crowd test instead of the speed comparison")
+    ap.add_argument("--clients", type=int, default=32, help="--reliability: clients at once")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    if args.reliability:
+        return reliability(args)
     levels = [int(x) for x in args.levels.split(",")]
     model = args.model or default_model()
     if not model.is_file():
@@ -291,6 +298,43 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
+
+
+def reliability(args) -> int:
+    import psutil
+    from gen_shaped_gguf import generate
+    from serve_reliability import run
+
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as name:
+        tmp = Path(name)
+        model = args.model or generate("qwen2-tiny", tmp / "tiny.gguf", "f32")
+        home = tmp / "home"
+        register(home, model, args)
+        proc, port = start_localchat(home, args, tmp)
+        server = psutil.Process(proc.pid)
+
+        def worker_rss() -> int:
+            return sum(p.memory_info().rss for p in server.children(recursive=True))
+
+        try:
+            r = run(port, MODEL_ID, worker_rss, n=args.requests or 400, clients=args.clients, ctx_slot=args.ctx_slot)
+        finally:
+            stop(proc)
+    print(f"{r['requests']} requests from {r['clients']} clients, {args.parallel} slots, {r['wall_s']:.1f} s: "
+          f"{r['completed']} completed, {r['hung_up']} hung up mid-reply")
+    print(f"  completed replies equal to the same request answered alone: {r['same_as_alone']}, "
+          f"different: {r['differ_from_alone']}")
+    for d in r["diffs"]:
+        print(f"    request {d['request']} ({'greedy' if d['greedy'] else 'sampled'}): the first {d['same_chars']} "
+              f"characters agree, then it differs ({d['chars']} characters; alone {d['alone_chars']})")
+    print(f"  server counters over the run: {r['counters']}")
+    print(f"  prompt longer than a slot: HTTP {r['overflow'].get('status')}: "
+          f"{(r['overflow'].get('error') or {}).get('error', {}).get('message')}")
+    print(f"  worker memory: {r['rss_before_mb']:.0f} MB before, {r['rss_after_mb']:.0f} MB after")
+    print("  problems: " + ("; ".join(r["problems"]) if r["problems"] else "none"))
+    if args.json:
+        args.json.write_text(json.dumps(r, indent=2) + "\n")
+    return 1 if r["problems"] else 0
 
 
 def print_table(results: dict, args) -> None:

@@ -163,7 +163,7 @@ def test_a_long_prompt_is_evaluated_in_chunks_while_a_stream_keeps_flowing():
 def test_a_shared_system_prompt_is_evaluated_once_and_copied():
     system = "You are a helpful assistant who answers briefly. " * 3
     prompts = [system + f"question {i}?" for i in range(4)]
-    sched, model, sink = scheduler(slots=4, n_batch=16)
+    sched, _, sink = scheduler(slots=4, n_batch=16)
     for i, p in enumerate(prompts):
         sched.submit(BatchRequest(f"r{i}", p, GREEDY))
     drain(sched)
