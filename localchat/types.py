@@ -86,6 +86,9 @@ class LoadOptions:
     n_threads: int | None = None  # None: physical cores
     n_batch: int = 512
     kv_type: Literal["f16", "q8_0", "q4_0"] = "f16"
+    # replies decoded together (continuous batching; `localchat serve`); n_ctx is each one's context.
+    # "auto": chosen by the worker from the device and memory. 1: the single-stream path (TUI, `run`).
+    parallel: int | Literal["auto"] = 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -101,6 +104,9 @@ class LoadOptions:
             (self.n_threads is None or (isinstance(self.n_threads, int) and self.n_threads >= 1), "n_threads must be 1 or more"),
             (isinstance(self.n_batch, int) and self.n_batch >= 1, "n_batch must be 1 or more"),
             (self.kv_type in ("f16", "q8_0", "q4_0"), "kv_type must be f16, q8_0 or q4_0"),
+            (self.parallel == "auto" or (isinstance(self.parallel, int) and not isinstance(self.parallel, bool)
+                                         and 1 <= self.parallel <= MAX_PARALLEL),
+             f"parallel must be 'auto' or a number of replies from 1 to {MAX_PARALLEL}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -130,6 +136,7 @@ class ModelInfo:
     eos_token: str | None = None
     n_threads: int = 0
     kv_type: str = "f16"
+    parallel: int = 1  # replies the worker decodes at once
     load_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)  # why auto settings resolved as they did
 

@@ -405,3 +405,17 @@ class BatchScheduler:
     def _empty_usage(request: BatchRequest, reason: str) -> dict:
         return {"prompt_tokens": len(request.tokens), "prompt_eval_tokens": 0, "completion_tokens": 0, "ttft": 0.0,
                 "prompt_seconds": 0.0, "decode_seconds": 0.0, "finish_reason": reason}
+
+
+def auto_parallel(on_gpu: bool, free_bytes: int, kv_bytes_per_token: int, n_ctx: int) -> tuple[int, str]:
+    """Slots for `parallel: auto`: 8 on a GPU (decode there is bound by reading the weights, so more streams
+    cost little each), 4 on the CPU (llama-server's own auto), fewer where their KV caches would take more
+    than half the free memory. Returns the count and the note that says why."""
+    want = 8 if on_gpu else 4
+    per_slot = max(1, kv_bytes_per_token * n_ctx)
+    fits = max(1, (free_bytes // 2) // per_slot) if free_bytes > 0 else want
+    n = min(want, fits)
+    where = "GPU" if on_gpu else "CPU"
+    why = f"{want} on the {where}" if n == want else \
+        f"{want} on the {where}, {n} fit in half the free memory at {n_ctx} tokens of context each"
+    return n, f"parallel auto: {n} replies at once ({why})"

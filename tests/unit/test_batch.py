@@ -279,3 +279,13 @@ def test_text_assembler_holds_back_a_possible_stop_and_joins_split_characters():
     assert out == "ok " and t.stopped and t.finish(model_ended=False) == ""
     t = TextAssembler(())
     assert t.feed(emoji[:3]) == "" and t.finish(model_ended=True) == "\ufffd"
+
+
+def test_auto_parallel_from_device_and_memory():
+    from localchat.engine.batch import auto_parallel
+
+    assert auto_parallel(True, 80 << 30, 57_344, 4096)[0] == 8
+    assert auto_parallel(False, 16 << 30, 12_288, 4096)[0] == 4
+    n, note = auto_parallel(True, 1 << 30, 57_344, 4096)  # 224 MiB a slot, 512 MiB to spend
+    assert n == 2 and "fit in half the free memory" in note
+    assert auto_parallel(False, 1 << 20, 12_288, 4096)[0] == 1
