@@ -388,6 +388,12 @@ class BatchScheduler:
         self.counters["failed"] += 1
         self.sink.error(request.id, error)
 
+    def fail_all(self, error: EngineError) -> None:
+        """Every running reply ends with `error` and its sequence is dropped (after an unexpected failure)."""
+        for slot in self.slots:
+            if slot.request is not None:
+                self._fail(slot, error)
+
     def _release(self, slot: Slot) -> None:
         if slot.sampler is not None:
             slot.sampler.close()
@@ -419,3 +425,77 @@ def auto_parallel(on_gpu: bool, free_bytes: int, kv_bytes_per_token: int, n_ctx:
     why = f"{want} on the {where}" if n == want else \
         f"{want} on the {where}, {n} fit in half the free memory at {n_ctx} tokens of context each"
     return n, f"parallel auto: {n} replies at once ({why})"
+
+
+class CoalescingSink:
+    """Deltas gathered per reply and passed on at most every `flush_seconds` (a reply's first text at once,
+    for its time to first token); a reply's text always goes out before its `done`. Used by the decode
+    thread only."""
+
+    def __init__(self, out: EventSink, flush_seconds: float) -> None:
+        self.out, self.flush_seconds = out, flush_seconds
+        self._pending: dict[str, list[str]] = {}
+        self._started: set[str] = set()
+        self._next = time.perf_counter() + flush_seconds
+
+    def delta(self, request_id: str, text: str) -> None:
+        if request_id not in self._started:
+            self._started.add(request_id)
+            self.out.delta(request_id, text)
+        else:
+            self._pending.setdefault(request_id, []).append(text)
+
+    def done(self, request_id: str, usage: dict) -> None:
+        self._flush(request_id)
+        self._started.discard(request_id)
+        self.out.done(request_id, usage)
+
+    def error(self, request_id: str, error: EngineError) -> None:
+        self._flush(request_id)
+        self._started.discard(request_id)
+        self.out.error(request_id, error)
+
+    def tick(self) -> None:
+        now = time.perf_counter()
+        if now >= self._next and self._pending:
+            for request_id in list(self._pending):
+                self._flush(request_id)
+            self._next = now + self.flush_seconds
+
+    def _flush(self, request_id: str) -> None:
+        parts = self._pending.pop(request_id, None)
+        if parts:
+            self.out.delta(request_id, "".join(parts))
+
+
+class BatchLoop:
+    """The decode thread: steps the scheduler while there is work, sleeps while there is none."""
+
+    def __init__(self, scheduler: BatchScheduler, sink: CoalescingSink) -> None:
+        self.scheduler, self.sink = scheduler, sink
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="batch-decode", daemon=True)
+
+    def start(self) -> BatchLoop:
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._closed.set()
+        self.scheduler.cancel("")  # wakes the thread
+        self._thread.join()
+
+    def _run(self) -> None:
+        scheduler = self.scheduler
+        while not self._closed.is_set():
+            try:
+                worked = scheduler.step()
+            except Exception as e:  # noqa: BLE001 - a bug fails the replies in flight, not the worker
+                import traceback
+
+                traceback.print_exc()
+                scheduler.fail_all(EngineError(f"internal error: {type(e).__name__}: {e}"))
+                worked = True
+            self.sink.tick()
+            if not worked:
+                scheduler.wait(0.5)

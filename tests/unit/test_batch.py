@@ -289,3 +289,40 @@ def test_auto_parallel_from_device_and_memory():
     n, note = auto_parallel(True, 1 << 30, 57_344, 4096)  # 224 MiB a slot, 512 MiB to spend
     assert n == 2 and "fit in half the free memory" in note
     assert auto_parallel(False, 1 << 20, 12_288, 4096)[0] == 1
+
+
+def test_the_decode_thread_serves_requests_from_other_threads_and_coalesces_deltas():
+    import threading
+
+    from localchat.engine.batch import BatchLoop, CoalescingSink
+
+    class Recorder(Sink):
+        def __init__(self) -> None:
+            super().__init__()
+            self.frames: dict[str, int] = {}
+            self.finished = threading.Event()
+
+        def delta(self, request_id: str, text: str) -> None:
+            super().delta(request_id, text)
+            self.frames[request_id] = self.frames.get(request_id, 0) + 1
+
+        def done(self, request_id: str, usage: dict) -> None:
+            super().done(request_id, usage)
+            if len(self.usage) == 6:
+                self.finished.set()
+
+    out = Recorder()
+    sched = BatchScheduler(FakeModel(), CoalescingSink(out, flush_seconds=60), n_slots=3, n_ctx_slot=256, n_batch=32)
+    loop = BatchLoop(sched, sched.sink).start()  # type: ignore[arg-type]
+    try:
+        submitters = [threading.Thread(target=sched.submit, args=(BatchRequest(f"r{i}", PROMPTS[i], GREEDY),))
+                      for i in range(6)]
+        for t in submitters:
+            t.start()
+        assert out.finished.wait(30)
+    finally:
+        loop.close()
+    for i in range(6):
+        assert out.text.get(f"r{i}", "") == alone(PROMPTS[i], GREEDY)[0]
+        # the first text at once, the rest held for the flush interval and sent before done
+        assert out.frames.get(f"r{i}", 0) <= 2
