@@ -74,6 +74,7 @@ class SamplingParams:
 
 
 GpuLayers = int | Literal["auto"]
+MAX_PARALLEL = 64  # replies one worker decodes at once, at most
 
 
 @dataclass(frozen=True)
