@@ -59,9 +59,9 @@ class LlamaSequences:
         self._batch = lib.llama_batch_init(n_batch, 0, 1)
         b = self._batch
         # flat views of the batch's arrays: slice assignment fills a step's tokens in one call each
-        self._tokens = (ctypes.c_int32 * n_batch).from_address(ctypes.addressof(b.token.contents))
-        self._pos = (ctypes.c_int32 * n_batch).from_address(ctypes.addressof(b.pos.contents))
-        self._logits = (ctypes.c_int8 * n_batch).from_address(ctypes.addressof(b.logits.contents))
+        self._tokens: Any = (ctypes.c_int32 * n_batch).from_address(ctypes.addressof(b.token.contents))
+        self._pos: Any = (ctypes.c_int32 * n_batch).from_address(ctypes.addressof(b.pos.contents))
+        self._logits: Any = (ctypes.c_int8 * n_batch).from_address(ctypes.addressof(b.logits.contents))
         n_seq_id = (ctypes.c_int32 * n_batch).from_address(ctypes.addressof(b.n_seq_id.contents))
         n_seq_id[:] = [1] * n_batch
         self._seq = [b.seq_id[i] for i in range(n_batch)]
