@@ -34,7 +34,7 @@ from localchat.types import Message, SamplingParams
 
 def create_app(services: Any, settings: ServerSettings | None = None) -> FastAPI:
     settings = settings or ServerSettings()
-    pool = ModelPool(services, settings.max_models)
+    pool = ModelPool(services, settings.max_models, settings.parallel)
     stats = ServerStats()
     api = _Api(services, settings, pool, stats)
 

@@ -14,7 +14,7 @@ import threading
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, AsyncIterator
+from typing import TYPE_CHECKING, AsyncIterator, Literal
 
 if TYPE_CHECKING:
     from localchat.engine.api import ChatTemplate, Engine
@@ -96,11 +96,12 @@ class ModelPool:
     sleep on `_changed`, an event replaced each time the pool changes.
     """
 
-    def __init__(self, services: Services, max_models: int = 1) -> None:
+    def __init__(self, services: Services, max_models: int = 1, parallel: int | Literal["auto"] = 1) -> None:
         if max_models < 1:
             raise ValueError("max_models must be at least 1")
         self.services = services
         self.max_models = max_models
+        self.parallel = parallel
         self._slots: collections.OrderedDict[str, Slot] = collections.OrderedDict()
         self._changed: asyncio.Event | None = None
         self._closing: list[threading.Thread] = []
@@ -226,7 +227,7 @@ class ModelPool:
             self._notify()
 
     def _start(self, model_id: str) -> tuple[Engine, ChatTemplate, list[str]]:
-        engine = self.services.start_engine(model_id)
+        engine = self.services.start_engine(model_id, parallel=self.parallel)
         try:
             info = engine.info
             entry = self.services.entry(model_id)
