@@ -176,7 +176,7 @@ def register(home: Path, model: Path, args) -> None:
     layers = -1 if args.gpu_layers >= 99 else args.gpu_layers
     svc.paths.config_file.write_text(
         f"load:\n  n_threads: {args.threads}\n  flash_attn: '{args.flash_attn}'\n  n_gpu_layers: {layers}\n"
-        f"  n_ctx: {args.parallel * args.ctx_slot}\n", encoding="utf-8")
+        f"  n_ctx: {args.ctx_slot}\n", encoding="utf-8")  # per slot: the worker holds parallel x n_ctx
 
 
 def start_localchat(home: Path, args, tmp: Path) -> tuple[subprocess.Popen, int]:
