@@ -126,6 +126,9 @@ def run(port: int, model: str, worker_rss, n: int = 400, clients: int = 32, ctx_
     todo = specs(n)
     ask(port, model, todo[0])  # load the model and warm every path once
     ask(port, model, Spec(-1, todo[1].messages, True, False, 8, {"temperature": 0}))
+    # a first crowd of the same mix, so the level compared against is the worker's after its allocators and
+    # llama.cpp's buffers have seen every batch shape (a leak keeps growing through the second crowd)
+    crowd(port, model, specs(n // 2, seed=1), clients)
     rss_before, before = worker_rss(), health(port)["generations"]
     t0 = time.perf_counter()
     overflow: dict = {}
