@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from localchat.catalog import ModelCatalog, ModelEntry
 from localchat.config import Config
@@ -108,8 +108,11 @@ class Services:
 
     # --- engine -------------------------------------------------------------------------------
 
-    def start_engine(self, model_id: str, n_ctx: int | None = None, n_gpu_layers: GpuLayers | None = None) -> Engine:
-        """Start a worker with `model_id` loaded, using the configured load options (the arguments override them)."""
+    def start_engine(self, model_id: str, n_ctx: int | None = None, n_gpu_layers: GpuLayers | None = None,
+                     parallel: int | Literal["auto"] = 1) -> Engine:
+        """Start a worker with `model_id` loaded, using the configured load options (the arguments override them).
+        `parallel` > 1 or "auto": replies decoded together (the server); the TUI and `run` keep 1, the
+        single-stream path."""
         from localchat.engine.client import EngineClient
 
         entry = self.entry(model_id)
@@ -118,7 +121,7 @@ class Services:
             self.remember("last_model", model_id)
             return remote
         rec = self.installed(model_id)
-        options = self.config.load_options_for(model_id, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers)
+        options = self.config.load_options_for(model_id, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, parallel=parallel)
         if entry.context and options.n_ctx > entry.context:
             options = replace(options, n_ctx=entry.context)
         client = EngineClient.start(rec.path, options, self.paths.log_dir)

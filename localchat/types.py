@@ -104,6 +104,7 @@ class SamplingParams:
 
 
 GpuLayers = int | Literal["auto"]
+MAX_PARALLEL = 64  # replies one worker decodes at once, at most
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,9 @@ class LoadOptions:
     # memory available at load, within [64 MiB, 4 GiB]; 0: none (a hybrid model then re-evaluates a
     # conversation whenever a prompt leaves the cache before its end).
     checkpoint_ram: int | None = None
+    # replies decoded together (continuous batching; `localchat serve`); n_ctx is each one's context.
+    # "auto": chosen by the worker from the device and memory. 1: the single-stream path (TUI, `run`).
+    parallel: int | Literal["auto"] = 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -138,6 +142,9 @@ class LoadOptions:
             (self.checkpoint_ram is None or (isinstance(self.checkpoint_ram, int) and not isinstance(self.checkpoint_ram, bool)
                                              and self.checkpoint_ram >= 0),
              "checkpoint_ram must be a number of bytes (0: no checkpoints), or left out for a default from free memory"),
+            (self.parallel == "auto" or (isinstance(self.parallel, int) and not isinstance(self.parallel, bool)
+                                         and 1 <= self.parallel <= MAX_PARALLEL),
+             f"parallel must be 'auto' or a number of replies from 1 to {MAX_PARALLEL}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -167,6 +174,7 @@ class ModelInfo:
     eos_token: str | None = None
     n_threads: int = 0
     kv_type: str = "f16"
+    parallel: int = 1  # replies the worker decodes at once
     load_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)  # why auto settings resolved as they did
     think_tags: list[int] | None = None  # [<think>, </think>] token ids when both are tokens of their own

@@ -3,7 +3,7 @@
     scripts/bench all [MODEL.gguf ...] [--threads 2] [--tokens 128] [--repeat 3] [--flash-attn off|on] [--skip-build]
                       [--json [OUT.json]]
 
-1. Builds llama.cpp's `llama-bench` from the vendored sources of the installed llama-cpp-python version:
+1. Builds llama.cpp's `llama-bench` (build_llama_tool: `scripts/bench serve` builds llama-server there too) from the vendored sources of the installed llama-cpp-python version:
    `pip download --no-binary :all: --no-deps llama-cpp-python==VERSION` into ~/.cache/localchat-bench
    (override: LOCALCHAT_BENCH_CACHE), CPU build with scripts/build/gcc-amx-fix.h as llama-cpp-python gets it,
    only the llama-bench target, -j2; reused when present.
@@ -31,10 +31,17 @@ import benchlib  # noqa: E402
 
 
 def build_llama_bench(cache: Path) -> Path:
+    return build_llama_tool(cache, "llama-bench")
+
+
+def build_llama_tool(cache: Path, target: str) -> Path:
+    """bin/TARGET (llama-bench, llama-server) of one CPU build of the vendored llama.cpp, shared by the benches so
+    libllama is compiled once."""
     from importlib.metadata import version
 
     v = version("llama-cpp-python")
-    binary = cache / f"build-{v}" / "bin" / "llama-bench"
+    build = cache / f"build-{v}"
+    binary = build / "bin" / target
     if binary.is_file():
         return binary
     cache.mkdir(parents=True, exist_ok=True)
@@ -48,13 +55,14 @@ def build_llama_bench(cache: Path) -> Path:
     if not src.is_dir():
         with tarfile.open(sdist) as tar:
             tar.extractall(cache, filter="data")
-    build = cache / f"build-{v}"
-    # the same AMX intrinsics fix scripts/_venv.sh compiles llama-cpp-python with (else pp crashes under GCC 12)
+    # the same AMX intrinsics fix scripts/_venv.sh compiles llama-cpp-python with (else pp crashes under GCC 12);
+    # the server without its web UI (no npm, no download) or TLS
     fix = ROOT / "scripts" / "build" / "gcc-amx-fix.h"
     subprocess.run(["cmake", "-S", str(src / "vendor" / "llama.cpp"), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
                     "-DGGML_NATIVE=ON", "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
-                    "-DLLAMA_BUILD_SERVER=OFF", f"-DCMAKE_CXX_FLAGS=-include {fix}"], check=True)
-    subprocess.run(["cmake", "--build", str(build), "--target", "llama-bench", "-j2"], check=True)
+                    "-DLLAMA_BUILD_SERVER=ON", "-DLLAMA_BUILD_UI=OFF", "-DLLAMA_USE_PREBUILT_UI=OFF",
+                    "-DLLAMA_OPENSSL=OFF", f"-DCMAKE_CXX_FLAGS=-include {fix}"], check=True)
+    subprocess.run(["cmake", "--build", str(build), "--target", target, "-j2"], check=True)
     return binary
 
 

@@ -1,21 +1,32 @@
-"""scripts/bench serve: the OpenAI-compatible server against the engine alone, on the same model and settings.
+"""scripts/bench serve: `localchat serve --parallel N` next to llama-server `-np N`, in one run, on one model.
 
-    scripts/bench serve [--model PATH] [--max-tokens N] [--rounds N] [--levels 1,4,16] [--threads N] [--json [PATH]]
+1. Builds llama-server from the vendored llama.cpp of the installed llama-cpp-python into the bench cache
+   (~/.cache/localchat-bench, or LOCALCHAT_BENCH_CACHE; the build directory `scripts/bench all` uses for
+   llama-bench, so libllama is compiled once). Default model: a random-weight Qwen2.5-0.5B shape in f16,
+   generated into the same cache (scripts/gen_shaped_gguf.py).
+2. One client alone: the engine's single-stream rate (EngineClient, no server) against one streaming client
+   of `localchat serve --parallel N`, alternating rounds; target ratio >= 0.97.
+3. 1, 4, 8, 16 streaming clients (a bounded number of requests each level) against both servers, each with
+   N slots and the same context per slot, threads, flash attention and GPU layers: total tokens/s,
+   p50/p95 time to first token and the median per-stream rate, and localchat's total over llama-server's.
 
-1. One streaming client: decode rate through `localchat serve` (HTTP + SSE, read by our stdlib remote
-   client) against the EngineClient used directly, alternating runs; target ratio >= 0.95.
-2. 1, 4 and 16 concurrent streaming clients: total throughput and p50/p95 latency (request to last token)
-   and time to first token. The server runs one generation at a time per model (first come, first served),
-   so throughput should stay flat while latency grows with the line.
+`--reliability`: instead of the above, scripts/serve_reliability.py against `localchat serve --parallel N` on a tiny
+random-weight model (400 requests from 32 clients by default; --requests, --clients).
 
-Rates are measured on the client side the same way for both paths: (tokens - 1) / (last delta - first delta).
+Both servers are read by the same stdlib SSE client on 127.0.0.1: TTFT is request to first content chunk,
+a stream's rate is (tokens - 1) / (last chunk - first chunk), tokens from the final `usage`.
 """
 
 from __future__ import annotations
 
+import argparse
+import http.client
+import json
 import os
 import re
 import signal
+import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,176 +36,327 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-import benchlib  # noqa: E402
-from localchat.types import Message, SamplingParams  # noqa: E402
+sys.path.insert(0, str(ROOT / "scripts"))
 
 PROMPT = "Write a long, detailed essay about the history of computing, from the abacus to modern GPUs."
 MODEL_ID = "bench-model"
+CACHE = Path(os.environ.get("LOCALCHAT_BENCH_CACHE", Path.home() / ".cache" / "localchat-bench"))
 
 
-def register(home: Path, model: Path, threads: int | None) -> None:
-    from tests.support.models import register_local_model
+def default_model() -> Path:
+    path = CACHE / "models" / "qwen2.5-0.5b-f16.gguf"
+    if not path.is_file():
+        from gen_shaped_gguf import generate
 
-    svc = register_local_model(home, model, MODEL_ID, template="chatml")
-    if threads:  # both paths load the model through this home's config: the same settings
-        svc.paths.config_file.write_text(f"load:\n  n_threads: {threads}\n", encoding="utf-8")
-
-
-def start_server(home: Path) -> tuple[subprocess.Popen, str, Path]:
-    log = home.parent / "serve.log"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "localchat", "--home", str(home), "serve", "--port", "0",
-                                 "--model", MODEL_ID], stdout=out, stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        found = re.search(r"on (http://127\.0\.0\.1:\d+/v1)", log.read_text(errors="replace"))
-        if found:
-            return proc, found.group(1), log
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    proc.kill()
-    raise SystemExit(f"the server did not start:\n{log.read_text(errors='replace')}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        generate("qwen2.5-0.5b", path.with_suffix(".part"), "f16")
+        path.with_suffix(".part").rename(path)
+    return path
 
 
-def timed(generate) -> dict:
-    """Run one generation, timing each delta as the client receives it."""
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def stream_chat(port: int, model: str, content: str, max_tokens: int, timeout: float = 600) -> dict:
+    """One streaming chat completion; times the first and last content chunk as they arrive."""
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": content}], "stream": True,
+                       "stream_options": {"include_usage": True}, "max_tokens": max_tokens, "temperature": 0,
+                       "seed": 1})
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     t0 = time.perf_counter()
-    generation = generate()
-    first = last = 0.0
-    for _ in generation:
-        last = time.perf_counter()
-        if not first:
-            first = last
-    tokens = generation.usage.completion_tokens
-    return {"tokens": tokens, "ttft": first - t0, "latency": last - t0,
-            "rate": (tokens - 1) / (last - first) if tokens > 1 and last > first else 0.0,
-            "evaluated": generation.usage.prompt_eval_tokens, "text": generation.text}
-
-
-def single_client(svc, remote, template, sampling: SamplingParams, rounds: int, server_pid: int) -> dict:
-    import psutil
-
-    server = psutil.Process(server_pid)
-    messages = [Message("user", PROMPT)]
-    prompt = template.render(messages, add_generation_prompt=True)
-    engine = svc.start_engine(MODEL_ID)
-    server_cpu = 0.0
     try:
-        timed(lambda: engine.generate(prompt, sampling))  # warm-up: page in the weights on both sides
-        timed(lambda: remote.generate(messages, sampling))
-        direct, served = [], []
-        for _ in range(rounds):
-            direct.append(timed(lambda: engine.generate(prompt, sampling)))
-            before = sum(server.cpu_times()[:2])
-            served.append(timed(lambda: remote.generate(messages, sampling)))
-            server_cpu += sum(server.cpu_times()[:2]) - before  # the server process only, not its worker
+        conn.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        if resp.status != 200:
+            raise RuntimeError(f"HTTP {resp.status}: {resp.read()[:300]!r}")
+        first = last = 0.0
+        chunks, usage, text = 0, None, []
+        for raw in resp:
+            line = raw.strip()
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                break
+            event = json.loads(data)
+            usage = event.get("usage") or usage
+            for choice in event.get("choices") or ():
+                piece = (choice.get("delta") or {}).get("content")
+                if piece:
+                    last = time.perf_counter()
+                    first = first or last
+                    chunks += 1
+                    text.append(piece)
     finally:
-        engine.close()
-    if direct[0]["text"] != served[0]["text"]:
-        print("warning: the two paths produced different text (different prompt or sampling?)")
-    d = benchlib.median(r["rate"] for r in direct)
-    s = benchlib.median(r["rate"] for r in served)
-    print(f"\n1 streaming client, {direct[0]['tokens']} tokens per reply, {rounds} alternating rounds (median):")
-    runs_d = ", ".join(f"{r['rate']:.1f}" for r in direct)
-    runs_s = ", ".join(f"{r['rate']:.1f}" for r in served)
-    print(f"  engine alone        {d:8.1f} tokens/s   (runs: {runs_d})")
-    print(f"  through the server  {s:8.1f} tokens/s   (runs: {runs_s})")
-    paired = benchlib.median(b["rate"] / a["rate"] for a, b in zip(direct, served))
-    print(f"  ratio server/engine {s / d:8.3f}            (target >= 0.95; median of per-round ratios {paired:.3f})")
-    td = benchlib.median(r["ttft"] for r in direct) * 1000
-    ts = benchlib.median(r["ttft"] for r in served) * 1000
-    print(f"  time to first token {td:8.1f} ms alone, {ts:.1f} ms through the server (prompt tokens evaluated: "
-          f"{direct[-1]['evaluated']} alone, {served[-1]['evaluated']} through the server; the rest reused)")
-    tokens = sum(r["tokens"] for r in served)
-    wall = sum(r["latency"] for r in served)
-    print(f"  server process CPU  {server_cpu / tokens * 1e6:8.1f} us per token "
-          f"({100 * server_cpu / wall:.1f}% of one core while streaming; the worker's llama.cpp time excluded)")
-    return {"tokens": direct[0]["tokens"], "engine_tok_s": d, "server_tok_s": s, "ratio": s / d, "paired_ratio": paired,
-            "engine_ttft_ms": td, "server_ttft_ms": ts, "server_cpu_us_per_token": server_cpu / tokens * 1e6}
+        conn.close()
+    tokens = usage["completion_tokens"] if usage else chunks
+    return {"tokens": tokens, "ttft": first - t0 if first else 0.0, "latency": last - t0,
+            "rate": (tokens - 1) / (last - first) if tokens > 1 and last > first else 0.0, "text": "".join(text)}
 
 
-def concurrent(remote, sampling: SamplingParams, clients: int, requests: int) -> dict:
+def load(port: int, model: str, clients: int, requests: int, max_tokens: int) -> dict:
+    """`requests` streaming requests from `clients` threads at once (each takes the next request when done)."""
     results: list[dict] = []
+    errors: list[str] = []
     lock = threading.Lock()
     counter = iter(range(requests))
 
-    def worker() -> None:
+    def client() -> None:
         while True:
             with lock:
                 i = next(counter, None)
             if i is None:
                 return
-            r = timed(lambda: remote.generate([Message("user", f"{PROMPT} (request {i})")], sampling))  # noqa: B023 - runs now
+            try:
+                r = stream_chat(port, model, f"{PROMPT} (request {i})", max_tokens)
+            except Exception as e:  # noqa: BLE001  a failed request is reported, not fatal to the run
+                with lock:
+                    errors.append(str(e))
+                continue
             with lock:
                 results.append(r)
 
     t0 = time.perf_counter()
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    threads = [threading.Thread(target=client) for _ in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
-    latency = [r["latency"] for r in results]
     ttft = [r["ttft"] for r in results]
-    return {"clients": clients, "requests": len(results), "tokens": sum(r["tokens"] for r in results), "wall": wall,
-            "p50": benchlib.percentile(latency, 50), "p95": benchlib.percentile(latency, 95),
-            "ttft50": benchlib.percentile(ttft, 50), "ttft95": benchlib.percentile(ttft, 95)}
+    return {"clients": clients, "requests": len(results), "errors": errors, "tokens": sum(r["tokens"] for r in results),
+            "wall": wall, "tok_s": sum(r["tokens"] for r in results) / wall, "ttft50": percentile(ttft, 50),
+            "ttft95": percentile(ttft, 95), "stream_tok_s": statistics.median(r["rate"] for r in results) if results else 0}
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = benchlib.parser("scripts/bench serve", __doc__, raw=True)
-    benchlib.add_model(ap, "GGUF file")
-    ap.add_argument("--max-tokens", type=int, default=256, help="tokens per reply in the single-client runs")
-    ap.add_argument("--rounds", type=int, default=5, help="alternating single-client rounds")
-    ap.add_argument("--load-tokens", type=int, default=64, help="tokens per reply under concurrency")
-    ap.add_argument("--levels", default="1,4,16", help="concurrent clients to try")
-    ap.add_argument("--threads", type=int, help="llama.cpp threads for both paths (default: the engine's own "
-                    "choice, one per physical core; on a busy machine 1 avoids OpenMP spinning against other work)")
-    args = benchlib.parse_args(ap, argv)
-    args.model = benchlib.find_models(args.model)[0]
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
-    from localchat.engine.remote import RemoteEngineClient
-    from localchat.services import Services
 
-    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
-        home = Path(tmp) / "home"
-        register(home, args.model, args.threads)
-        svc = Services.open(home)
-        entry = svc.entry(MODEL_ID)
-        proc, url, log = start_server(home)
+def wait_http(port: int, path: str, proc: subprocess.Popen, log: Path, seconds: float = 300) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
         try:
-            remote = RemoteEngineClient.start(url, MODEL_ID)
-            probe = svc.start_engine(MODEL_ID)
-            info = probe.info
-            template, _ = svc.chat_template(entry, info.chat_template, getattr(info, "bos_token", None),
-                                            getattr(info, "eos_token", None))
-            probe.close()
-            print(f"model {args.model.name}: n_ctx {info.n_ctx}, {info.n_threads or '?'} threads, "
-                  f"GPU layers {info.n_gpu_layers}, {os.cpu_count()} CPUs")
-            sampling = SamplingParams(temperature=0.0, max_tokens=args.max_tokens, seed=1)
-            figures = {"model": str(args.model), "single": single_client(svc, remote, template, sampling, args.rounds,
-                                                                         proc.pid), "concurrent": []}
-            load = SamplingParams(temperature=0.0, max_tokens=args.load_tokens, seed=1)
-            print(f"\nconcurrent streaming clients, {args.load_tokens} tokens per reply, one generation at a time:")
-            print(f"  {'clients':>7} {'requests':>8} {'tokens/s':>9} {'p50 latency':>12} {'p95 latency':>12} "
-                  f"{'p50 TTFT':>9} {'p95 TTFT':>9}")
-            for clients in [int(x) for x in args.levels.split(",")]:
-                r = concurrent(remote, load, clients, max(8, 2 * clients))
-                figures["concurrent"].append(r)
-                print(f"  {r['clients']:>7} {r['requests']:>8} {r['tokens'] / r['wall']:>9.1f} {r['p50']:>11.2f}s "
-                      f"{r['p95']:>11.2f}s {r['ttft50']:>8.2f}s {r['ttft95']:>8.2f}s")
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", path)
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise SystemExit(f"{proc.args[0]} did not start:\n{log.read_text(errors='replace')[-3000:]}")
+
+
+def start_llama_server(binary: Path, model: Path, args, tmp: Path) -> tuple[subprocess.Popen, int]:
+    port, log = free_port(), tmp / "llama-server.log"
+    cmd = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "-np", str(args.parallel),
+           "-c", str(args.parallel * args.ctx_slot), "-t", str(args.threads), "-tb", str(args.threads),
+           "-fa", args.flash_attn, "-ngl", str(args.gpu_layers), "-b", "512", "--no-webui"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    wait_http(port, "/health", proc, log)
+    return proc, port
+
+
+def register(home: Path, model: Path, args) -> None:
+    from tests.support.models import register_local_model
+
+    svc = register_local_model(home, model, MODEL_ID, template="chatml")
+    layers = -1 if args.gpu_layers >= 99 else args.gpu_layers
+    svc.paths.config_file.write_text(
+        f"load:\n  n_threads: {args.threads}\n  flash_attn: '{args.flash_attn}'\n  n_gpu_layers: {layers}\n"
+        f"  n_ctx: {args.ctx_slot}\n", encoding="utf-8")  # per slot: the worker holds parallel x n_ctx
+
+
+def start_localchat(home: Path, args, tmp: Path) -> tuple[subprocess.Popen, int]:
+    log = tmp / "localchat-serve.log"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "localchat", "--home", str(home), "serve", "--port", "0",
+                                 "--model", MODEL_ID, "--parallel", str(args.parallel)],
+                                stdout=out, stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        found = re.search(r"on http://127\.0\.0\.1:(\d+)/v1", log.read_text(errors="replace"))
+        if found:
+            port = int(found.group(1))
+            stream_chat(port, MODEL_ID, "warm up", 4)  # the pool loads the model on the first request
+            return proc, port
+        time.sleep(0.05)
+    proc.kill()
+    raise SystemExit(f"localchat serve did not start:\n{log.read_text(errors='replace')[-3000:]}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def single_stream(home: Path, port: int, args) -> dict:
+    """The engine's own single-stream rate against one client of the batched server, alternating rounds."""
+    from localchat.services import Services
+    from localchat.types import Message, SamplingParams
+
+    svc = Services.open(home)
+    engine = svc.start_engine(MODEL_ID)
+    try:
+        template, _ = svc.chat_template(svc.entry(MODEL_ID), engine.info.chat_template,
+                                        getattr(engine.info, "bos_token", None), getattr(engine.info, "eos_token", None))
+        prompt = template.render([Message("user", PROMPT)], add_generation_prompt=True)
+        sampling = SamplingParams(temperature=0.0, max_tokens=args.single_tokens, seed=1)
+
+        def direct() -> float:
+            generation = engine.generate(prompt, sampling)
+            first = last = 0.0
+            for _ in generation:
+                last = time.perf_counter()
+                first = first or last
+            n = generation.usage.completion_tokens
+            return (n - 1) / (last - first) if n > 1 and last > first else 0.0
+
+        direct()
+        stream_chat(port, MODEL_ID, PROMPT, args.single_tokens)
+        engine_rates, served_rates = [], []
+        for _ in range(args.rounds):
+            engine_rates.append(direct())
+            served_rates.append(stream_chat(port, MODEL_ID, PROMPT, args.single_tokens)["rate"])
+    finally:
+        engine.close()
+    e, s = statistics.median(engine_rates), statistics.median(served_rates)
+    return {"engine": e, "served": s, "ratio": s / e if e else 0.0, "engine_runs": engine_rates, "served_runs": served_rates}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(prog="scripts/bench serve", description=__doc__.split("\n")[0])
+    ap.add_argument("--model", type=Path, help="GGUF file (default: a Qwen2.5-0.5B shape in f16, generated once)")
+    ap.add_argument("--parallel", type=int, default=8, help="slots on both servers (llama-server -np)")
+    ap.add_argument("--levels", default="1,4,8,16", help="concurrent streaming clients to try")
+    ap.add_argument("--tokens", type=int, default=64, help="tokens per reply under load")
+    ap.add_argument("--requests", type=int, default=0, help="requests per level (default: 2 per client, at least 4)")
+    ap.add_argument("--single-tokens", type=int, default=128, help="tokens per reply, one client alone")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds, one client alone")
+    ap.add_argument("--ctx-slot", type=int, default=1024, help="context per slot on both servers")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--flash-attn", choices=["on", "off"], default="off", help="both servers (off: auto's CPU pick)")
+    ap.add_argument("--gpu-layers", type=int, default=0, help="both servers; 99 = all")
+    ap.add_argument("--llama-server", type=Path, help="a llama-server binary (default: build one into the cache)")
+    ap.add_argument("--reliability", action="store_true", help="the crowd test instead of the speed comparison")
+    ap.add_argument("--clients", type=int, default=32, help="--reliability: clients at once")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    if args.reliability:
+        return reliability(args)
+    levels = [int(x) for x in args.levels.split(",")]
+    model = args.model or default_model()
+    if not model.is_file():
+        ap.error(f"{model} is not a file")
+    if args.llama_server:
+        binary = args.llama_server
+    else:
+        from bench_all import build_llama_tool
+
+        binary = build_llama_tool(CACHE, "llama-server")
+    per_level = {c: args.requests or max(4, 2 * c) for c in levels}
+    results: dict = {"model": model.name, "parallel": args.parallel, "threads": args.threads, "tokens": args.tokens,
+                     "levels": {}}
+    print(f"model {model.name}, {args.parallel} slots x {args.ctx_slot} tokens, {args.threads} threads, "
+          f"flash attention {args.flash_attn}, GPU layers {args.gpu_layers}, {os.cpu_count()} CPUs")
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as name:
+        tmp = Path(name)
+        proc, port = start_llama_server(binary, model, args, tmp)
+        try:
+            stream_chat(port, MODEL_ID, "warm up", 4)
+            for c in levels:
+                results["levels"].setdefault(c, {})["llama-server"] = load(port, MODEL_ID, c, per_level[c], args.tokens)
         finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-    benchlib.emit(args, figures)
+            stop(proc)
+        home = tmp / "home"
+        register(home, model, args)
+        proc, port = start_localchat(home, args, tmp)
+        try:
+            for c in levels:
+                results["levels"][c]["localchat"] = load(port, MODEL_ID, c, per_level[c], args.tokens)
+            results["single"] = single_stream(home, port, args)
+        finally:
+            stop(proc)
+    print_table(results, args)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
+
+
+def reliability(args) -> int:
+    import psutil
+    from gen_shaped_gguf import generate
+    from serve_reliability import run
+
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as name:
+        tmp = Path(name)
+        model = args.model or generate("qwen2-tiny", tmp / "tiny.gguf", "f32")
+        home = tmp / "home"
+        register(home, model, args)
+        proc, port = start_localchat(home, args, tmp)
+        server = psutil.Process(proc.pid)
+
+        def worker_rss() -> int:
+            return sum(p.memory_info().rss for p in server.children(recursive=True))
+
+        try:
+            r = run(port, MODEL_ID, worker_rss, n=args.requests or 400, clients=args.clients, ctx_slot=args.ctx_slot)
+        finally:
+            stop(proc)
+    print(f"{r['requests']} requests from {r['clients']} clients, {args.parallel} slots, {r['wall_s']:.1f} s: "
+          f"{r['completed']} completed, {r['hung_up']} hung up mid-reply")
+    print(f"  completed replies equal to the same request answered alone: {r['same_as_alone']}, "
+          f"different: {r['differ_from_alone']}")
+    for d in r["diffs"]:
+        print(f"    request {d['request']} ({'greedy' if d['greedy'] else 'sampled'}): the first {d['same_chars']} "
+              f"characters agree, then it differs ({d['chars']} characters; alone {d['alone_chars']})")
+    print(f"  server counters over the run: {r['counters']}")
+    print(f"  prompt longer than a slot: HTTP {r['overflow'].get('status')}: "
+          f"{(r['overflow'].get('error') or {}).get('error', {}).get('message')}")
+    print(f"  worker memory: {r['rss_before_mb']:.0f} MB before, {r['rss_after_mb']:.0f} MB after")
+    print("  problems: " + ("; ".join(r["problems"]) if r["problems"] else "none"))
+    if args.json:
+        args.json.write_text(json.dumps(r, indent=2) + "\n")
+    return 1 if r["problems"] else 0
+
+
+def print_table(results: dict, args) -> None:
+    s = results["single"]
+    print(f"\none client alone, {args.single_tokens} tokens, {args.rounds} alternating rounds (median):")
+    print(f"  engine single stream {s['engine']:8.1f} tokens/s   (runs: {', '.join(f'{r:.1f}' for r in s['engine_runs'])})")
+    print(f"  serve --parallel {args.parallel:<3} {s['served']:8.1f} tokens/s   (runs: {', '.join(f'{r:.1f}' for r in s['served_runs'])})")
+    print(f"  ratio                {s['ratio']:8.3f}              (target >= 0.97)")
+    print(f"\nstreaming clients, {args.tokens} tokens per reply, {args.parallel} slots on both servers:")
+    head = f"{'tok/s':>7} {'TTFT p50':>9} {'p95':>7} {'stream':>7}"
+    print(f"  {'clients':>7} {'reqs':>5} | llama-server -np {args.parallel:<3}{'':>14} | localchat --parallel {args.parallel:<3}{'':>10} | ratio")
+    print(f"  {'':>7} {'':>5} | {head} | {head} |")
+    for c, row in results["levels"].items():
+        cells = []
+        for side in ("llama-server", "localchat"):
+            r = row[side]
+            cells.append(f"{r['tok_s']:>7.1f} {r['ttft50']:>8.2f}s {r['ttft95']:>6.2f}s {r['stream_tok_s']:>7.1f}")
+        ratio = row["localchat"]["tok_s"] / row["llama-server"]["tok_s"] if row["llama-server"]["tok_s"] else 0.0
+        errors = sum(len(row[side]["errors"]) for side in row)
+        note = f"  ({errors} failed requests)" if errors else ""
+        print(f"  {c:>7} {row['localchat']['requests']:>5} | {cells[0]} | {cells[1]} | {ratio:5.2f}{note}")
+    print("  (tok/s: all streams together; stream: the median stream's own rate; target ratio >= 1.00)")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,9 @@ SHAPES = {
     "qwen2.5-0.5b": dict(n_embd=896, n_layer=24, n_head=14, n_head_kv=2, n_ff=4864, n_vocab=151936, tied=True),
     "qwen2.5-1.5b": dict(n_embd=1536, n_layer=28, n_head=12, n_head_kv=2, n_ff=8960, n_vocab=151936, tied=True),
     "qwen2.5-7b": dict(n_embd=3584, n_layer=28, n_head=28, n_head_kv=4, n_ff=18944, n_vocab=152064, tied=False),
+    # not a real model: small enough for tests, and its random weights answer each prompt differently
+    "qwen2-tiny": dict(n_embd=64, n_layer=2, n_head=4, n_head_kv=2, n_ff=128, n_vocab=1024, tied=True,
+                       scale=0.5),
 }
 
 # Qwen3.5 (llama.cpp architecture `qwen35`): 3 Gated DeltaNet (recurrent) layers, then 1 gated attention layer,
@@ -48,13 +51,17 @@ CHATML = (
 class _Filler:
     """Random-looking values without generating billions of random numbers: tiles of one random block."""
 
-    def __init__(self, seed: int = 0) -> None:
-        self.block = (np.random.default_rng(seed).standard_normal(1 << 22) * 0.02).astype(np.float32)
+    def __init__(self, seed: int = 0, scale: float = 0.02) -> None:
+        self.block = (np.random.default_rng(seed).standard_normal(1 << 22) * scale).astype(np.float32)
+        self.offset = 0
 
     def __call__(self, shape: tuple[int, ...], dtype) -> np.ndarray:
+        # each tensor starts where the last one ended, so small models' tensors differ from each other
         n = int(np.prod(shape))
-        reps = -(-n // self.block.size)
-        return np.tile(self.block, reps)[:n].reshape(shape).astype(dtype)
+        block = np.roll(self.block, -self.offset)
+        self.offset = (self.offset + n) % self.block.size
+        reps = -(-n // block.size)
+        return np.tile(block, reps)[:n].reshape(shape).astype(dtype)
 
 
 def _add_vocab(w, n_vocab: int) -> None:
@@ -80,7 +87,7 @@ def generate(kind: str, out: Path, dtype: str = "f16") -> Path:
 
     s = SHAPES[kind]
     wdtype = np.float16 if dtype == "f16" else np.float32
-    fill = _Filler()
+    fill = _Filler(scale=s.get("scale", 0.02))
     w = gguf.GGUFWriter(str(out), "qwen2")
     w.add_name(f"{kind}-shaped-random")
     w.add_context_length(32768)

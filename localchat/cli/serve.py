@@ -22,6 +22,9 @@ def register(sub) -> None:
                    help="load this model at start and use it when a request names none")
     p.add_argument("--max-models", type=int, default=1, metavar="N",
                    help="models kept loaded at once; the least recently used is closed first (default: 1)")
+    p.add_argument("--parallel", type=int, metavar="N",
+                   help="replies each model decodes at once (continuous batching; default: load.parallel from "
+                        "config.yaml, else chosen from the device and memory)")
     p.set_defaults(handler=cmd_serve)
 
 
@@ -32,7 +35,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     svc = services(args)
     api_key = args.api_key or os.environ.get("LOCALCHAT_API_KEY") or None
     settings = ServerSettings(host=args.host, port=args.port, api_key=api_key, default_model=args.serve_model,
-                              max_models=args.max_models).validate()
+                              max_models=args.max_models,
+                              parallel=args.parallel or svc.config.load.get("parallel") or "auto").validate()
     if settings.default_model:
         entry = svc.entry(settings.default_model)
         if entry.is_remote:

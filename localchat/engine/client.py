@@ -341,6 +341,8 @@ class EngineClient(ClosingEngine):
                 target.items.put(TextDelta(frame.text))
             return
         if isinstance(frame, protocol.Loaded):
+            # as many generations at once as the worker decodes together (parallel slots)
+            self._turn = threading.Semaphore(max(1, int(frame.info.get("parallel") or 1)))
             self._loaded.set(frame.info)
             return
         if isinstance(frame, protocol.Error) and frame.id is None:

@@ -21,6 +21,7 @@ import traceback
 from typing import IO, TYPE_CHECKING
 
 from localchat.engine import protocol
+from localchat.engine.batch import BatchLoop, BatchRequest, BatchScheduler, CoalescingSink
 from localchat.engine.protocol import Cancel, Count, Generate, Load, Shutdown
 from localchat.structured import SchemaError
 from localchat.errors import EngineContextOverflow, EngineError, LocalchatError, ModelLoadError
@@ -46,6 +47,7 @@ class Worker:
         self.current: int | None = None  # id of the running generation
         self.cancel = threading.Event()
         self.cancelled_early: set[int] = set()  # cancels that arrived before their generation started
+        self.batch: BatchLoop | None = None  # parallel > 1: the continuous-batching decode thread
 
     def send(self, frame: protocol.FromWorker) -> None:
         data = protocol.encode(frame)
@@ -75,7 +77,9 @@ class Worker:
                 self.cancel.set()
                 self.requests.put(Shutdown())
                 return
-            if isinstance(frame, Cancel):
+            if isinstance(frame, Cancel) and self.batch is not None:
+                self.batch.scheduler.cancel(str(frame.id))
+            elif isinstance(frame, Cancel):
                 with self.state_lock:
                     if frame.id == self.current:
                         self.cancel.set()
@@ -116,6 +120,8 @@ class Worker:
             except Exception as e:  # noqa: BLE001 - one bad request must not end the worker
                 traceback.print_exc()
                 self.error(getattr(request, "id", None), "internal", f"{type(e).__name__}: {e}")
+        if self.batch is not None:
+            self.batch.close()
         if self.model is not None:
             self.model.close()
 
@@ -130,13 +136,45 @@ class Worker:
         except ModelLoadError as e:
             self.error(None, "load", e)
             return
+        if self.model.parallel > 1:
+            self.batch = self._batch_loop(self.model)
         print(f"localchat worker {os.getpid()}: loaded {request.path}", file=sys.stderr, flush=True)
         self.send(protocol.Loaded(self.model.info()))
+
+    def _batch_loop(self, model: NativeModel) -> BatchLoop:
+        from localchat.engine.llama.sequences import LlamaSequences
+
+        worker = self
+
+        class Frames:  # the scheduler's events as frames keyed by request id
+            def delta(self, request_id: str, text: str) -> None:
+                worker.send(protocol.Delta(int(request_id), text))
+
+            def done(self, request_id: str, usage: dict) -> None:
+                worker.send(protocol.Done(int(request_id), Usage.from_dict({**usage, "threads": model.n_threads})))
+
+            def error(self, request_id: str, error: EngineError) -> None:
+                kind = "context" if isinstance(error, EngineContextOverflow) else "engine"
+                worker.error(int(request_id), kind, error)
+
+        sink = CoalescingSink(Frames(), FLUSH_SECONDS)
+        n_batch = max(model.options.n_batch, model.parallel)
+        scheduler = BatchScheduler(LlamaSequences(model, n_batch), sink, n_slots=model.parallel,
+                                   n_ctx_slot=model.n_ctx, n_batch=n_batch)
+        return BatchLoop(scheduler, sink).start()
 
     def generate(self, request: Generate) -> None:
         rid = request.id
         if self.model is None:
             self.error(rid, "request", "no model is loaded")
+            return
+        if self.batch is not None:  # answered by the decode thread, many at once
+            try:
+                self.batch.scheduler.submit(BatchRequest(str(rid), request.prompt, request.sampling))
+            except EngineContextOverflow as e:
+                self.error(rid, "context", e)
+            except EngineError as e:
+                self.error(rid, "engine", e)
             return
         with self.state_lock:
             self.current = rid

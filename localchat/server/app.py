@@ -37,7 +37,7 @@ from localchat.types import Message, SamplingParams
 
 def create_app(services: Any, settings: ServerSettings | None = None) -> FastAPI:
     settings = settings or ServerSettings()
-    pool = ModelPool(services, settings.max_models)
+    pool = ModelPool(services, settings.max_models, settings.parallel)
     stats = ServerStats()
     api = _Api(services, settings, pool, stats)
 
@@ -119,7 +119,8 @@ class _Api:
         return self._card(self._resolve(model_id))
 
     async def health(self) -> dict:
-        models = [{"id": s.model_id, "state": s.state, "busy": s.turn.held, "queued": s.turn.waiting}
+        models = [{"id": s.model_id, "state": s.state, "busy": s.turn.held, "running": s.turn.in_use,
+                   "parallel": s.turn.capacity, "queued": s.turn.waiting}
                   for s in self.pool.resident()]
         return {"status": "ok", "version": __version__, "models": models, "max_models": self.pool.max_models,
                 "loads": self.pool.loads, "evictions": self.pool.evictions, "generations": self.stats.to_dict()}

@@ -1,5 +1,6 @@
 """The models the server keeps loaded: workers started through Services.start_engine, least recently used
-evicted first, and a fair first-come-first-served turn per model (a worker runs one generation at a time).
+evicted first, and a fair first-come-first-served turn per model: as many requests at once as the worker has
+parallel slots (one, unless it was loaded with `parallel`), the rest wait in arrival order.
 
 asyncio only (no web framework): the app awaits `lease(model_id)`; loading and closing workers run in
 threads so the event loop never blocks on them.
@@ -13,7 +14,7 @@ import threading
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, AsyncIterator
+from typing import TYPE_CHECKING, AsyncIterator, Literal
 
 if TYPE_CHECKING:
     from localchat.engine.api import ChatTemplate, Engine
@@ -21,11 +22,13 @@ if TYPE_CHECKING:
 
 
 class FifoTurn:
-    """A lock handed out strictly in arrival order; a waiter that is cancelled leaves the line."""
+    """Up to `capacity` turns at once, handed out strictly in arrival order; a waiter that is cancelled
+    leaves the line."""
 
-    def __init__(self) -> None:
+    def __init__(self, capacity: int = 1) -> None:
         self._waiters: collections.deque[asyncio.Future] = collections.deque()
-        self._held = False
+        self.capacity = capacity
+        self.in_use = 0
 
     @property
     def waiting(self) -> int:
@@ -33,11 +36,11 @@ class FifoTurn:
 
     @property
     def held(self) -> bool:
-        return self._held
+        return self.in_use > 0
 
     async def acquire(self) -> None:
-        if not self._held and not self._waiters:
-            self._held = True
+        if self.in_use < self.capacity and not self._waiters:
+            self.in_use += 1
             return
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
@@ -56,9 +59,9 @@ class FifoTurn:
     def release(self) -> None:
         for waiter in self._waiters:
             if not waiter.done():
-                waiter.set_result(None)  # the turn passes directly; `_held` stays True
+                waiter.set_result(None)  # the turn passes directly; `in_use` stays
                 return
-        self._held = False
+        self.in_use -= 1
 
 
 @dataclass(eq=False)
@@ -93,11 +96,12 @@ class ModelPool:
     sleep on `_changed`, an event replaced each time the pool changes.
     """
 
-    def __init__(self, services: Services, max_models: int = 1) -> None:
+    def __init__(self, services: Services, max_models: int = 1, parallel: int | Literal["auto"] = 1) -> None:
         if max_models < 1:
             raise ValueError("max_models must be at least 1")
         self.services = services
         self.max_models = max_models
+        self.parallel = parallel
         self._slots: collections.OrderedDict[str, Slot] = collections.OrderedDict()
         self._changed: asyncio.Event | None = None
         self._closing: list[threading.Thread] = []
@@ -219,6 +223,7 @@ class ModelPool:
             engine, slot.template, slot.warnings = await asyncio.to_thread(self._start, slot.model_id)
             self.loads += 1
             slot.engine = engine
+            slot.turn.capacity = max(1, getattr(engine.info, "parallel", 1) or 1)  # before anyone takes a turn
             if self._slots.get(slot.model_id) is not slot:  # evicted while loading: nobody waits for it
                 self._evict(slot)
         except BaseException as exc:  # noqa: BLE001 - every waiter gets the reason
@@ -230,7 +235,7 @@ class ModelPool:
             self._notify()
 
     def _start(self, model_id: str) -> tuple[Engine, ChatTemplate, list[str]]:
-        engine = self.services.start_engine(model_id)
+        engine = self.services.start_engine(model_id, parallel=self.parallel)
         try:
             info = engine.info
             entry = self.services.entry(model_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from localchat.errors import ConfigError
 from localchat.netutil import is_loopback_host
@@ -17,6 +18,7 @@ class ServerSettings:
     api_key: str | None = None  # Bearer token every request must carry; required off loopback
     default_model: str | None = None  # loaded at start; used when a request names no model
     max_models: int = 1  # models kept loaded at once (least recently used closed first)
+    parallel: int | Literal["auto"] = "auto"  # replies each model decodes at once (continuous batching)
     max_body_bytes: int = DEFAULT_MAX_BODY
 
     def validate(self) -> "ServerSettings":

@@ -58,3 +58,41 @@ def test_a_turn_handed_to_a_waiter_cancelled_at_that_moment_passes_on():
         return got
 
     assert asyncio.run(scenario()) == ["second"]
+
+
+def test_with_several_slots_that_many_requests_run_at_once_and_the_rest_wait_in_order():
+    async def scenario() -> tuple[list[str], int]:
+        turn = FifoTurn(capacity=3)
+        running: set[str] = set()
+        peak = 0
+        started: list[str] = []
+        gates = {f"r{i}": asyncio.Event() for i in range(7)}
+
+        async def request(name: str) -> None:
+            nonlocal peak
+            await turn.acquire()
+            started.append(name)
+            running.add(name)
+            peak = max(peak, len(running))
+            await gates[name].wait()
+            running.discard(name)
+            turn.release()
+
+        tasks = []
+        for name in gates:
+            tasks.append(asyncio.create_task(request(name)))
+            await asyncio.sleep(0)
+        assert turn.in_use == 3 and turn.waiting == 4 and started == ["r0", "r1", "r2"]
+        tasks[4].cancel()  # r4 hangs up while it waits
+        gates["r1"].set()  # one slot frees: the next in line (r3) takes it, r4 is gone
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert started == ["r0", "r1", "r2", "r3"] and turn.in_use == 3
+        for gate in gates.values():
+            gate.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        assert turn.in_use == 0 and not turn.held and turn.waiting == 0
+        return started, peak
+
+    started, peak = asyncio.run(scenario())
+    assert started == ["r0", "r1", "r2", "r3", "r5", "r6"] and peak == 3

@@ -42,7 +42,7 @@ def test_twenty_concurrent_clients_all_complete(localchat_home, tiny_model, serv
 def test_requests_for_a_busy_model_are_served_in_arrival_order(localchat_home, slow_loop_model, serve):
     register_local_model(localchat_home, slow_loop_model, "chatty")
     long_context(localchat_home, "chatty")
-    server = serve("--model", "chatty")
+    server = serve("--model", "chatty", "--parallel", "1")  # one slot: the arrival-order line
     client = openai.OpenAI(base_url=server.v1, api_key="x", max_retries=0, timeout=300)
     # One long reply holds the model while the others line up behind it, one after the other.
     holder = client.completions.create(model="chatty", prompt="hold", max_tokens=30000, stream=True)
@@ -96,7 +96,7 @@ def test_client_disconnect_mid_stream_cancels_the_generation(localchat_home, slo
 def test_disconnects_while_waiting_or_before_a_full_reply_free_the_model(localchat_home, slow_loop_model, serve):
     register_local_model(localchat_home, slow_loop_model, "chatty")
     long_context(localchat_home, "chatty")
-    server = serve("--model", "chatty")
+    server = serve("--model", "chatty", "--parallel", "1")  # one slot: others wait in line
     host, port = urlsplit(server.url).hostname, urlsplit(server.url).port
     body = b'{"model": "chatty", "prompt": "go", "max_tokens": 30000}'
     request = (b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"

@@ -76,8 +76,9 @@ class NativeModel:
         if self._governor is not None and self._governor.enabled:
             self.notes.append(f"threads auto: up to {self.n_threads} (the physical cores), fewer while other programs "
                               "keep CPUs busy: llama.cpp's threads stall when they share a core")
+        self.parallel = self._plan_parallel()
         self._new_context()
-        self.n_ctx = lib.llama_n_ctx(self.ctx)
+        self.n_ctx = lib.llama_n_ctx(self.ctx) // self.parallel  # each reply's context
         self.mem = lib.llama_get_memory(self.ctx)
         self.add_bos = bool(lib.llama_vocab_get_add_bos(self.vocab))
         self.bos = lib.llama_vocab_bos(self.vocab)
@@ -143,7 +144,12 @@ class NativeModel:
         params.n_ctx = n_ctx
         params.n_batch = options.n_batch
         params.n_ubatch = min(options.n_batch, 512)
-        params.n_seq_max = 1
+        # parallel > 1 (continuous batching, localchat.engine.batch): one sequence per slot in a unified
+        # cache, so a shared prefix is copied between slots by cell metadata alone
+        params.n_seq_max = self.parallel
+        params.kv_unified = self.parallel > 1
+        n_ctx *= self.parallel
+        params.n_ctx = n_ctx
         params.n_threads = params.n_threads_batch = self.n_threads
         params.flash_attn_type = _FLASH_ATTN[options.flash_attn]
         cpu_note = self._cpu_flash_attn_off(n_ctx, params.n_ubatch)
@@ -174,6 +180,38 @@ class NativeModel:
             self.flash_attn = False
         else:
             self.flash_attn = _flash_attn_in_effect(options.flash_attn, bindings.log_since(mark), self.notes)
+
+    def _plan_parallel(self) -> int:
+        requested = self.options.parallel
+        if requested != "auto":
+            return int(requested)
+        from localchat.engine.batch import auto_parallel
+
+        lib = self.lib
+        on_gpu = self._offload != 0 and bool(lib.llama_supports_gpu_offload())
+        if on_gpu:
+            free = sum(d["free_bytes"] for d in ggml.devices(lib._lib) if d["type"] in ("GPU", "iGPU"))
+        else:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        # an upper bound per token (K and V of every layer at the full embedding width, f16)
+        kv_per_token = self.n_layer * 2 * lib.llama_model_n_embd(self.model) * 2
+        n, note = auto_parallel(on_gpu, free, kv_per_token, self.options.n_ctx or self.n_ctx_train)
+        self.notes.append(note)
+        return n
+
+    # -- continuous batching: what engine.llama.sequences.LlamaSequences uses ------------------------
+
+    def piece_bytes(self, token: int) -> bytes | None:
+        piece = self._pieces[token]
+        if piece is None:
+            piece = self._piece(token)
+        return None if piece is _EOG else piece
+
+    def sampler_chain(self, s: SamplingParams):
+        return self._sampler(s)
+
+    def plain_greedy(self, s: SamplingParams) -> bool:
+        return self._plain_greedy(s)
 
     def _cpu_flash_attn_off(self, n_ctx: int, n_ubatch: int) -> str | None:
         """flash_attn auto for a model that runs wholly on the CPU: off, with the note saying why, unless it is
@@ -211,6 +249,7 @@ class NativeModel:
             "eos_token": self._token_text(self.eos),
             "n_threads": self.n_threads,
             "kv_type": self.options.kv_type,
+            "parallel": self.parallel,
             "load_seconds": self.load_seconds,
             "notes": list(self.notes),
         }

@@ -1,0 +1,108 @@
+"""The llama.cpp side of continuous batching: `SequenceBackend` over one context that holds `n_seq_max`
+sequences in a unified KV cache (a shared prefix is copied between sequences by adding a sequence id to its
+cells, which a split cache can only do for whole streams).
+
+The model object is the single-stream path's loaded model: its tokenizer, token pieces and sampler chains
+are reused, so a reply's text and sampling are built the same way on both paths.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Any
+
+from localchat.engine.batch import Batch, BatchRequest
+from localchat.errors import EngineContextOverflow, EngineError
+
+
+class ChainSampler:
+    """A native sampler chain over one row of the batch's logits; freed with the reply."""
+
+    def __init__(self, lib: Any, ctx: Any, chain: Any) -> None:
+        self._lib, self._ctx, self._chain = lib, ctx, chain
+
+    def sample(self, row: int) -> int:
+        return int(self._lib.llama_sampler_sample(self._chain, self._ctx, row))
+
+    def close(self) -> None:
+        if self._chain is not None:
+            self._lib.llama_sampler_free(self._chain)
+            self._chain = None
+
+
+class ArgmaxSampler:
+    """Plain greedy: numpy's argmax over the row's logits (the single-stream path's shortcut, same pick)."""
+
+    def __init__(self, lib: Any, ctx: Any, n_vocab: int) -> None:
+        import numpy as np  # llama-cpp-python depends on it
+
+        self._logits, self._ctx, self._n = lib.llama_get_logits_ith, ctx, n_vocab
+        self._as_array = np.ctypeslib.as_array
+
+    def sample(self, row: int) -> int:
+        return int(self._as_array(self._logits(self._ctx, row), shape=(self._n,)).argmax())
+
+    def close(self) -> None:
+        pass
+
+
+class LlamaSequences:
+    """SequenceBackend for BatchScheduler. `model` provides lib, ctx, n_vocab, tokenize(), piece_bytes(),
+    sampler_chain(SamplingParams) and plain_greedy(SamplingParams)."""
+
+    def __init__(self, model: Any, n_batch: int) -> None:
+        self.model = model
+        self.lib = lib = model.lib
+        self.ctx = model.ctx
+        self.mem = lib.llama_get_memory(self.ctx)
+        self.n_batch = n_batch
+        self._batch = lib.llama_batch_init(n_batch, 0, 1)
+        b = self._batch
+        # flat views of the batch's arrays: slice assignment fills a step's tokens in one call each
+        self._tokens: Any = (ctypes.c_int32 * n_batch).from_address(ctypes.addressof(b.token.contents))
+        self._pos: Any = (ctypes.c_int32 * n_batch).from_address(ctypes.addressof(b.pos.contents))
+        self._logits: Any = (ctypes.c_int8 * n_batch).from_address(ctypes.addressof(b.logits.contents))
+        n_seq_id = (ctypes.c_int32 * n_batch).from_address(ctypes.addressof(b.n_seq_id.contents))
+        n_seq_id[:] = [1] * n_batch
+        self._seq = [b.seq_id[i] for i in range(n_batch)]
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.model.tokenize(text)
+
+    def piece(self, token: int) -> bytes | None:
+        return self.model.piece_bytes(token)
+
+    def decode(self, batch: Batch) -> None:
+        n = len(batch)
+        if n > self.n_batch:
+            raise EngineError(f"a batch of {n} tokens exceeds n_batch {self.n_batch}")
+        self._tokens[:n] = batch.tokens
+        self._pos[:n] = batch.positions
+        self._logits[:n] = batch.logits
+        seq = self._seq
+        for i, s in enumerate(batch.seqs):
+            seq[i][0] = s
+        self._batch.n_tokens = n
+        rc = self.lib.llama_decode(self.ctx, self._batch)
+        if rc == 1:
+            raise EngineContextOverflow("the KV cache has no room for this step", "serve with fewer --parallel slots "
+                                        "or a larger n_ctx")
+        if rc:
+            raise EngineError(f"llama_decode failed with code {rc}", "see the engine log")
+
+    def sampler(self, request: BatchRequest) -> ChainSampler | ArgmaxSampler:
+        s = request.sampling
+        if self.model.plain_greedy(s):
+            return ArgmaxSampler(self.lib, self.ctx, self.model.n_vocab)
+        return ChainSampler(self.lib, self.ctx, self.model.sampler_chain(s))
+
+    def seq_rm(self, seq: int, p0: int, p1: int) -> bool:
+        return bool(self.lib.llama_memory_seq_rm(self.mem, seq, p0, p1))
+
+    def seq_cp(self, src: int, dst: int, p0: int, p1: int) -> None:
+        self.lib.llama_memory_seq_cp(self.mem, src, dst, p0, p1)
+
+    def close(self) -> None:
+        if self._batch is not None:
+            self.lib.llama_batch_free(self._batch)
+            self._batch = None

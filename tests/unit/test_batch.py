@@ -1,0 +1,328 @@
+"""The continuous-batching scheduler against a fake model whose every token depends on the whole sequence held in
+its (fake) KV cache: a reply answered in a crowd equals the same prompt answered alone only if the scheduler kept
+every sequence's cache, positions, prefix copies and samplers straight."""
+
+from __future__ import annotations
+
+import random
+import zlib
+
+import pytest
+
+from localchat.engine.batch import Batch, BatchRequest, BatchScheduler, TextAssembler
+from localchat.errors import EngineContextOverflow, EngineError
+from localchat.types import SamplingParams
+
+EOG = 256
+GREEDY = SamplingParams(temperature=0.0, max_tokens=40)
+
+
+class FakeModel:
+    """Tokens are the prompt's bytes; the next token is a function of a rolling hash over every token of the
+    sequence, so a wrong position, a missing copy or a stale cache entry changes the reply."""
+
+    def __init__(self, fail_on_step: int | None = None) -> None:
+        self.kv: dict[int, list[tuple[int, int]]] = {}  # seq -> [(token, hash through it)]
+        self.batches: list[Batch] = []
+        self.rows: dict[int, int] = {}  # logits row -> hash of its sequence through that token
+        self.fail_on_step = fail_on_step
+        self.decoded = 0
+
+    def tokenize(self, text: str) -> list[int]:
+        return list(text.encode())
+
+    def piece(self, token: int) -> bytes | None:
+        return None if token == EOG else bytes([token])
+
+    def decode(self, batch: Batch) -> None:
+        self.batches.append(batch)
+        if self.fail_on_step is not None and len(self.batches) == self.fail_on_step:
+            raise EngineError("llama_decode failed with code -3")
+        self.rows = {}
+        for i, (token, seq, pos, logits) in enumerate(zip(batch.tokens, batch.seqs, batch.positions, batch.logits)):
+            cells = self.kv.setdefault(seq, [])
+            assert pos == len(cells), f"seq {seq}: token at {pos} but the cache holds {len(cells)}"
+            h = zlib.crc32(token.to_bytes(2, "little"), cells[-1][1] if cells else 0)
+            cells.append((token, h))
+            self.decoded += 1
+            if logits:
+                self.rows[i] = h
+
+    def sampler(self, request: BatchRequest):
+        model, s = self, request.sampling
+
+        class Pick:
+            def sample(self, row: int) -> int:
+                h = model.rows[row]
+                if s.temperature > 0:
+                    h = random.Random(h ^ (s.seed or 0)).randrange(1 << 30)
+                return EOG if h % 37 == 0 else 97 + h % 26
+
+            def close(self) -> None:
+                pass
+
+        return Pick()
+
+    def seq_rm(self, seq: int, p0: int, p1: int) -> bool:
+        assert p1 == -1
+        del self.kv.setdefault(seq, [])[p0:]
+        return True
+
+    def seq_cp(self, src: int, dst: int, p0: int, p1: int) -> None:
+        assert len(self.kv.setdefault(dst, [])) == p0, "a copy must continue the destination's cache"
+        self.kv[dst].extend(self.kv[src][p0:p1])
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.text: dict[str, str] = {}
+        self.usage: dict[str, dict] = {}
+        self.errors: dict[str, EngineError] = {}
+        self.order: list[str] = []
+
+    def delta(self, request_id: str, text: str) -> None:
+        assert request_id not in self.usage, "text after done"
+        self.text[request_id] = self.text.get(request_id, "") + text
+
+    def done(self, request_id: str, usage: dict) -> None:
+        self.usage[request_id] = usage
+        self.order.append(request_id)
+
+    def error(self, request_id: str, error: EngineError) -> None:
+        self.errors[request_id] = error
+
+
+def scheduler(model=None, *, slots=4, n_ctx_slot=256, n_batch=32, share=True):
+    model = model or FakeModel()
+    sink = Sink()
+    return BatchScheduler(model, sink, n_slots=slots, n_ctx_slot=n_ctx_slot, n_batch=n_batch,
+                          share_prefixes=share), model, sink
+
+
+def drain(sched: BatchScheduler, limit: int = 10_000) -> None:
+    for _ in range(limit):
+        if not sched.step():
+            return
+    raise AssertionError("the scheduler did not go idle")
+
+
+def alone(prompt: str, sampling: SamplingParams) -> tuple[str, dict]:
+    sched, _, sink = scheduler(slots=1)
+    sched.submit(BatchRequest("x", prompt, sampling))
+    drain(sched)
+    return sink.text.get("x", ""), sink.usage["x"]
+
+
+PROMPTS = [f"user {i}: " + "tell me something " * (i % 4 + 1) for i in range(10)]
+
+
+def test_replies_in_a_crowd_equal_the_same_prompts_answered_alone():
+    sched, model, sink = scheduler(slots=4, n_batch=24)
+    samplings = [GREEDY if i % 2 else SamplingParams(temperature=0.8, seed=i, max_tokens=10 + i) for i in range(10)]
+    for i, (p, s) in enumerate(zip(PROMPTS, samplings)):
+        sched.submit(BatchRequest(f"r{i}", p, s))
+    drain(sched)
+    for i, (p, s) in enumerate(zip(PROMPTS, samplings)):
+        text, usage = alone(p, s)
+        assert sink.text.get(f"r{i}", "") == text
+        assert sink.usage[f"r{i}"]["completion_tokens"] == usage["completion_tokens"]
+        assert sink.usage[f"r{i}"]["finish_reason"] == usage["finish_reason"]
+    assert all(len(b) <= 24 for b in model.batches)
+    assert max(len({s for s, want in zip(b.seqs, b.logits) if want}) for b in model.batches) == 4
+    assert sched.counters["completed"] == 10 and not sched.busy
+
+
+def test_several_streams_share_one_decode_per_step():
+    sched, model, _ = scheduler(slots=4, n_batch=64)
+    for i in range(4):
+        sched.submit(BatchRequest(f"r{i}", PROMPTS[i], SamplingParams(temperature=0.0, max_tokens=20)))
+    drain(sched)
+    # after the prompts, each step decodes one token for each of the streams still running
+    assert max(sum(b.logits) for b in model.batches) == 4
+    assert len(model.batches) < 4 * 20
+
+
+def test_a_long_prompt_is_evaluated_in_chunks_while_a_stream_keeps_flowing():
+    sched, model, sink = scheduler(slots=2, n_batch=8, n_ctx_slot=512)
+    sched.submit(BatchRequest("short", "hi", SamplingParams(temperature=0.0, max_tokens=400, seed=0)))
+    sched.step()
+    long_prompt = "a long question " * 10
+    sched.submit(BatchRequest("long", long_prompt, GREEDY))
+    steps_before = len(model.batches)
+    while sink.usage.get("long") is None and "long" not in sink.text:
+        sched.step()
+    chunks = model.batches[steps_before:]
+    assert len(chunks) >= len(long_prompt) // 8
+    if "short" not in sink.usage:  # every step of the long prompt also decoded the running stream's next token
+        assert all(1 in b.seqs and b.seqs.count(0) <= 1 for b in chunks)
+    assert all(len(b) <= 8 for b in chunks)
+    drain(sched)
+    assert sink.text["long"] == alone(long_prompt, GREEDY)[0]
+
+
+def test_a_shared_system_prompt_is_evaluated_once_and_copied():
+    system = "You are a helpful assistant who answers briefly. " * 3
+    prompts = [system + f"question {i}?" for i in range(4)]
+    sched, _, sink = scheduler(slots=4, n_batch=16)
+    for i, p in enumerate(prompts):
+        sched.submit(BatchRequest(f"r{i}", p, GREEDY))
+    drain(sched)
+    evaluated = sum(u["prompt_eval_tokens"] for u in sink.usage.values())
+    assert evaluated <= len(system) + sum(len(p) - len(system) for p in prompts) + 4
+    assert sched.counters["copied_tokens"] >= 3 * (len(system) - 1)
+    for i, p in enumerate(prompts):
+        assert sink.text[f"r{i}"] == alone(p, GREEDY)[0]
+
+
+def test_without_sharing_each_prompt_is_evaluated_whole():
+    system = "You are a helpful assistant. " * 3
+    sched, _, sink = scheduler(slots=2, share=False)
+    for i in range(2):
+        sched.submit(BatchRequest(f"r{i}", system + f"q{i}", GREEDY))
+    drain(sched)
+    assert [u["prompt_eval_tokens"] for u in sink.usage.values()] == [len(system) + 2] * 2
+
+
+def test_a_returning_conversation_reuses_its_own_slot_cache():
+    sched, _, sink = scheduler(slots=3)
+    first = "user: hello\nassistant: "
+    sched.submit(BatchRequest("t1", first, GREEDY))
+    sched.submit(BatchRequest("other", "something else entirely", GREEDY))
+    drain(sched)
+    second = first + sink.text["t1"] + "\nuser: and then?\nassistant: "
+    sched.submit(BatchRequest("t2", second, GREEDY))
+    drain(sched)
+    assert sink.usage["t2"]["prompt_eval_tokens"] <= len("\nuser: and then?\nassistant: ") + 1
+    assert sink.text["t2"] == alone(second, GREEDY)[0]
+
+
+def test_requests_beyond_the_slots_wait_in_arrival_order():
+    sched, _, sink = scheduler(slots=1)
+    for i in range(4):
+        sched.submit(BatchRequest(f"r{i}", PROMPTS[i], GREEDY))
+    drain(sched)
+    assert sink.order == ["r0", "r1", "r2", "r3"]
+
+
+def test_cancel_frees_the_slot_at_the_next_step_and_others_continue():
+    sched, model, sink = scheduler(slots=2)
+    never_ends = SamplingParams(temperature=0.0, max_tokens=10_000)
+    sched.submit(BatchRequest("a", "first prompt", never_ends))
+    sched.submit(BatchRequest("b", "second prompt", GREEDY))
+    sched.submit(BatchRequest("queued", "third prompt", GREEDY))
+    sched.submit(BatchRequest("c", "fourth prompt", GREEDY))
+    for _ in range(5):
+        sched.step()
+    sched.cancel("a")
+    sched.cancel("queued")
+    sched.step()
+    assert sink.usage["a"]["finish_reason"] == "cancelled" and sink.usage["a"]["completion_tokens"] >= 1
+    assert sink.usage["queued"]["finish_reason"] == "cancelled" and "queued" not in sink.text
+    # a's slot took the next waiting request in the same step ("queued" was cancelled before it)
+    assert sched.slots[0].request.id == "c" and 0 in model.batches[-1].seqs
+    drain(sched)
+    assert sink.text["b"] == alone("second prompt", GREEDY)[0]
+    assert sink.text["c"] == alone("fourth prompt", GREEDY)[0]
+    assert sched.counters["cancelled"] == 2 and sched.counters["completed"] == 2
+    sched.cancel("unknown")
+    assert not sched.step()
+
+
+def test_a_prompt_that_does_not_fit_its_slot_is_refused_without_disturbing_others():
+    sched, _, sink = scheduler(slots=2, n_ctx_slot=64)
+    sched.submit(BatchRequest("ok", "short", GREEDY))
+    sched.step()
+    with pytest.raises(EngineContextOverflow, match="a parallel slot holds 64"):
+        sched.submit(BatchRequest("big", "x" * 64, GREEDY))
+    with pytest.raises(EngineError, match="empty"):
+        sched.submit(BatchRequest("empty", "", GREEDY))
+    drain(sched)
+    assert sink.text["ok"] == alone("short", GREEDY)[0] and sched.counters["rejected"] == 1
+
+
+def test_a_slot_that_fills_up_ends_with_length():
+    sched, _, sink = scheduler(slots=2, n_ctx_slot=60)
+    sched.submit(BatchRequest("r", PROMPTS[1], SamplingParams(temperature=0.0, max_tokens=0)))  # 44 tokens
+    drain(sched)
+    u = sink.usage["r"]
+    # the 17th token fills position 60 and is sent but not decoded: the same rule as the single-stream path
+    assert u["finish_reason"] == "length" and u["completion_tokens"] == 17
+
+
+def test_budget_stop_strings_and_usage():
+    text, usage = alone(PROMPTS[1], SamplingParams(temperature=0.0, max_tokens=5))
+    assert usage["completion_tokens"] == 5 and usage["finish_reason"] == "length" and len(text) == 5
+    full, _ = alone(PROMPTS[1], SamplingParams(temperature=0.0, max_tokens=40))
+    stop = full[3:5]
+    cut, u = alone(PROMPTS[1], SamplingParams(temperature=0.0, max_tokens=40, stop=(stop,)))
+    assert cut == full[:full.index(stop)] and u["finish_reason"] == "stop"
+
+
+def test_a_failed_decode_fails_the_replies_in_it_and_the_next_ones_run():
+    sched, _, sink = scheduler(FakeModel(fail_on_step=3), slots=2)
+    sched.submit(BatchRequest("a", PROMPTS[1], GREEDY))
+    sched.submit(BatchRequest("b", "two", GREEDY))
+    drain(sched)
+    assert set(sink.errors) == {"a", "b"} and not sched.busy
+    sched.submit(BatchRequest("c", "three", GREEDY))
+    drain(sched)
+    assert sink.text["c"] == alone("three", GREEDY)[0] and sched.counters["failed"] == 2
+
+
+def test_text_assembler_holds_back_a_possible_stop_and_joins_split_characters():
+    t = TextAssembler(("</end>",))
+    emoji = "🙂".encode()
+    out = t.feed(b"hi <") + t.feed(b"/en") + t.feed(emoji[:2]) + t.feed(emoji[2:])
+    assert out == "hi </en🙂"
+    t = TextAssembler(("</end>",))
+    out = t.feed(b"ok </e") + t.feed(b"nd> more")
+    assert out == "ok " and t.stopped and t.finish(model_ended=False) == ""
+    t = TextAssembler(())
+    assert t.feed(emoji[:3]) == "" and t.finish(model_ended=True) == "\ufffd"
+
+
+def test_auto_parallel_from_device_and_memory():
+    from localchat.engine.batch import auto_parallel
+
+    assert auto_parallel(True, 80 << 30, 57_344, 4096)[0] == 8
+    assert auto_parallel(False, 16 << 30, 12_288, 4096)[0] == 4
+    n, note = auto_parallel(True, 1 << 30, 57_344, 4096)  # 224 MiB a slot, 512 MiB to spend
+    assert n == 2 and "fit in half the free memory" in note
+    assert auto_parallel(False, 1 << 20, 12_288, 4096)[0] == 1
+
+
+def test_the_decode_thread_serves_requests_from_other_threads_and_coalesces_deltas():
+    import threading
+
+    from localchat.engine.batch import BatchLoop, CoalescingSink
+
+    class Recorder(Sink):
+        def __init__(self) -> None:
+            super().__init__()
+            self.frames: dict[str, int] = {}
+            self.finished = threading.Event()
+
+        def delta(self, request_id: str, text: str) -> None:
+            super().delta(request_id, text)
+            self.frames[request_id] = self.frames.get(request_id, 0) + 1
+
+        def done(self, request_id: str, usage: dict) -> None:
+            super().done(request_id, usage)
+            if len(self.usage) == 6:
+                self.finished.set()
+
+    out = Recorder()
+    sched = BatchScheduler(FakeModel(), CoalescingSink(out, flush_seconds=60), n_slots=3, n_ctx_slot=256, n_batch=32)
+    loop = BatchLoop(sched, sched.sink).start()  # type: ignore[arg-type]
+    try:
+        submitters = [threading.Thread(target=sched.submit, args=(BatchRequest(f"r{i}", PROMPTS[i], GREEDY),))
+                      for i in range(6)]
+        for t in submitters:
+            t.start()
+        assert out.finished.wait(30)
+    finally:
+        loop.close()
+    for i in range(6):
+        assert out.text.get(f"r{i}", "") == alone(PROMPTS[i], GREEDY)[0]
+        # the first text at once, the rest held for the flush interval and sent before done
+        assert out.frames.get(f"r{i}", 0) <= 2
