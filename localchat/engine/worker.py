@@ -169,6 +169,12 @@ class Worker:
             self.error(rid, "request", "no model is loaded")
             return
         if self.batch is not None:  # answered by the decode thread, many at once
+            if request.sampling.grammar is not None:  # a schema that cannot compile fails here, not mid-batch
+                try:
+                    self.model.grammar_sampler(request.sampling).free()
+                except SchemaError as e:
+                    self.error(rid, "schema", e)
+                    return
             try:
                 self.batch.scheduler.submit(BatchRequest(str(rid), request.prompt, request.sampling))
             except EngineContextOverflow as e:

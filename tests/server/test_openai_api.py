@@ -111,7 +111,9 @@ def test_health(server, client):
     client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "x"}])
     health = server.wait_health(lambda h: not h["models"][0]["busy"])
     assert health["status"] == "ok"
-    assert health["models"] == [{"id": "tiny", "state": "ready", "busy": False, "queued": 0}]
+    # serve decodes several replies at once: its slots (parallel, auto: 4 on a CPU) and those running
+    assert health["models"] == [{"id": "tiny", "state": "ready", "busy": False, "running": 0, "parallel": 4,
+                                 "queued": 0}]
     assert health["generations"]["completed"] >= 1
 
 

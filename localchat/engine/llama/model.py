@@ -207,6 +207,15 @@ class NativeModel:
             piece = self._piece(token)
         return None if piece is _EOG else piece
 
+    def grammar_sampler(self, s: SamplingParams):
+        """The compiled grammar of a request that constrains its output (raises SchemaError when the schema
+        cannot become a grammar). Only reads the vocabulary: safe beside a running decode."""
+        from localchat.engine.llama.grammar import GrammarSampler
+        from localchat.structured import OutputConstraint
+
+        assert s.grammar is not None
+        return GrammarSampler(self.lib, self.vocab, self.n_vocab, OutputConstraint.from_dict(s.grammar))
+
     def sampler_chain(self, s: SamplingParams):
         return self._sampler(s)
 
@@ -419,10 +428,7 @@ class NativeModel:
         grammar = None
         try:
             if sampling.grammar is not None:  # tools / JSON: this request's picks follow the grammar
-                from localchat.engine.llama.grammar import GrammarSampler
-                from localchat.structured import OutputConstraint
-
-                grammar = GrammarSampler(lib, self.vocab, self.n_vocab, OutputConstraint.from_dict(sampling.grammar))
+                grammar = self.grammar_sampler(sampling)
             # Locals: this loop runs once per token and must cost next to nothing beside llama_decode.
             decode, sample, ctx, batch, one = lib.llama_decode, lib.llama_sampler_sample, self.ctx, self._one_batch, self._one
             if grammar is not None:

@@ -30,6 +30,23 @@ class ChainSampler:
             self._chain = None
 
 
+class GrammarChainSampler:
+    """A sampler chain whose picks follow a request's grammar (JSON output, tool calls), as on the
+    single-stream path: the chain's pick is checked against the grammar and resampled only when refused."""
+
+    def __init__(self, lib: Any, ctx: Any, chain: Any, grammar: Any) -> None:
+        self._lib, self._ctx, self._chain, self._grammar = lib, ctx, chain, grammar
+
+    def sample(self, row: int) -> int:
+        return self._grammar.sample(self._chain, self._ctx, row)
+
+    def close(self) -> None:
+        if self._chain is not None:
+            self._grammar.free()
+            self._lib.llama_sampler_free(self._chain)
+            self._chain = None
+
+
 class ArgmaxSampler:
     """Plain greedy: numpy's argmax over the row's logits (the single-stream path's shortcut, same pick)."""
 
@@ -90,8 +107,11 @@ class LlamaSequences:
         if rc:
             raise EngineError(f"llama_decode failed with code {rc}", "see the engine log")
 
-    def sampler(self, request: BatchRequest) -> ChainSampler | ArgmaxSampler:
+    def sampler(self, request: BatchRequest) -> ChainSampler | ArgmaxSampler | GrammarChainSampler:
         s = request.sampling
+        if s.grammar is not None:  # checked by the worker when the request arrived (model.grammar_sampler)
+            grammar = self.model.grammar_sampler(s)
+            return GrammarChainSampler(self.lib, self.ctx, self.model.sampler_chain(s), grammar)
         if self.model.plain_greedy(s):
             return ArgmaxSampler(self.lib, self.ctx, self.model.n_vocab)
         return ChainSampler(self.lib, self.ctx, self.model.sampler_chain(s))
