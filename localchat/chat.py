@@ -8,11 +8,12 @@ serves the TUI, `localchat run` and the server. A turn yields the engine's event
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from localchat.engine.api import ChatTemplate, Engine, Event, Generation, Prompt, ReasoningDelta, TextDelta
 from localchat.errors import ContextOverflowError, EngineError, LocalchatError, StoreError, TemplateError
+from localchat.reasoning import ReasoningFormat, Thinking, of_model, template_kwargs
 from localchat.types import Message, SamplingParams, Usage
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ class ChatSession:
         history: list[Message] | None = None,
         store: ConversationStore | None = None,
         conversation_id: int | None = None,
+        thinking: Thinking = "default",
     ) -> None:
         self.engine = engine
         self.template = template
@@ -60,6 +62,9 @@ class ChatSession:
         self.messages: list[Message] = list(history or [])
         self.store = store
         self.conversation_id = conversation_id
+        # A reasoning model thinks (on), does not (off) or does as its template says (default): config
+        # `thinking` / `models.ID.thinking`, `localchat run --think/--no-think`, the TUI.
+        self.thinking: Thinking = thinking
         self.dropped = 0  # older messages outside the window in the last turn
         self.template_warning: str | None = None
         self._token_cache: dict[tuple[str, str], int] = {}
@@ -112,7 +117,7 @@ class ChatSession:
 
     def _start(self, plan: TurnPlan, sampling: SamplingParams) -> "ChatTurn":
         self.dropped = plan.dropped
-        generation = self.require_engine().generate(plan.prompt, sampling)
+        generation = self.require_engine().generate(plan.prompt, self._thinking_sampling(sampling))
         writer = None
         if self.store is not None and self.conversation_id is not None:
             writer = self.store.begin_reply(self.conversation_id, model=self.model_id)
@@ -161,12 +166,36 @@ class ChatSession:
         notice = "; ".join(notices) or None
         return TurnPlan(prompt, exact, start, notice)
 
+    # --- thinking -------------------------------------------------------------------------------
+
+    def _reasoning(self) -> ReasoningFormat | None:
+        info = self.engine.info if self.engine is not None else None
+        return of_model(info.chat_template, info.think_tags) if info is not None else None
+
+    def _thinking_template(self) -> ChatTemplate | None:
+        """The template with the model's own thinking switch set to the session's choice (as it is)."""
+        from localchat.templates import with_thinking
+
+        if self.template is None or self.thinking == "default" or self.engine is None:
+            return self.template
+        return with_thinking(self.template, template_kwargs(self._reasoning(), self.thinking))
+
+    def _thinking_sampling(self, sampling: SamplingParams) -> SamplingParams:
+        """Thinking off for a reasoning model whose template has no switch (or a renderer that cannot set
+        it): the engine closes the thought at once (budget 0) and the answer follows."""
+        if self.thinking != "off" or self._reasoning() is None:
+            return sampling
+        if self._thinking_template() is not self.template:
+            return sampling  # the template's own switch turned it off
+        return replace(sampling, reasoning_budget=0)
+
     def _render(self, messages: list[Message]) -> Prompt:
         full = ([Message("system", self.system)] if self.system else []) + list(messages)
         try:
-            if self.template is None:
+            template = self._thinking_template()
+            if template is None:
                 raise LocalchatError("no model is loaded yet", hint="wait for the model to load, or pick one")
-            return self.template.render(full, add_generation_prompt=True)
+            return template.render(full, add_generation_prompt=True)
         except TemplateError as exc:
             # A GGUF's own template can fail on a conversation its test render did not cover.
             from localchat.templates import native
@@ -223,6 +252,10 @@ class ChatTurn:
     def cancel(self) -> None:
         """Stop the reply; safe from any thread. What was received is kept (marked cancelled)."""
         self.generation.cancel()
+
+    def end_thought(self) -> bool:
+        """Close a reasoning model's thought now; the answer follows (False when no thought is open)."""
+        return self.generation.end_thought()
 
     def __iter__(self) -> Iterator[Event]:
         finished = False

@@ -63,6 +63,9 @@ class FakeModel:
 
         return Pick()
 
+    def thought_control(self, request: BatchRequest):
+        return None  # a model that does not reason (tests/engine/test_thought_control.py drives the real one)
+
     def seq_rm(self, seq: int, p0: int, p1: int) -> bool:
         assert p1 == -1
         del self.kv.setdefault(seq, [])[p0:]
