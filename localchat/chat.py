@@ -174,11 +174,14 @@ class ChatSession:
 
     def _thinking_template(self) -> ChatTemplate | None:
         """The template with the model's own thinking switch set to the session's choice (as it is)."""
-        from localchat.templates import with_thinking
+        from localchat.template_sandbox import SandboxedTemplate
 
         if self.template is None or self.thinking == "default" or self.engine is None:
             return self.template
-        return with_thinking(self.template, template_kwargs(self._reasoning(), self.thinking))
+        variables = template_kwargs(self._reasoning(), self.thinking)
+        if variables and isinstance(self.template, SandboxedTemplate):  # native renderers have no switch
+            return self.template.with_variables(**variables)
+        return self.template
 
     def _thinking_sampling(self, sampling: SamplingParams) -> SamplingParams:
         """Thinking off for a reasoning model whose template has no switch (or a renderer that cannot set
