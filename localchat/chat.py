@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from localchat.engine.api import ChatTemplate, Engine, Event, Generation, Prompt, ReasoningDelta, TextDelta
 from localchat.errors import ContextOverflowError, EngineError, LocalchatError, StoreError, TemplateError
-from localchat.reasoning import ReasoningFormat, Thinking, of_model, template_kwargs
-from localchat.types import Message, SamplingParams, Usage
+from localchat.reasoning import Thinking, of_model, template_kwargs
+from localchat.types import Message, ModelInfo, SamplingParams, Usage
 
 if TYPE_CHECKING:
     from localchat.store.database import ConversationStore
@@ -24,6 +24,27 @@ if TYPE_CHECKING:
 _MESSAGE_OVERHEAD = 5
 # Never reserve less than this for the reply, whatever max_tokens says.
 _MIN_REPLY_RESERVE = 64
+
+
+def apply_thinking(template: ChatTemplate, info: ModelInfo, thinking: Thinking,
+                   sampling: SamplingParams) -> tuple[ChatTemplate, SamplingParams]:
+    """The template and sampling of a reply with thinking on, off or as the template says (default).
+
+    On and off go through the template's own switch (Qwen3's `enable_thinking`). A reasoning model whose
+    template has none (or a native renderer, which cannot set one) gets "off" from the engine instead: a
+    budget of 0 closes its thought as it opens and the answer follows. Models that do not reason: as they are.
+    Used by ChatSession and the server alike."""
+    from localchat.template_sandbox import SandboxedTemplate
+
+    fmt = of_model(info.chat_template, info.think_tags)
+    if fmt is None or thinking == "default":
+        return template, sampling
+    variables = template_kwargs(fmt, thinking)
+    if variables and isinstance(template, SandboxedTemplate):
+        return template.with_variables(**variables), sampling
+    if thinking == "off":
+        return template, replace(sampling, reasoning_budget=0)
+    return template, sampling
 
 
 @dataclass
@@ -168,29 +189,15 @@ class ChatSession:
 
     # --- thinking -------------------------------------------------------------------------------
 
-    def _reasoning(self) -> ReasoningFormat | None:
-        info = self.engine.info if self.engine is not None else None
-        return of_model(info.chat_template, info.think_tags) if info is not None else None
-
     def _thinking_template(self) -> ChatTemplate | None:
-        """The template with the model's own thinking switch set to the session's choice (as it is)."""
-        from localchat.template_sandbox import SandboxedTemplate
-
-        if self.template is None or self.thinking == "default" or self.engine is None:
+        if self.template is None or self.engine is None:
             return self.template
-        variables = template_kwargs(self._reasoning(), self.thinking)
-        if variables and isinstance(self.template, SandboxedTemplate):  # native renderers have no switch
-            return self.template.with_variables(**variables)
-        return self.template
+        return apply_thinking(self.template, self.engine.info, self.thinking, self.sampling)[0]
 
     def _thinking_sampling(self, sampling: SamplingParams) -> SamplingParams:
-        """Thinking off for a reasoning model whose template has no switch (or a renderer that cannot set
-        it): the engine closes the thought at once (budget 0) and the answer follows."""
-        if self.thinking != "off" or self._reasoning() is None:
+        if self.template is None or self.engine is None:
             return sampling
-        if self._thinking_template() is not self.template:
-            return sampling  # the template's own switch turned it off
-        return replace(sampling, reasoning_budget=0)
+        return apply_thinking(self.template, self.engine.info, self.thinking, sampling)[1]
 
     def _render(self, messages: list[Message]) -> Prompt:
         full = ([Message("system", self.system)] if self.system else []) + list(messages)
