@@ -8,12 +8,13 @@ serves the TUI, `localchat run` and the server. A turn yields the engine's event
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from localchat.engine.api import ChatTemplate, Engine, Event, Generation, Prompt, ReasoningDelta, TextDelta
 from localchat.errors import ContextOverflowError, EngineError, LocalchatError, StoreError, TemplateError
-from localchat.types import Message, SamplingParams, Usage
+from localchat.reasoning import Thinking, of_model, template_kwargs
+from localchat.types import Message, ModelInfo, SamplingParams, Usage
 
 if TYPE_CHECKING:
     from localchat.store.database import ConversationStore
@@ -23,6 +24,27 @@ if TYPE_CHECKING:
 _MESSAGE_OVERHEAD = 5
 # Never reserve less than this for the reply, whatever max_tokens says.
 _MIN_REPLY_RESERVE = 64
+
+
+def apply_thinking(template: ChatTemplate, info: ModelInfo, thinking: Thinking,
+                   sampling: SamplingParams) -> tuple[ChatTemplate, SamplingParams]:
+    """The template and sampling of a reply with thinking on, off or as the template says (default).
+
+    On and off go through the template's own switch (Qwen3's `enable_thinking`). A reasoning model whose
+    template has none (or a native renderer, which cannot set one) gets "off" from the engine instead: a
+    budget of 0 closes its thought as it opens and the answer follows. Models that do not reason: as they are.
+    Used by ChatSession and the server alike."""
+    from localchat.template_sandbox import SandboxedTemplate
+
+    fmt = of_model(info.chat_template, info.think_tags)
+    if fmt is None or thinking == "default":
+        return template, sampling
+    variables = template_kwargs(fmt, thinking)
+    if variables and isinstance(template, SandboxedTemplate):
+        return template.with_variables(**variables), sampling
+    if thinking == "off":
+        return template, replace(sampling, reasoning_budget=0)
+    return template, sampling
 
 
 @dataclass
@@ -51,6 +73,7 @@ class ChatSession:
         history: list[Message] | None = None,
         store: ConversationStore | None = None,
         conversation_id: int | None = None,
+        thinking: Thinking = "default",
     ) -> None:
         self.engine = engine
         self.template = template
@@ -60,6 +83,9 @@ class ChatSession:
         self.messages: list[Message] = list(history or [])
         self.store = store
         self.conversation_id = conversation_id
+        # A reasoning model thinks (on), does not (off) or does as its template says (default): config
+        # `thinking` / `models.ID.thinking`, `localchat run --think/--no-think`, the TUI.
+        self.thinking: Thinking = thinking
         self.dropped = 0  # older messages outside the window in the last turn
         self.template_warning: str | None = None
         self._token_cache: dict[tuple[str, str], int] = {}
@@ -112,7 +138,7 @@ class ChatSession:
 
     def _start(self, plan: TurnPlan, sampling: SamplingParams) -> "ChatTurn":
         self.dropped = plan.dropped
-        generation = self.require_engine().generate(plan.prompt, sampling)
+        generation = self.require_engine().generate(plan.prompt, self._thinking_sampling(sampling))
         writer = None
         if self.store is not None and self.conversation_id is not None:
             writer = self.store.begin_reply(self.conversation_id, model=self.model_id)
@@ -161,12 +187,25 @@ class ChatSession:
         notice = "; ".join(notices) or None
         return TurnPlan(prompt, exact, start, notice)
 
+    # --- thinking -------------------------------------------------------------------------------
+
+    def _thinking_template(self) -> ChatTemplate | None:
+        if self.template is None or self.engine is None:
+            return self.template
+        return apply_thinking(self.template, self.engine.info, self.thinking, self.sampling)[0]
+
+    def _thinking_sampling(self, sampling: SamplingParams) -> SamplingParams:
+        if self.template is None or self.engine is None:
+            return sampling
+        return apply_thinking(self.template, self.engine.info, self.thinking, sampling)[1]
+
     def _render(self, messages: list[Message]) -> Prompt:
         full = ([Message("system", self.system)] if self.system else []) + list(messages)
         try:
-            if self.template is None:
+            template = self._thinking_template()
+            if template is None:
                 raise LocalchatError("no model is loaded yet", hint="wait for the model to load, or pick one")
-            return self.template.render(full, add_generation_prompt=True)
+            return template.render(full, add_generation_prompt=True)
         except TemplateError as exc:
             # A GGUF's own template can fail on a conversation its test render did not cover.
             from localchat.templates import native
@@ -223,6 +262,10 @@ class ChatTurn:
     def cancel(self) -> None:
         """Stop the reply; safe from any thread. What was received is kept (marked cancelled)."""
         self.generation.cancel()
+
+    def end_thought(self) -> bool:
+        """Close a reasoning model's thought now; the answer follows (False when no thought is open)."""
+        return self.generation.end_thought()
 
     def __iter__(self) -> Iterator[Event]:
         finished = False

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from localchat.errors import ConfigError
 from localchat.fsutil import atomic_write_text
 from localchat.types import LoadOptions, SamplingParams
 from localchat.yamlio import Node, dump as dump_yaml, read_file as read_yaml
+
+if TYPE_CHECKING:
+    from localchat.reasoning import Thinking
 
 _TOP_KEYS = {"offline", "default_model", "system_prompt", "sampling", "load", "models", "theme", "thinking",
              "show_thinking"}
@@ -103,8 +106,8 @@ class Config:
         merged.update({k: v for k, v in overrides.items() if v is not None})
         return _build(LoadOptions, merged, "load")
 
-    def thinking_for(self, model_id: str | None) -> str:
-        return self.models.get(model_id or "", {}).get("thinking", self.thinking)
+    def thinking_for(self, model_id: str | None) -> Thinking:
+        return cast("Thinking", self.models.get(model_id or "", {}).get("thinking", self.thinking))
 
     def system_prompt_for(self, model_id: str | None) -> str | None:
         per_model = self.models.get(model_id or "", {})

@@ -58,6 +58,12 @@ def detect(template: str | None, is_single_token: Callable[[str], bool] | None =
     return ReasoningFormat(switch=SWITCH if SWITCH in source else None)
 
 
+def of_model(chat_template: str | None, think_tags: list[int] | None) -> ReasoningFormat | None:
+    """detect() for a loaded model: its template, and its vocabulary as the worker found it (ModelInfo.think_tags
+    is set when both tags are tokens of their own)."""
+    return detect(chat_template, (lambda _tag: True) if think_tags else None)
+
+
 def template_kwargs(fmt: ReasoningFormat | None, thinking: Thinking) -> dict[str, bool]:
     """What the template is rendered with for a thinking choice: only the model's own switch, and only when
     the user chose; "default" leaves the template's default (Qwen3: thinking on)."""

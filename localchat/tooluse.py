@@ -104,6 +104,9 @@ class ToolCallingGeneration:
     def cancel(self) -> None:
         self.inner.cancel()
 
+    def end_thought(self) -> bool:
+        return self.inner.end_thought()
+
     def __enter__(self) -> ToolCallingGeneration:
         return self
 

@@ -314,7 +314,8 @@ class Workspace:
     def _new_session(self, history: list[Message] | None = None, conversation_id: int | None = None) -> ChatSession:
         return ChatSession(self._engine, self._template, model_id=self._model_id or "", history=history,
                            sampling=self.services.config.sampling_for(self._model_id),
-                           system=self._system_prompt(), store=self._store, conversation_id=conversation_id)
+                           system=self._system_prompt(), store=self._store, conversation_id=conversation_id,
+                           thinking=self.services.config.thinking_for(self._model_id))
 
     def _system_prompt(self) -> str | None:
         return self._conversation_system or self.services.config.system_prompt_for(self._model_id)
@@ -322,6 +323,7 @@ class Workspace:
     def _apply_settings(self) -> None:
         self._session.sampling = self.services.config.sampling_for(self._model_id)
         self._session.system = self._system_prompt()
+        self._session.thinking = self.services.config.thinking_for(self._model_id)
 
     def new_session(self) -> None:
         """A fresh conversation (a reply still streaming ends in the old one)."""

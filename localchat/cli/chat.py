@@ -30,6 +30,17 @@ def register(sub) -> None:
                    help="continue a saved conversation (default: the latest)")
     p.add_argument("--no-save", action="store_true", help="do not save this exchange in the history")
     p.add_argument("--stats", action="store_true", help="print tokens/s and time to first token on stderr")
+    think = p.add_mutually_exclusive_group()
+    think.add_argument("--think", dest="thinking", action="store_const", const="on",
+                       help="a reasoning model thinks before it answers (default: as the config says, else the "
+                            "model's own default)")
+    think.add_argument("--no-think", dest="thinking", action="store_const", const="off",
+                       help="a reasoning model answers without thinking")
+    p.add_argument("--show-thinking", action=argparse.BooleanOptionalAction, default=None,
+                   help="print the model's thought on stderr, dimmed (default: the config's show_thinking); "
+                        "stdout always gets the answer alone")
+    p.add_argument("--thinking-budget", type=int, metavar="N",
+                   help="tokens the thought may take; then it is closed and the answer follows (0: no thought)")
     shape = p.add_mutually_exclusive_group()
     shape.add_argument("--json", action="store_true", help="the reply is a JSON object (always parses)")
     shape.add_argument("--json-schema", metavar="FILE", type=Path,
@@ -47,7 +58,7 @@ def _prompt(args: argparse.Namespace) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from localchat.chat import ChatSession
-    from localchat.engine.api import TextDelta
+    from localchat.engine.api import ReasoningDelta, TextDelta
     from localchat.cli.progress import ProgressBar
 
     svc = services(args)
@@ -56,7 +67,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     sampling = svc.config.sampling_for(
         entry.id, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, min_p=args.min_p,
         repeat_penalty=args.repeat_penalty, max_tokens=args.max_tokens, seed=args.seed,
-        stop=tuple(args.stop) if args.stop else None,
+        stop=tuple(args.stop) if args.stop else None, reasoning_budget=args.thinking_budget,
     ).validate()
     sampling = _constrained(sampling, args)
     if not entry.is_remote and not svc.registry.is_installed(entry.id):
@@ -71,25 +82,32 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"localchat: warning: {w}", file=sys.stderr)
         session = ChatSession(engine, template, model_id=entry.id, sampling=sampling,
                               system=args.system if args.system is not None else system or svc.config.system_prompt_for(entry.id),
-                              history=history, store=store, conversation_id=conversation_id)
+                              history=history, store=store, conversation_id=conversation_id,
+                              thinking=args.thinking or svc.config.thinking_for(entry.id))
         turn = session.send(text)
         if turn.notice:
             print(f"localchat: note: {turn.notice}", file=sys.stderr)
+        thought = _ThoughtOut(svc.config.show_thinking if args.show_thinking is None else args.show_thinking)
         try:
             for event in turn:
                 if isinstance(event, TextDelta):
+                    thought.end()
                     sys.stdout.write(event.text)
                     sys.stdout.flush()
+                elif isinstance(event, ReasoningDelta):
+                    thought.write(event.text)
         except KeyboardInterrupt:
             turn.cancel()
             raise
         finally:
+            thought.end()
             if turn.text and not turn.text.endswith("\n"):
                 sys.stdout.write("\n")
             sys.stdout.flush()
         if args.stats and turn.usage:
             u = turn.usage
-            print(f"localchat: {u.completion_tokens} tokens, {u.tokens_per_second:.1f} tokens/s, "
+            thinking = f", {u.reasoning_tokens} of them thinking" if u.reasoning_tokens else ""
+            print(f"localchat: {u.completion_tokens} tokens{thinking}, {u.tokens_per_second:.1f} tokens/s, "
                   f"TTFT {u.ttft * 1000:.0f} ms, prompt {u.prompt_tokens} tokens ({u.prompt_eval_tokens} evaluated)",
                   file=sys.stderr)
         if turn.status == "length":
@@ -102,6 +120,31 @@ def cmd_run(args: argparse.Namespace) -> int:
         if store is not None:
             store.close()
     return 0
+
+
+class _ThoughtOut:
+    """A reasoning model's thought on stderr (dim on a terminal), apart from the answer on stdout; nothing
+    when it is not to be shown."""
+
+    def __init__(self, show: bool) -> None:
+        self.show = show
+        self.dim = show and sys.stderr.isatty()
+        self.open = False
+
+    def write(self, text: str) -> None:
+        if not self.show:
+            return
+        if not self.open:
+            self.open = True
+            sys.stderr.write("\x1b[2m" if self.dim else "")
+        sys.stderr.write(text)
+        sys.stderr.flush()
+
+    def end(self) -> None:
+        if self.open:
+            self.open = False
+            sys.stderr.write(("\x1b[0m" if self.dim else "") + "\n\n")
+            sys.stderr.flush()
 
 
 def _constrained(sampling, args):

@@ -65,6 +65,10 @@ class Generation(Protocol):
 
     def cancel(self) -> None: ...  # thread-safe, idempotent
 
+    # Close a reasoning model's thought now, so the answer follows (thread-safe). True when a thought was
+    # open (or may still open) and will be closed; False when there is none to close.
+    def end_thought(self) -> bool: ...
+
     def __enter__(self) -> Self: ...
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from localchat.errors import EngineContextOverflow, EngineError
+from localchat.reasoning import ThoughtControl
 from localchat.types import SamplingParams
 
 
@@ -59,6 +60,7 @@ class SequenceBackend(Protocol):
     def piece(self, token: int) -> bytes | None: ...  # None: an end-of-generation token
     def decode(self, batch: Batch) -> None: ...  # raises EngineError
     def sampler(self, request: BatchRequest) -> Sampler: ...
+    def thought_control(self, request: BatchRequest) -> ThoughtControl | None: ...  # a reasoning model's budget
     def seq_rm(self, seq: int, p0: int, p1: int) -> bool: ...  # p1 -1: to the end
     def seq_cp(self, src: int, dst: int, p0: int, p1: int) -> None: ...
 
@@ -78,6 +80,7 @@ class BatchRequest:
     sampling: SamplingParams
     tokens: list[int] = field(default_factory=list)
     arrived: float = 0.0
+    end_thought: bool = False  # close a reasoning model's thought as soon as it opens (asked before it started)
 
 
 class TextAssembler:
@@ -154,6 +157,7 @@ class Slot:
         self.next_token = -1  # sampled, decoded at the next step
         self.n_gen = 0
         self.leader: tuple[Slot, BatchRequest, int] | None = None  # wait for it to evaluate a shared prefix
+        self.thought: ThoughtControl | None = None  # a reasoning model's thought budget and end-now
         self.usage: dict = {}
         self.t_first = self.t_last = 0.0
         self.last_used = 0.0
@@ -211,6 +215,20 @@ class BatchScheduler:
             self._cancels.add(request_id)
             self._wake.notify()
 
+    def end_thought(self, request_id: str) -> bool:
+        """Close a reasoning model's thought now (its answer follows); False for an id not queued or running."""
+        with self._wake:
+            for slot in self.slots:
+                if slot.request is not None and slot.request.id == request_id:
+                    if slot.thought is not None:
+                        slot.thought.end_now()  # a flag the decode thread reads at the next token
+                    return True
+            for request in self._waiting:
+                if request.id == request_id:
+                    request.end_thought = True
+                    return True
+            return False
+
     def wait(self, timeout: float | None = None) -> None:
         """Block the decode thread until there is something to do."""
         with self._wake:
@@ -265,7 +283,13 @@ class BatchScheduler:
                 if row < 0:
                     continue  # more prompt chunks to come
                 slot.usage["prompt_seconds"] = now - slot.usage.pop("_t_prompt", now)
-            self._accept(slot, slot.sampler.sample(row), now)  # type: ignore[union-attr]
+            thought = slot.thought
+            if thought is None:
+                token = slot.sampler.sample(row)  # type: ignore[union-attr]
+            else:  # the budget is spent or the user asked: the closing tags instead of a sampled token
+                token = thought.forcing.pop(0) if thought.forcing else slot.sampler.sample(row)  # type: ignore[union-attr]
+                thought.saw(token)
+            self._accept(slot, token, now)
         return True
 
     def _apply_cancels_and_admit(self) -> None:
@@ -300,6 +324,9 @@ class BatchScheduler:
             del slot.cached[keep:]
         slot.request, slot.next_token, slot.n_gen, slot.leader = request, -1, 0, None
         slot.sampler = self.backend.sampler(request)
+        slot.thought = self.backend.thought_control(request)
+        if slot.thought is not None and request.end_thought:
+            slot.thought.end_now()
         slot.text = TextAssembler(request.sampling.stop)
         slot.usage = {"prompt_tokens": len(tokens), "prompt_eval_tokens": len(tokens) - keep,
                       "completion_tokens": 0, "ttft": 0.0, "prompt_seconds": 0.0, "decode_seconds": 0.0,
@@ -374,6 +401,8 @@ class BatchScheduler:
         usage.pop("_t_prompt", None)
         usage.update(completion_tokens=slot.n_gen, decode_seconds=slot.t_last - slot.t_first if slot.n_gen else 0.0,
                      finish_reason=reason)
+        if slot.thought is not None:
+            usage["reasoning_tokens"] = slot.thought.thought_tokens
         self._release(slot)
         self._count_finish(reason, usage)
         self.sink.done(request.id, usage)
@@ -397,7 +426,7 @@ class BatchScheduler:
     def _release(self, slot: Slot) -> None:
         if slot.sampler is not None:
             slot.sampler.close()
-        slot.request = slot.sampler = slot.text = slot.leader = None
+        slot.request = slot.sampler = slot.text = slot.leader = slot.thought = None
         slot.next_token = -1
         slot.last_used = time.perf_counter()
 

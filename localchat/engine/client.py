@@ -30,7 +30,7 @@ from localchat.engine.lifecycle import CancellingGeneration, ClosingEngine
 from localchat.errors import EngineContextOverflow, EngineError, ModelLoadError, WorkerCrashed
 from localchat.structured import SchemaError
 from localchat.types import LoadOptions, ModelInfo, SamplingParams, Usage
-from localchat.reasoning import ReasoningSplitter, detect
+from localchat.reasoning import ReasoningSplitter, of_model
 
 LOG_TAIL_LINES = 20
 LOG_ROTATE_BYTES = 5 * 1024 * 1024
@@ -68,6 +68,12 @@ class _Stream:
     def cancel(self) -> None:
         if not self.finished.is_set():
             self._outbox.put(self._cancel_frame)
+
+    def end_thought(self) -> bool:
+        if self.finished.is_set():
+            return False
+        self._outbox.put(protocol.encode(protocol.EndThought(self.rid)))
+        return True
 
 
 class Generation(CancellingGeneration):
@@ -141,6 +147,16 @@ class Generation(CancellingGeneration):
         """Ask the worker to stop this generation (thread-safe, idempotent); iteration then ends normally
         with finish_reason "cancelled" (or "stop"/"length" if it had already finished)."""
         self._stream.cancel()
+
+    def end_thought(self) -> bool:
+        """Close a reasoning model's thought now: the worker feeds the closing tag at its next token and the
+        answer follows (thread-safe). False when the reply is no thought: a model that does not reason, an
+        answer already begun, or a reply that has ended. Before the reply's first text it is asked too: a
+        thought the model then opens is closed at once."""
+        splitter = self._splitter
+        if splitter is None or self._ended or splitter.state in ("answer", "answer_start"):
+            return False
+        return self._stream.end_thought()
 
 
 class _Reply:
@@ -258,8 +274,9 @@ class EngineClient(ClosingEngine):
             raise error
         # if the worker has just died, the reader thread fails this stream when it sees the pipe close
         self._outbox.put(frame)
-        # A reasoning model (its template writes </think>): the thought streams apart from the answer.
-        fmt = detect(self.info.chat_template)
+        # A reasoning model (its template writes </think>, or its vocabulary has both tags): the thought streams
+        # apart from the answer.
+        fmt = of_model(self.info.chat_template, self.info.think_tags)
         return Generation(stream, fmt.splitter(request.prompt) if fmt is not None else None)
 
     def count_tokens(self, texts: Sequence[Prompt]) -> list[int]:

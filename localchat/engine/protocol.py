@@ -8,6 +8,7 @@ wrong is a ProtocolError the reader can answer, never a KeyError deep in a threa
 parent -> worker
   Load(path, options)            Generate(id, prompt, sampling)       Count(id, texts)   answered even
   Cancel(id)                     Shutdown()                                              mid-generation
+  EndThought(id)                 a reasoning model's thought is closed now; its answer follows
 worker -> parent
   Loaded(info)                   ModelInfo fields without "path"
   Delta(id, text)                batched: about every 25 ms, the first at once
@@ -70,6 +71,12 @@ class Cancel:
 
 
 @dataclass(frozen=True, slots=True)
+class EndThought:
+    op: ClassVar[str] = "end_thought"
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
 class Shutdown:
     op: ClassVar[str] = "shutdown"
 
@@ -112,7 +119,7 @@ class Error:
     hint: str = ""
 
 
-ToWorker = Load | Generate | Count | Cancel | Shutdown
+ToWorker = Load | Generate | Count | Cancel | EndThought | Shutdown
 FromWorker = Loaded | Delta | Done | Counts | Error
 Frame = ToWorker | FromWorker
 
@@ -134,6 +141,8 @@ def _wire(frame: Frame) -> dict[str, Any]:
         return {"op": "counts", "id": frame.id, "counts": list(frame.counts)}
     if isinstance(frame, Cancel):
         return {"op": "cancel", "id": frame.id}
+    if isinstance(frame, EndThought):
+        return {"op": "end_thought", "id": frame.id}
     if isinstance(frame, Loaded):
         return {"op": "loaded", "info": frame.info}
     if isinstance(frame, Error):
@@ -192,6 +201,7 @@ _DECODERS: dict[str, Callable[[dict[str, Any]], Frame]] = {
                                    SamplingParams.from_dict(_field(m, "sampling", dict))),
     "count": lambda m: Count(_field(m, "id", int), _str_list(m, "texts")),
     "cancel": lambda m: Cancel(_field(m, "id", int)),
+    "end_thought": lambda m: EndThought(_field(m, "id", int)),
     "shutdown": lambda m: Shutdown(),
     "loaded": lambda m: Loaded(_field(m, "info", dict)),
     "done": lambda m: Done(_field(m, "id", int), Usage.from_dict(_field(m, "usage", dict))),

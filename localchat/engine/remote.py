@@ -318,6 +318,12 @@ class RemoteGeneration(CancellingGeneration):
         self._cancelled.set()
         self._shutdown()
 
+    def end_thought(self) -> bool:
+        """Always False: an OpenAI-compatible server has no call that ends a running thought (its budget
+        is set per request, `reasoning_budget` in the sampling), so the thought goes on; cancel() stops the
+        reply instead."""
+        return False
+
     # --- plumbing ---------------------------------------------------------------------------------
 
     def _shutdown(self) -> None:
@@ -437,6 +443,8 @@ def _sampling_body(s: SamplingParams) -> dict[str, Any]:
         body["seed"] = s.seed
     if s.stop:
         body["stop"] = list(s.stop)
+    if s.reasoning_budget is not None:  # llama-server's per-request thinking budget (localchat serve reads it too)
+        body["thinking_budget_tokens"] = s.reasoning_budget
     return body
 
 

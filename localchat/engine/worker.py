@@ -2,8 +2,8 @@
 
 Frames (localchat.engine.protocol) arrive on stdin and leave on the original stdout; fd 1 itself is pointed
 at stderr (the parent's log file) so nothing llama.cpp prints can corrupt the protocol. A reader thread
-takes frames off stdin at once: a cancel flips a flag the decode loop polls every token, a count is
-answered on the spot, everything else queues for the main thread, which loads and generates.
+takes frames off stdin at once: a cancel (or an end-thought) flips a flag the decode loop polls every token, a
+count is answered on the spot, everything else queues for the main thread, which loads and generates.
 `--build-info` prints what the llama.cpp build supports as one JSON object and exits; `--amx-selftest` prints
 the result of llama.selftest.amx_selftest (see localchat.engine.amx) the same way.
 """
@@ -22,7 +22,7 @@ from typing import IO, TYPE_CHECKING
 
 from localchat.engine import protocol
 from localchat.engine.batch import BatchLoop, BatchRequest, BatchScheduler, CoalescingSink
-from localchat.engine.protocol import Cancel, Count, Generate, Load, Shutdown
+from localchat.engine.protocol import Cancel, Count, EndThought, Generate, Load, Shutdown
 from localchat.structured import SchemaError
 from localchat.errors import EngineContextOverflow, EngineError, LocalchatError, ModelLoadError
 from localchat.types import SamplingParams, Usage
@@ -47,6 +47,8 @@ class Worker:
         self.current: int | None = None  # id of the running generation
         self.cancel = threading.Event()
         self.cancelled_early: set[int] = set()  # cancels that arrived before their generation started
+        self.end_thought = threading.Event()  # close the running reply's thought now (a reasoning model)
+        self.ended_early: set[int] = set()  # end-thoughts that arrived before their generation started
         self.batch: BatchLoop | None = None  # parallel > 1: the continuous-batching decode thread
 
     def send(self, frame: protocol.FromWorker) -> None:
@@ -85,6 +87,15 @@ class Worker:
                         self.cancel.set()
                     else:
                         self.cancelled_early.add(frame.id)
+            elif isinstance(frame, EndThought):
+                with self.state_lock:
+                    if self.batch is not None:
+                        if not self.batch.scheduler.end_thought(str(frame.id)):
+                            self.ended_early.add(frame.id)  # its generate frame is still on its way to submit
+                    elif frame.id == self.current:
+                        self.end_thought.set()
+                    else:
+                        self.ended_early.add(frame.id)
             elif isinstance(frame, Count):
                 self.count(frame)
             elif isinstance(frame, (Load, Generate)):
@@ -176,7 +187,11 @@ class Worker:
                     self.error(rid, "schema", e)
                     return
             try:
-                self.batch.scheduler.submit(BatchRequest(str(rid), request.prompt, request.sampling))
+                with self.state_lock:  # an end-thought that came first is either seen here or finds it queued
+                    ended = rid in self.ended_early
+                    self.ended_early = {i for i in self.ended_early if i > rid}
+                    self.batch.scheduler.submit(BatchRequest(str(rid), request.prompt, request.sampling,
+                                                             end_thought=ended))
             except EngineContextOverflow as e:
                 self.error(rid, "context", e)
             except EngineError as e:
@@ -188,8 +203,13 @@ class Worker:
                 self.cancel.set()
             else:
                 self.cancel.clear()
+            if rid in self.ended_early:
+                self.end_thought.set()
+            else:
+                self.end_thought.clear()
             # ids only grow: cancels for this one or older (sent just as they finished) are spent
             self.cancelled_early = {i for i in self.cancelled_early if i > rid}
+            self.ended_early = {i for i in self.ended_early if i > rid}
         try:
             self.stream(self.model, rid, request.prompt, request.sampling)
         except EngineContextOverflow as e:
@@ -209,7 +229,7 @@ class Worker:
         parts: list[str] = []
         next_flush = 0.0
         try:
-            for piece in model.generate(prompt, sampling, self.cancel.is_set):
+            for piece in model.generate(prompt, sampling, self.cancel.is_set, self.end_thought.is_set):
                 parts.append(piece)
                 t = now()
                 if t >= next_flush:

@@ -22,7 +22,7 @@ from localchat.errors import (
     Cancelled, ConfigError, ContextOverflowError, LocalchatError, ModelLoadError, NotInstalledError, TemplateError,
     UnknownModelError,
 )
-from localchat.server.jobs import Delta, Done, Failed, Job, ServerStats
+from localchat.server.jobs import Delta, Done, Failed, Job, ServerStats, Thought
 from localchat.server.ollama import mount_ollama, ollama_error
 from localchat.server.pool import ModelPool
 from localchat.server.schema import (
@@ -30,6 +30,7 @@ from localchat.server.schema import (
     parse_tutorial, sse, tutorial_response,
 )
 from localchat.server.settings import ServerSettings
+from localchat.server.thinking import render as render_thinking, thinking_for
 from localchat.structured import SchemaError
 from localchat.tooluse import GRAMMAR_NOT_SERVED, constrain
 from localchat.types import Message, SamplingParams
@@ -160,16 +161,18 @@ class _Api:
         model_id = self._resolve(req.model)
         sampling = constrain(self._sampling(model_id, req.sampling), None, req.response_format, "json")
 
+        thinking = thinking_for(self.services, model_id, req.thinking)
+
         def prepare(slot: Any) -> tuple[Any, SamplingParams]:
             if chat:
-                return slot.template.render(req.messages, add_generation_prompt=True), sampling
+                return render_thinking(slot, req.messages, thinking, sampling)
             return req.prompt, sampling
 
         job = self._start(model_id, prepare)
         builder = ResponseBuilder(model_id, chat)
         if not req.stream:
             done = await self._run_to_end(request, job)
-            return JSONResponse(builder.complete(done.text, done.finish_reason, done.usage))
+            return JSONResponse(builder.complete(done.text, done.finish_reason, done.usage, reasoning=done.reasoning))
         watcher = asyncio.create_task(_watch_disconnect(request, job))
         try:
             first = await job.next()  # wait for the turn and the first text: errors still get a status code
@@ -259,6 +262,9 @@ async def _stream(job: Job, first: Any, builder: ResponseBuilder, watcher: async
         while True:
             if isinstance(event, Delta):
                 yield builder.chunk(event.text)
+            elif isinstance(event, Thought):
+                if builder.chat:  # a text completion is the raw text: the prompt's template never split it
+                    yield builder.chunk(reasoning=event.text)
             elif isinstance(event, Done) and event.finish_reason == "cancelled":
                 yield sse(_shutting_down().body())  # ended by the shutdown: say so rather than "stop"
                 return

@@ -10,7 +10,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from localchat.engine.api import TextDelta
+from localchat.engine.api import ReasoningDelta, TextDelta
 from localchat.errors import Cancelled, LocalchatError
 from localchat.types import SamplingParams, Usage
 
@@ -21,10 +21,16 @@ class Delta:
 
 
 @dataclass
+class Thought:
+    text: str  # a reasoning model's thought, apart from the answer (reasoning_content, Ollama's thinking)
+
+
+@dataclass
 class Done:
     usage: Usage
     finish_reason: str  # stop | length | cancelled
     text: str
+    reasoning: str = ""
 
 
 @dataclass
@@ -70,7 +76,7 @@ class Job:
         self._task = asyncio.get_running_loop().create_task(self._produce())
         return self
 
-    async def next(self) -> Delta | Done | Failed:
+    async def next(self) -> Delta | Thought | Done | Failed:
         return await self.events.get()
 
     def on_finished(self, callback: Callable[["Job"], None]) -> None:
@@ -127,11 +133,16 @@ class Job:
                 self._generation = generation
             if self._stop.is_set():
                 generation.cancel()
+            thought: list[str] = []
             for event in generation:
                 if isinstance(event, TextDelta):
                     loop.call_soon_threadsafe(put, Delta(event.text))
+                elif isinstance(event, ReasoningDelta):
+                    thought.append(event.text)
+                    loop.call_soon_threadsafe(put, Thought(event.text))
             usage = generation.usage or Usage()
-            outcome = Done(usage, generation.finish_reason or usage.finish_reason or "stop", generation.text)
+            outcome = Done(usage, generation.finish_reason or usage.finish_reason or "stop", generation.text,
+                           "".join(thought))
         except BaseException as exc:  # noqa: BLE001 - LocalchatError or a bug: the client hears of it
             if not isinstance(exc, LocalchatError):
                 exc = LocalchatError(f"internal error: {type(exc).__name__}: {exc}")

@@ -12,6 +12,7 @@ import asyncio
 import json
 import re
 import time
+from dataclasses import replace
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -20,8 +21,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from localchat import __version__
-from localchat.errors import GGUFError
-from localchat.server.jobs import Delta, Done, Failed, Job
+from localchat.errors import ConfigError, GGUFError
+from localchat.server import thinking as think_api
+from localchat.server.jobs import Delta, Done, Failed, Job, Thought
 from localchat.server.schema import ApiError, _message, bad, parse_json
 from localchat.structured import OutputConstraint, SchemaError, schema_constraint
 from localchat.tooluse import GRAMMAR_NOT_SERVED
@@ -113,7 +115,9 @@ class OllamaApi:
                 "modified_at": _iso(record.installed_at if record else 0)}
 
     def _capabilities(self, template: str | None) -> list[str]:
-        return ["completion"]
+        from localchat.reasoning import detect
+
+        return ["completion"] + (["thinking"] if detect(template) is not None else [])
 
     @staticmethod
     def _metadata(path: Any) -> dict:
@@ -150,9 +154,7 @@ class OllamaApi:
         name = data["model"]
         if not messages:
             return await self._loaded(model_id, name, keep_alive, {"message": {"role": "assistant", "content": ""}})
-
-        def prepare(slot: Any) -> tuple[Any, SamplingParams]:
-            return slot.template.render(messages, add_generation_prompt=True), sampling
+        prepare = self._thinking(model_id, name, data.get("think"), sampling, messages)
 
         return await self._reply(request, model_id, name, prepare, keep_alive, stream, chat=True)
 
@@ -172,11 +174,26 @@ class OllamaApi:
             return await self._loaded(model_id, name, keep_alive, {"response": ""})
         raw = data.get("raw") is True
         messages = ([Message("system", system)] if system else []) + [Message("user", prompt)]
-
-        def prepare(slot: Any) -> tuple[Any, SamplingParams]:
-            return (prompt if raw else slot.template.render(messages, add_generation_prompt=True)), sampling
+        prepare = self._thinking(model_id, name, data.get("think"), sampling, messages, raw=prompt if raw else None)
 
         return await self._reply(request, model_id, name, prepare, keep_alive, stream, chat=False)
+
+    def _thinking(self, model_id: str, name: str, think: Any, sampling: SamplingParams, messages: list[Message],
+                  raw: str | None = None) -> Any:
+        """prepare(slot) for a reply, thinking as `think` says (else as the config says for the model)."""
+        choice, budget = think_api.ollama_think(think)
+        thinking = think_api.thinking_for(self.api.services, model_id, choice)
+        if budget is not None:
+            sampling = replace(sampling, reasoning_budget=budget)
+
+        def prepare(slot: Any) -> tuple[Any, SamplingParams]:
+            if think not in (None, False) and not think_api.reasons(slot):
+                raise ConfigError(f'"{name}" does not support thinking')  # Ollama's answer, word for word
+            if raw is not None:
+                return raw, sampling
+            return think_api.render(slot, messages, thinking, sampling)
+
+        return prepare
 
     async def _reply(self, request: Request, model_id: str, name: str, prepare: Any, keep_alive: float | None,
                      stream: bool, chat: bool) -> Response:
@@ -186,7 +203,7 @@ class OllamaApi:
         job.on_finished(lambda _job: self._release(model_id, keep_alive))
         if not stream:
             done = await self.api._run_to_end(request, job)
-            return JSONResponse(_final(name, done, started, chat, done.text))
+            return JSONResponse(_final(name, done, started, chat, done.text, done.reasoning))
         from localchat.server.app import _watch_disconnect, to_api_error
 
         watcher = asyncio.create_task(_watch_disconnect(request, job))
@@ -276,9 +293,6 @@ class OllamaApi:
             overrides["stop"] = tuple(stop)
         if ollama_format(data.get("format")) is not None or data.get("tools"):
             raise bad(GRAMMAR_NOT_SERVED)
-        think = data.get("think")
-        if think not in (None, False):
-            raise bad(f"\"{data.get('model')}\" does not support thinking")
         stream = data.get("stream", True)
         if not isinstance(stream, bool):
             raise bad("'stream' must be true or false")
@@ -322,6 +336,8 @@ def ollama_messages(raw: list) -> list[Message]:
             if isinstance(calls, list):
                 item = {**item, "tool_calls": [{**c, "id": c.get("id") or f"call_{i}_{n}"} if isinstance(c, dict) else c
                                                for n, c in enumerate(calls)]}
+        if isinstance(item, dict) and item.get("role") == "assistant" and isinstance(item.get("thinking"), str):
+            item = {**item, "reasoning_content": item["thinking"]}  # Ollama's name for a thought sent back
         if isinstance(item, dict) and item.get("role") == "tool" and not item.get("tool_call_id"):
             wanted = item.get("tool_name")
             match = next((c for c in pending if wanted is None or c.name == wanted), None)
@@ -358,13 +374,16 @@ def _durations(usage: Usage, started: float) -> dict:
             "eval_count": usage.completion_tokens, "eval_duration": int(usage.decode_seconds * 1e9)}
 
 
-def _part(text: str, chat: bool) -> dict:
-    return {"message": {"role": "assistant", "content": text}} if chat else {"response": text}
+def _part(text: str, chat: bool, thinking: str = "") -> dict:
+    """A reply's text; a reasoning model's thought goes in `thinking` beside it, as Ollama sends it."""
+    if chat:
+        return {"message": {"role": "assistant", "content": text, **({"thinking": thinking} if thinking else {})}}
+    return {"response": text, **({"thinking": thinking} if thinking else {})}
 
 
-def _final(name: str, done: Done, started: float, chat: bool, text: str) -> dict:
+def _final(name: str, done: Done, started: float, chat: bool, text: str, thinking: str = "") -> dict:
     reason = "length" if done.finish_reason == "length" else "stop"
-    return {"model": name, "created_at": _now(), **_part(text, chat), "done": True, "done_reason": reason,
+    return {"model": name, "created_at": _now(), **_part(text, chat, thinking), "done": True, "done_reason": reason,
             **_durations(done.usage, started)}
 
 
@@ -381,6 +400,8 @@ async def _ndjson(job: Job, first: Any, name: str, started: float, chat: bool,
         while True:
             if isinstance(event, Delta):
                 yield _line({"model": name, "created_at": _now(), **_part(event.text, chat), "done": False})
+            elif isinstance(event, Thought):
+                yield _line({"model": name, "created_at": _now(), **_part("", chat, event.text), "done": False})
             elif isinstance(event, Done):
                 yield _line(_final(name, event, started, chat, ""))
                 return

@@ -103,14 +103,11 @@ def parse_chat(data: dict) -> GenerationRequest:
     return req
 
 
-# reasoning_effort as OpenAI names its levels: "none" (and "minimal") turn thinking off, the others leave it on.
-_EFFORT = {"none": "off", "minimal": "off", "low": "on", "medium": "on", "high": "on"}
-
-
 def _thinking(req: GenerationRequest, data: dict) -> None:
-    """Thinking on, off or the template's default, and its budget, from what clients send: llama-server's and
-    vLLM's `chat_template_kwargs: {"enable_thinking": false}`, OpenAI's `reasoning_effort`, Ollama's `think`,
-    and `thinking_budget` (also as llama-server's `reasoning_budget`; -1 there means no limit)."""
+    """Thinking on, off or the template's default, and its budget, from what clients send (the dialects are
+    listed in localchat.server.thinking): an explicit budget wins over the one an effort level implies."""
+    from localchat.server.thinking import EFFORTS, effort
+
     kwargs = data.get("chat_template_kwargs")
     if kwargs is not None:
         if not isinstance(kwargs, dict):
@@ -121,17 +118,19 @@ def _thinking(req: GenerationRequest, data: dict) -> None:
             raise bad("'chat_template_kwargs.enable_thinking' must be true or false", "chat_template_kwargs")
         if switch is not None:
             req.thinking = "on" if switch else "off"
-    effort = data.get("reasoning_effort")
-    if effort is not None:
-        if effort not in _EFFORT:
-            raise bad(f"'reasoning_effort' must be one of {', '.join(_EFFORT)}", "reasoning_effort")
-        req.thinking = _EFFORT[effort]
+    level = data.get("reasoning_effort")
+    if level is not None:
+        if level not in EFFORTS:
+            raise bad(f"'reasoning_effort' must be one of {', '.join(EFFORTS)}", "reasoning_effort")
+        req.thinking, budget = effort(level)
+        if budget is not None:
+            req.sampling["reasoning_budget"] = budget
     think = data.get("think")
     if think is not None:
         if not isinstance(think, bool):
             raise bad("'think' must be true or false", "think")
         req.thinking = "on" if think else "off"
-    for name in ("thinking_budget", "reasoning_budget"):
+    for name in ("thinking_budget_tokens", "reasoning_budget_tokens", "thinking_budget", "reasoning_budget"):
         value = data.get(name)
         if value is None:
             continue

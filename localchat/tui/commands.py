@@ -16,6 +16,7 @@ ACTIONS = [
     ("Switch model", "Pick another installed model; the conversation continues on it", "app", "switch_model"),
     ("Stop reply", "Stop the reply that is streaming (what was said is kept)", "chat", "stop"),
     ("Regenerate reply", "Answer the last message again", "chat", "regenerate"),
+    ("End thought", "A reasoning model stops thinking now and answers", "chat", "end_thought"),
     ("Edit last message", "Edit the last message and send it again", "chat", "edit_last"),
     ("Copy reply", "Copy the last reply to the clipboard", "chat", "copy_reply"),
     ("Copy code block", "Copy a code block of the last reply to the clipboard", "chat", "copy_code"),

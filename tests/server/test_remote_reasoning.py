@@ -16,8 +16,10 @@ CHUNKS = [{"reasoning_content": "The user "}, {"reasoning_content": "greets me."
 
 
 class _Handler(BaseHTTPRequestHandler):
+    bodies: list[dict] = []
+
     def do_POST(self) -> None:  # noqa: N802 - http.server's name
-        self.rfile.read(int(self.headers["Content-Length"]))
+        self.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.end_headers()
@@ -41,5 +43,11 @@ def test_reasoning_content_deltas_become_reasoning_events():
         assert events == [ReasoningDelta("The user "), ReasoningDelta("greets me."), ReasoningDelta("OpenRouter's name."),
                           TextDelta("Hel"), TextDelta("lo!")]
         assert gen.text == "Hello!" and gen.finish_reason == "stop"
+        # no OpenAI-compatible call ends a running thought; the budget goes with the request instead
+        budgeted = client.generate([Message("user", "hi")], SamplingParams(max_tokens=20, reasoning_budget=64))
+        assert budgeted.end_thought() is False
+        list(budgeted)
+        assert _Handler.bodies[-1]["thinking_budget_tokens"] == 64
+        assert "thinking_budget_tokens" not in _Handler.bodies[0]
     finally:
         server.shutdown()

@@ -63,6 +63,9 @@ class FakeModel:
 
         return Pick()
 
+    def thought_control(self, request: BatchRequest):
+        return None  # a model that does not reason (tests/engine/test_thought_control.py drives the real one)
+
     def seq_rm(self, seq: int, p0: int, p1: int) -> bool:
         assert p1 == -1
         del self.kv.setdefault(seq, [])[p0:]
@@ -326,3 +329,24 @@ def test_the_decode_thread_serves_requests_from_other_threads_and_coalesces_delt
         assert out.text.get(f"r{i}", "") == alone(PROMPTS[i], GREEDY)[0]
         # the first text at once, the rest held for the flush interval and sent before done
         assert out.frames.get(f"r{i}", 0) <= 2
+
+
+class ThinkingModel(FakeModel):
+    """Every reply starts inside a thought (a template-opened one) with a budget of 2 tokens; "[" and "]"
+    stand for the closing "\\n" and </think>."""
+
+    def thought_control(self, request: BatchRequest):
+        from localchat.reasoning import ThoughtControl
+
+        return ThoughtControl(ord("<"), ord("]"), [ord("["), ord("]")], in_thought=True, budget=2)
+
+
+def test_a_slots_thought_is_closed_by_its_budget_or_when_asked():
+    sched, _, sink = scheduler(ThinkingModel(), slots=1)
+    sched.submit(BatchRequest("a", "first", GREEDY))
+    sched.submit(BatchRequest("b", "second", GREEDY))
+    assert sched.end_thought("b") is True, "queued: closed as soon as its thought runs"
+    assert sched.end_thought("nobody") is False
+    drain(sched)
+    assert sink.text["a"][2:4] == "[]" and sink.usage["a"]["reasoning_tokens"] == 4
+    assert sink.text["b"][1:3] == "[]" and sink.usage["b"]["reasoning_tokens"] == 3

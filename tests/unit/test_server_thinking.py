@@ -29,6 +29,16 @@ def test_thinking_budget_and_its_llama_server_name():
     assert parse_chat({"messages": HI, "thinking_budget": 64}).sampling["reasoning_budget"] == 64
     assert parse_chat({"messages": HI, "reasoning_budget": 0}).sampling["reasoning_budget"] == 0
     assert parse_chat({"messages": HI, "reasoning_budget": -1}).sampling["reasoning_budget"] is None
+    assert parse_chat({"messages": HI, "thinking_budget_tokens": 32}).sampling["reasoning_budget"] == 32
+    assert parse_chat({"messages": HI, "reasoning_budget_tokens": 16}).sampling["reasoning_budget"] == 16
+
+
+@pytest.mark.parametrize("level, budget", [("low", 1024), ("medium", 4096), ("high", None)])
+def test_an_effort_level_is_a_thinking_budget(level, budget):
+    req = parse_chat({"messages": HI, "reasoning_effort": level})
+    assert req.thinking == "on" and req.sampling.get("reasoning_budget") == budget
+    explicit = parse_chat({"messages": HI, "reasoning_effort": level, "thinking_budget_tokens": 8})
+    assert explicit.sampling["reasoning_budget"] == 8, "an explicit budget wins"
 
 
 @pytest.mark.parametrize("extra", [{"chat_template_kwargs": {"enable_thinking": "no"}}, {"chat_template_kwargs": []},

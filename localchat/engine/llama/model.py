@@ -14,7 +14,7 @@ import ctypes
 import os
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from localchat.engine.llama import bindings, ggml
 from localchat.engine.checkpoints import CheckpointStore, default_budget
@@ -22,6 +22,7 @@ from localchat.engine.llama.sequence import SequenceCache, memory_kind
 from localchat.engine.offload import OffloadPlan, plan_offload as _plan_offload
 from localchat.engine.threads import CHECK_SECONDS, FIRST_CHECK_SECONDS, ThreadGovernor
 from localchat.errors import EngineContextOverflow, EngineError, ModelLoadError
+from localchat.reasoning import ReasoningFormat, ThoughtControl, detect
 from localchat.types import LoadOptions, SamplingParams
 
 _KV_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2}  # ggml_type values of the KV cache
@@ -95,6 +96,7 @@ class NativeModel:
         self._piece_buf = ctypes.create_string_buffer(256)
         self._one = (ctypes.c_int32 * 1)()
         self._one_batch = lib.llama_batch_get_one(self._one, 1)
+        self.think = self._think_tokens()
 
     def _load_model(self) -> None:
         lib, notes = self.lib, self.notes
@@ -261,6 +263,7 @@ class NativeModel:
             "parallel": self.parallel,
             "load_seconds": self.load_seconds,
             "notes": list(self.notes),
+            "think_tags": [self.think.open_id, self.think.close_id] if self.think else None,
         }
 
     def meta(self, key: str) -> str | None:
@@ -281,8 +284,9 @@ class NativeModel:
 
     # -- tokens ----------------------------------------------------------------------------------
 
-    def tokenize(self, text: str, special: bool = True) -> list[int]:
-        """Tokens of `text` with special tokens (<|im_start|>) parsed; BOS only where the model wants one."""
+    def tokenize(self, text: str, special: bool = True, bos: bool = True) -> list[int]:
+        """Tokens of `text` with special tokens (<|im_start|>) parsed; BOS only where the model wants one
+        (never with bos=False: a piece of text inside a prompt)."""
         data = text.encode("utf-8", "replace")
         n_max = len(data) + 2
         buf = (ctypes.c_int32 * n_max)()
@@ -294,7 +298,7 @@ class NativeModel:
             if n < 0:
                 raise EngineError(f"could not tokenize a text of {len(data)} bytes")
         tokens = buf[:n]
-        if self.add_bos and self.bos >= 0 and (not tokens or tokens[0] != self.bos):
+        if bos and self.add_bos and self.bos >= 0 and (not tokens or tokens[0] != self.bos):
             tokens.insert(0, self.bos)  # the rendered template may already start with the BOS text
         return tokens
 
@@ -312,6 +316,37 @@ class NativeModel:
             piece = buf.raw[:n]
         self._pieces[token] = piece
         return piece
+
+    # -- reasoning models --------------------------------------------------------------------------
+
+    def _think_tokens(self) -> "_ThinkTokens | None":
+        """The thought's tags as token ids, for a model that reasons (localchat.reasoning.detect) and has both
+        tags as tokens of their own; None otherwise (then no budget or end-now: the decode loop is unchanged)."""
+        raw = self.lib.llama_model_chat_template(self.model, None)
+        template = raw.decode("utf-8", "replace") if raw else None
+        fmt = detect(template, lambda tag: len(self.tokenize(tag, bos=False)) == 1)
+        if fmt is None:
+            return None
+        open_ids, close_ids = self.tokenize(fmt.open_tag, bos=False), self.tokenize(fmt.close_tag, bos=False)
+        if len(open_ids) != 1 or len(close_ids) != 1:
+            return None
+        # What a Qwen template writes to close a thought: "\n</think>\n\n"; the answer follows it.
+        return _ThinkTokens(fmt, open_ids[0], close_ids[0], self.tokenize(f"\n{fmt.close_tag}\n\n", bos=False))
+
+    def thought_control(self, prompt: str, sampling: SamplingParams, prompt_tokens: int) -> ThoughtControl | None:
+        """The budget and end-now of one reply of a reasoning model (None for any other model).
+
+        The thought may take `sampling.reasoning_budget` tokens, and never so many that the answer is left
+        without room: at most the reply's allowance (max_tokens, or what the context has left) less the
+        closing tags and a quarter of the allowance, which is kept for the answer."""
+        think = self.think
+        if think is None:
+            return None
+        allowance = min(sampling.max_tokens if sampling.max_tokens > 0 else self.n_ctx, self.n_ctx - prompt_tokens)
+        cap = max(0, allowance - len(think.close_tokens) - max(1, allowance // 4))
+        budget = cap if sampling.reasoning_budget is None else min(sampling.reasoning_budget, cap)
+        return ThoughtControl(think.open_id, think.close_id, think.close_tokens,
+                              in_thought=think.fmt.opens_in_thought(prompt), budget=budget)
 
     # -- generation ------------------------------------------------------------------------------
 
@@ -390,10 +425,12 @@ class NativeModel:
             raise EngineContextOverflow(f"the context window ({self.n_ctx} tokens) is full", "start a new conversation or raise n_ctx")
         raise EngineError(f"llama_decode failed with code {rc}", "see the engine log")
 
-    def generate(self, prompt: str, sampling: SamplingParams, cancelled) -> Iterator[str]:
+    def generate(self, prompt: str, sampling: SamplingParams, cancelled,
+                 end_thought: Callable[[], bool] | None = None) -> Iterator[str]:
         """Stream the reply to a rendered prompt as text pieces; `last_usage` holds the counters after it.
 
-        `cancelled()` is polled once per token (and between prompt chunks).
+        `cancelled()` is polled once per token (and between prompt chunks); so is `end_thought()` while a
+        reasoning model thinks (True: close the thought now, the answer follows).
         """
         lib = self.lib
         t_request = time.perf_counter()
@@ -435,6 +472,9 @@ class NativeModel:
                 sample = grammar.sample
             elif self._plain_greedy(sampling):
                 sample = self._argmax_sampler()
+            thought = self.thought_control(prompt, sampling, len(tokens))
+            if thought is not None:  # only a reasoning model pays for the check per token
+                sample = _controlled(sample, thought, lib.llama_sampler_accept, end_thought)
             pieces, piece_of, cached, n_ctx = self._pieces, self._piece, self.cached, self.n_ctx
             decoder = codecs.getincrementaldecoder("utf-8")("replace")
             utf8 = decoder.decode
@@ -505,6 +545,8 @@ class NativeModel:
             usage["decode_seconds"] = t_last - t_first
             usage["threads"] = self._threads_now
             usage["finish_reason"] = finish
+            if thought is not None:
+                usage["reasoning_tokens"] = thought.thought_tokens
         finally:
             if grammar is not None:
                 grammar.free()
@@ -528,6 +570,33 @@ class NativeModel:
         if self.model:
             self.lib.llama_model_free(self.model)
             self.model = None
+
+
+class _ThinkTokens:
+    """A reasoning model's tags as token ids, and the tokens that close its thought."""
+
+    __slots__ = ("fmt", "open_id", "close_id", "close_tokens")
+
+    def __init__(self, fmt: ReasoningFormat, open_id: int, close_id: int, close_tokens: list[int]) -> None:
+        self.fmt, self.open_id, self.close_id, self.close_tokens = fmt, open_id, close_id, close_tokens
+
+
+def _controlled(sample, thought: ThoughtControl, accept, end_thought: Callable[[], bool] | None):
+    """A pick that feeds the thought's closing tokens instead of sampling once the budget is spent or the
+    user asked (the sampler chain still hears of them, so penalties count them)."""
+
+    def pick(chain, ctx, i):
+        if end_thought is not None and not thought.end_requested and end_thought():
+            thought.end_now()
+        if thought.forcing:
+            token = thought.forcing.pop(0)
+            accept(chain, token)
+        else:
+            token = sample(chain, ctx, i)
+        thought.saw(token)
+        return token
+
+    return pick
 
 
 def _find_stop(text: str, stops: tuple[str, ...]) -> int:

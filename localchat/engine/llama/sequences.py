@@ -116,6 +116,10 @@ class LlamaSequences:
             return ArgmaxSampler(self.lib, self.ctx, self.model.n_vocab)
         return ChainSampler(self.lib, self.ctx, self.model.sampler_chain(s))
 
+    def thought_control(self, request: BatchRequest):
+        """A reasoning model's thought budget for this reply, as on the single-stream path (None otherwise)."""
+        return self.model.thought_control(request.prompt, request.sampling, len(request.tokens))
+
     def seq_rm(self, seq: int, p0: int, p1: int) -> bool:
         return bool(self.lib.llama_memory_seq_rm(self.mem, seq, p0, p1))
 

@@ -402,3 +402,14 @@ class ChatScreen(Screen):
             self.app.call_from_thread(self.run_action, "new_chat")
         else:
             self.app.call_from_thread(self.refresh_conversations)
+
+    # --- reasoning models: end the thought now (issue 14) ---------------------------------------------
+
+    # ctrl+s ("skip the thinking"): ctrl+e is the input's end-of-line key
+    BINDINGS = [*BINDINGS, Binding("ctrl+s", "end_thought", "End thought", show=False)]
+
+    def action_end_thought(self) -> None:
+        """Close the reply's thought now, so the model answers; a bell when no thought is open."""
+        turn = self.workspace.turn
+        if turn is None or not turn.end_thought():
+            self.app.bell()
