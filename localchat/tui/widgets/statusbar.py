@@ -1,5 +1,7 @@
-"""One line at the bottom: model and quant, what is in effect on the hardware, what is happening, the speed of
-the last reply, background tasks, and the context meter (warns from 80% and when older turns were left out)."""
+"""One line at the bottom: model and quant (and the thinking choice of a reasoning model), what is in effect on
+the hardware, what is happening, the reply's tokens and speed (a thought counted apart from the answer), how much
+of the prompt was reused from the cache, background tasks, and the context meter (warns from 80% and when older
+turns were left out)."""
 
 from __future__ import annotations
 
@@ -17,14 +19,17 @@ class StatusBar(Static):
     """
 
     model = reactive("no model")
+    thinking = reactive("")  # "think: on" for a reasoning model
     hardware = reactive("")
     state = reactive("")
     speed = reactive("")
+    prompt = reactive("")  # tokens reused / evaluated for the turn
     tasks = reactive("")
     context = reactive("")
 
     def render(self) -> str:
-        parts = [self.model, self.hardware, self.state, self.speed, self.tasks, self.context]
+        model = f"{self.model} · {self.thinking}" if self.thinking else self.model
+        parts = [model, self.hardware, self.state, self.speed, self.prompt, self.tasks, self.context]
         return "  │  ".join(p for p in parts if p)
 
     def set_context(self, used: int, window: int, dropped: int) -> None:
@@ -40,3 +45,23 @@ class StatusBar(Static):
     def clear_context(self) -> None:
         self.context = ""
         self.remove_class("warn")
+
+
+def speed_line(thought: int | None, answer: int, rate: float, ttft: float | None = None) -> str:
+    """ "thought 840 · answer 120 tok · 35.0 tok/s": a reasoning model's tokens apart (thought None: a model
+    that did not think this turn, as before: "35.0 tok/s")."""
+    parts = [] if thought is None else [f"thought {thought:,} · answer {answer:,} tok"]
+    if rate > 0:
+        parts.append(f"{rate:.1f} tok/s")
+    line = " · ".join(parts)
+    if ttft is not None:
+        line += f", TTFT {ttft * 1000:.0f} ms"
+    return line
+
+
+def prompt_line(prompt_tokens: int, evaluated: int) -> str:
+    """ "prompt 2,851: 2,790 reused, 61 evaluated": what the cache saved this turn."""
+    if prompt_tokens <= 0:
+        return ""
+    evaluated = min(max(evaluated, 0), prompt_tokens)
+    return f"prompt {prompt_tokens:,}: {prompt_tokens - evaluated:,} reused, {evaluated:,} evaluated"
