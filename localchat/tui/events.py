@@ -60,13 +60,14 @@ class ReplyDelta(Message, bubble=False):
 
 @dataclass
 class TokensCounted(Message, bubble=False):
-    """A reply's thought and answer as counted by the model's tokenizer: while it streams, and once at the end
-    (`usage` set: the turn's own counters)."""
+    """A reply's thought and answer in tokens: while it streams, and once at the end (`usage` set: the turn's
+    own counters). `approximate`: estimated from the model's tokenizer, not counted by the engine."""
 
     reply: StreamingReply
     thought: int
     answer: int
     usage: Usage | None = None
+    approximate: bool = True
 
 
 # --- conversations ------------------------------------------------------------------------------

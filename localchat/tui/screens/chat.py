@@ -190,29 +190,37 @@ class ChatScreen(Screen):
     @work(thread=True, exclusive=True, group="count", exit_on_error=False)
     def _count_worker(self, engine: Engine, reply: StreamingReply, thought: str, answer: str,
                       usage: Usage | None) -> None:
+        if usage is not None and usage.reasoning_tokens is not None:  # the engine counted the thought itself
+            thought_tokens = min(usage.reasoning_tokens, usage.completion_tokens)
+            answer_tokens = usage.completion_tokens - thought_tokens
+            self.post_message(TokensCounted(reply, thought_tokens, answer_tokens, usage, approximate=False))
+            return
+        # Else estimate: the text tokenized again. That need not cut as the model generated it, so at the end
+        # the turn's exact total is shared out in the same proportion.
         try:
             thought_tokens, answer_tokens = engine.count_tokens([thought, answer]) if answer else (
                 engine.count_tokens([thought])[0], 0)
         except LocalchatError:
             return  # the model went away (a swap): the counts are not worth an error
-        if usage is not None and usage.reasoning_tokens is not None:  # the engine counted the thought itself
-            thought_tokens = usage.reasoning_tokens
-        if usage is not None:  # the answer is what the model generated besides the thought (tags included)
-            answer_tokens = max(0, usage.completion_tokens - thought_tokens)
+        if usage is not None:
+            counted = thought_tokens + answer_tokens
+            thought_tokens = round(usage.completion_tokens * thought_tokens / counted) if counted else 0
+            answer_tokens = usage.completion_tokens - thought_tokens
         self.post_message(TokensCounted(reply, thought_tokens, answer_tokens, usage))
 
     @on(TokensCounted)
     def _tokens_counted(self, event: TokensCounted) -> None:
         reply, usage = event.reply, event.usage
         thought = reply.thought
+        about = event.approximate
         if thought is not None:
-            thought.set_tokens(event.thought)
+            thought.set_tokens(event.thought, about)
         if usage is not None:
-            self.status.speed = speed_line(event.thought, event.answer, usage.tokens_per_second, usage.ttft)
+            self.status.speed = speed_line(event.thought, event.answer, usage.tokens_per_second, usage.ttft, about)
         elif reply is self._reply and self._first_text is not None:
             elapsed = time.monotonic() - self._first_text
             rate = (event.thought + event.answer) / elapsed if elapsed > 0 else 0.0
-            self.status.speed = speed_line(event.thought, event.answer, rate)
+            self.status.speed = speed_line(event.thought, event.answer, rate, approximate=about)
 
     def mark_thought_ended_early(self) -> None:
         """The user ended the thought now (the end-thought key): its folded line says so."""
@@ -383,7 +391,7 @@ class ChatScreen(Screen):
             return
         config = self.app.services.config
         choice = THINKING_CYCLE[config.thinking_for(model_id)]
-        set_thinking(config, model_id, choice)
+        set_thinking(config, model_id, None if choice == config.thinking else choice)  # same as all: no override
         self.app.save_config()
         self.workspace.settings_saved(False, "thinking")
         self.app.show_thinking()

@@ -47,10 +47,12 @@ class StatusBar(Static):
         self.remove_class("warn")
 
 
-def speed_line(thought: int | None, answer: int, rate: float, ttft: float | None = None) -> str:
-    """ "thought 840 · answer 120 tok · 35.0 tok/s": a reasoning model's tokens apart (thought None: a model
-    that did not think this turn, as before: "35.0 tok/s")."""
-    parts = [] if thought is None else [f"thought {thought:,} · answer {answer:,} tok"]
+def speed_line(thought: int | None, answer: int, rate: float, ttft: float | None = None,
+               approximate: bool = False) -> str:
+    """ "thought 840 · answer 120 tok · 35.0 tok/s": a reasoning model's tokens apart, "~" where estimated
+    (thought None: a model that did not think this turn, as before: "35.0 tok/s")."""
+    about = "~" if approximate else ""
+    parts = [] if thought is None else [f"thought {about}{thought:,} · answer {about}{answer:,} tok"]
     if rate > 0:
         parts.append(f"{rate:.1f} tok/s")
     line = " · ".join(parts)

@@ -55,6 +55,7 @@ class ThoughtBlock(Vertical):
         self.seconds = seconds
         self.live = live
         self.ended_early = False  # the user ended it (the chat screen's key) before the model did
+        self.approximate = False  # `tokens` is an estimate (the engine did not count the thought itself)
         self.started = time.monotonic()
         self._header = ThoughtHeader(self._title(), markup=False)
         self._body = Static(text, classes="body", markup=False)
@@ -73,21 +74,24 @@ class ThoughtBlock(Vertical):
 
     def _title(self) -> str:
         marker = "▸ " if self.has_class("folded") else "▾ "
+        about = "~" if self.approximate else ""
         if self.live:
-            count = f" {self.tokens:,} tokens" if self.tokens else ""
+            count = f" {about}{self.tokens:,} tokens" if self.tokens else ""
             return marker + "Thinking…" + count
         early = " (ended early)" if self.ended_early else ""
-        return marker + thought_line(self.tokens, self.seconds) + early
+        line = thought_line(None, self.seconds) + (f" · {about}{self.tokens:,} tokens" if self.tokens else "")
+        return marker + line + early
 
     def append(self, text: str) -> None:
         if text:
             self._parts.append(text)
             self._body.update(self.text)
 
-    def set_tokens(self, tokens: int | None) -> None:
-        """The thought's length so far (live) or in the end, as counted."""
-        if tokens is not None and tokens != self.tokens:
+    def set_tokens(self, tokens: int | None, approximate: bool = False) -> None:
+        """The thought's length so far (live) or in the end, as counted or estimated."""
+        if tokens is not None and (tokens, approximate) != (self.tokens, self.approximate):
             self.tokens = tokens
+            self.approximate = approximate
             self._header.update(self._title())
 
     def finish(self, tokens: int | None = None, seconds: float | None = None, fold: bool = True,
