@@ -57,7 +57,7 @@ class ChatScreen(Screen):
         Binding("ctrl+b", "toggle_sidebar", "Chats", show=False),
         Binding("ctrl+f", "search", "Search chats", show=False),
         Binding("f4", "toggle_thought", "Thought"),
-        Binding("f5", "cycle_thinking", "Think on/off"),
+        Binding("f5", "cycle_thinking", "Thinking on/off", show=False),
     ]
 
     def __init__(self) -> None:
