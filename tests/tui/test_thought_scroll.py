@@ -154,3 +154,30 @@ async def test_a_reply_starting_while_scrolled_up_leaves_the_view_but_sending_ju
         await pilot.pause()
         assert log.following
         await wait_for(lambda: _at_bottom(log), pilot, 5, "at the end after sending")
+
+
+class Bar(App):
+    def compose(self) -> ComposeResult:
+        from localchat.tui.widgets.statusbar import StatusBar
+
+        yield StatusBar()
+
+
+async def test_a_long_status_line_takes_a_second_line_broken_between_parts():
+    from localchat.tui.widgets.statusbar import StatusBar, prompt_line, speed_line
+
+    app = Bar()
+    async with app.run_test(size=(120, 10)) as pilot:
+        bar = app.query_one(StatusBar)
+        bar.model, bar.thinking, bar.hardware = "thinker Q4_K_M", "think: on", "CPU, flash attn off"
+        await pilot.pause()
+        assert bar.size.height == 1
+        bar.speed = speed_line(840, 120, 35.04, 0.12, approximate=True)
+        bar.prompt = prompt_line(2851, 61)
+        bar.set_context(3000, 8192, 0)
+        await pilot.pause()
+        lines = str(bar.render()).split("\n")
+        assert bar.size.height == 2 and len(lines) == 2 and all(len(line) <= 118 for line in lines)
+        assert lines[0].startswith("thinker Q4_K_M · think: on  │  CPU, flash attn off  │  thought ~840 · answer ~120 tok")
+        assert "35.0 tok/s, TTFT 120 ms" in lines[0]
+        assert lines[1] == "prompt 2,851: 2,790 reused, 61 evaluated  │  ctx 3000/8192 (37%)"

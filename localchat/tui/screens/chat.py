@@ -10,7 +10,6 @@ status line. Store work (list, search, rename, delete, open) runs in thread work
 from __future__ import annotations
 
 import os
-import time
 from typing import TYPE_CHECKING
 
 from textual import on, work
@@ -64,7 +63,6 @@ class ChatScreen(Screen):
         super().__init__()
         self._reply_block: MessageBlock | None = None
         self._reply: StreamingReply | None = None  # where the streaming reply's thought and answer go
-        self._first_text: float | None = None  # when the reply's first text arrived (the live rate)
         self._count_timer: Timer | None = None
         self._stream: ReplyStream | None = None
         self._editing = False
@@ -162,7 +160,6 @@ class ChatScreen(Screen):
         view = self._reply_block.parent
         assert isinstance(view, MessageView)
         self._reply = StreamingReply(self.log_view, view)
-        self._first_text = None
         share = cpu_share_for(event.info, os.cpu_count())
         self._stream = ReplyStream(self._reply, deltas.take, share).start()
         self.status.state = "replying…"
@@ -173,8 +170,6 @@ class ChatScreen(Screen):
 
     @on(ReplyDelta)
     def _reply_delta(self, event: ReplyDelta) -> None:
-        if self._first_text is None:
-            self._first_text = time.monotonic()
         if self._stream is not None:
             self._stream.wake()
 
@@ -217,10 +212,8 @@ class ChatScreen(Screen):
             thought.set_tokens(event.thought, about)
         if usage is not None:
             self.status.speed = speed_line(event.thought, event.answer, usage.tokens_per_second, usage.ttft, about)
-        elif reply is self._reply and self._first_text is not None:
-            elapsed = time.monotonic() - self._first_text
-            rate = (event.thought + event.answer) / elapsed if elapsed > 0 else 0.0
-            self.status.speed = speed_line(event.thought, event.answer, rate, approximate=about)
+        elif reply is self._reply:  # the rate comes with the turn's own timings at the end ("tok/s": it ended)
+            self.status.speed = speed_line(event.thought, event.answer, 0.0, approximate=about)
 
     def mark_thought_ended_early(self) -> None:
         """The user ended the thought now (the end-thought key): its folded line says so."""
@@ -374,8 +367,8 @@ class ChatScreen(Screen):
             self.notify("no reply in this conversation has a thought to open", severity="warning", timeout=3)
             return
         thought.toggle()
-        if not thought.folded:
-            self.log_view.scroll_to_widget(thought, animate=False, top=True)
+        if not thought.folded:  # show it from its first line, once it has its new height
+            self.call_after_refresh(self.log_view.scroll_to_widget, thought, animate=False, top=True)
 
     def action_cycle_thinking(self) -> None:
         """Thinking for the loaded model: default -> on -> off -> default, saved in the config for that model."""

@@ -13,24 +13,24 @@ WARN_AT = 0.8
 
 class StatusBar(Static):
     DEFAULT_CSS = """
-    StatusBar { height: 1; background: $panel; color: $text-muted; padding: 0 1; }
+    StatusBar { height: auto; max-height: 2; background: $panel; color: $text-muted; padding: 0 1; }
     StatusBar.warn { color: $text-warning; }
     StatusBar.busy { color: $text-accent; }
     """
 
-    model = reactive("no model")
-    thinking = reactive("")  # "think: on" for a reasoning model
-    hardware = reactive("")
-    state = reactive("")
-    speed = reactive("")
-    prompt = reactive("")  # tokens reused / evaluated for the turn
-    tasks = reactive("")
-    context = reactive("")
+    model = reactive("no model", layout=True)
+    thinking = reactive("", layout=True)  # "think: on" for a reasoning model
+    hardware = reactive("", layout=True)
+    state = reactive("", layout=True)
+    speed = reactive("", layout=True)
+    prompt = reactive("", layout=True)  # tokens reused / evaluated for the turn
+    tasks = reactive("", layout=True)
+    context = reactive("", layout=True)
 
     def render(self) -> str:
         model = f"{self.model} · {self.thinking}" if self.thinking else self.model
-        parts = [model, self.hardware, self.state, self.speed, self.prompt, self.tasks, self.context]
-        return "  │  ".join(p for p in parts if p)
+        parts = [p for p in (model, self.hardware, self.state, self.speed, self.prompt, self.tasks, self.context) if p]
+        return "\n".join(_lines(parts, self.content_size.width or 10_000))
 
     def set_context(self, used: int, window: int, dropped: int) -> None:
         fraction = used / window if window else 0.0
@@ -45,6 +45,18 @@ class StatusBar(Static):
     def clear_context(self) -> None:
         self.context = ""
         self.remove_class("warn")
+
+
+def _lines(parts: list[str], width: int, sep: str = "  │  ") -> list[str]:
+    """The parts on one line, or on two where one is too narrow: broken between parts, never inside one."""
+    if len(sep.join(parts)) <= width:
+        return [sep.join(parts)]
+    first: list[str] = []
+    for i, part in enumerate(parts):
+        if first and len(sep.join([*first, part])) > width:
+            return [sep.join(first), sep.join(parts[i:])]
+        first.append(part)
+    return [sep.join(first)]
 
 
 def speed_line(thought: int | None, answer: int, rate: float, ttft: float | None = None,
