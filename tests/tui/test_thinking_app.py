@@ -6,6 +6,8 @@ of it."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from localchat.config import Config
@@ -75,7 +77,7 @@ async def test_a_thought_streams_folds_opens_and_is_counted_apart(localchat_home
         first = app.store.conversation(app.session.conversation_id).messages[-1]
         assert first.reasoning == THOUGHT
         line = status(app)
-        prompt = [p for p in line.split("│") if "prompt " in p][0].strip()
+        prompt = [p for p in re.split("│|\n", line) if "prompt " in p][0].strip()  # the line may take two
         total, rest = prompt.removeprefix("prompt ").split(": ")
         reused = int(rest.split(" reused")[0].replace(",", ""))
         evaluated = int(rest.split(", ")[1].split(" ")[0].replace(",", ""))

@@ -181,3 +181,19 @@ async def test_a_long_status_line_takes_a_second_line_broken_between_parts():
         assert lines[0].startswith("thinker Q4_K_M · think: on  │  CPU, flash attn off  │  thought ~840 · answer ~120 tok")
         assert "35.0 tok/s, TTFT 120 ms" in lines[0]
         assert lines[1] == "prompt 2,851: 2,790 reused, 61 evaluated  │  ctx 3000/8192 (37%)"
+
+
+async def test_a_thought_the_user_ended_says_so_when_it_folds():
+    app = Pane()
+    async with app.run_test(size=(80, 24)) as pilot:
+        log = await _conversation(app, pilot, turns=1)
+        reply, buffer, stream = await _reply(app, log)
+        buffer.put("thinking and thinking", thought=True)
+        await wait_for(lambda: reply.thinking, pilot, 10)
+        reply.ended_early = True  # what ChatScreen.mark_thought_ended_early sets while the thought is live
+        buffer.put("The answer.")
+        await stream.stop()
+        await pilot.pause()
+        thought = reply.thought
+        assert thought is not None and thought.folded
+        assert str(thought.query_one("ThoughtHeader").render()).endswith("(ended early)")
