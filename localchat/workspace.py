@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from localchat.chat import ChatSession, ChatTurn
-from localchat.engine.api import Event, TextDelta
+from localchat.engine.api import Event, ReasoningDelta, TextDelta
 from localchat.errors import LocalchatError
 from localchat.types import Message, ModelInfo, Usage
 
@@ -83,6 +83,7 @@ class ReplyStarted:
 @dataclass(frozen=True)
 class ReplyText:
     text: str  # the answer's next piece
+    thought: bool = False  # a reasoning model's thought (ReasoningDelta), not the answer
 
 
 @dataclass(frozen=True)
@@ -140,9 +141,11 @@ class _Load:
     started: float = field(default_factory=time.monotonic)
 
 
-def _text_of(event: Event) -> str:
-    """The answer text an event of a turn carries."""
-    return event.text if isinstance(event, TextDelta) else ""
+def _text_of(event: Event) -> ReplyText | None:
+    """The text (answer or thought) an event of a turn carries."""
+    if isinstance(event, (TextDelta, ReasoningDelta)) and event.text:
+        return ReplyText(event.text, thought=type(event) is ReasoningDelta)
+    return None
 
 
 class Workspace:
@@ -426,8 +429,8 @@ class Workspace:
         try:
             for event in turn:
                 text = _text_of(event)
-                if text:
-                    self._emit(ReplyText(text))
+                if text is not None:
+                    self._emit(text)
         except Exception as exc:
             self._end_turn(ReplyFinished("error", turn.usage, self._user_error(exc)))
             return

@@ -30,7 +30,7 @@ from localchat.tui.format import human_size
 from localchat.tui.runner import TaskRunner
 from localchat.tui.screens.chat import ChatScreen
 from localchat.tui.screens.picker import ModelPicker, PickerItem
-from localchat.tui.streaming import DeltaBuffer
+from localchat.tui.streaming import ReplyBuffer
 from localchat.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -60,7 +60,8 @@ class LocalchatApp(App):
         self.offer_model = offer_model  # offered on the welcome screen (nothing usable installed)
         self.workspace = Workspace(services, self._forward)
         self.tasks = TaskRunner(self)
-        self._deltas: DeltaBuffer | None = None  # the streaming reply's text, filled by the turn's thread
+        self._deltas: ReplyBuffer | None = None  # the streaming reply's text, filled by the turn's thread
+        self._thinking_models: set[str] = set()  # models seen thinking (a remote one has no template to tell)
         self._load_timer: Timer | None = None
         self._log_ready = False
         self._context_used = 0
@@ -116,11 +117,11 @@ class LocalchatApp(App):
     # --- from the workspace ---------------------------------------------------------------------
 
     def _forward(self, change: ws.WorkspaceEvent) -> None:
-        """From any thread: hand a workspace change to the event loop. Reply text goes into the DeltaBuffer
+        """From any thread: hand a workspace change to the event loop. Reply text goes into the ReplyBuffer
         the chat screen takes from (a message per token would cost the event loop a dispatch per token)."""
         if isinstance(change, ws.ReplyText):
             if self._deltas is not None:
-                self._deltas.put(change.text)
+                self._deltas.put(change.text, change.thought)
             return
         if isinstance(change, ws.ReplyStarted):
             chat = self.chat
@@ -128,7 +129,7 @@ class LocalchatApp(App):
             def wake() -> None:
                 chat.post_message(ReplyDelta())
 
-            self._deltas = DeltaBuffer(wake)
+            self._deltas = ReplyBuffer(wake)
             chat.post_message(WorkspaceChanged(change, self._deltas))
         elif isinstance(change, (ws.ReplyFinished, ws.TurnWaiting)):
             self.chat.post_message(WorkspaceChanged(change))
@@ -164,6 +165,7 @@ class LocalchatApp(App):
         status.state = ""
         status.model = self._model_label(change.model_id)
         status.hardware = self._hardware_label(change.info)
+        self.show_thinking()
         self.show_context(0 if not self.session.messages else None)
         self.sub_title = self.services.entry(change.model_id).name
         if change.previous_id is not None and change.previous_id != change.model_id:
@@ -210,6 +212,28 @@ class LocalchatApp(App):
         self._context_used = used
         status.set_context(used, engine.info.n_ctx, self.session.dropped)
 
+    @property
+    def reasoning_model(self) -> bool:
+        """The loaded model thinks: its template writes the tags, or it was seen thinking (a remote model)."""
+        from localchat.reasoning import detect
+
+        engine, model_id = self.workspace.engine, self.workspace.model_id
+        if engine is None or model_id is None:
+            return False
+        return model_id in self._thinking_models or detect(engine.info.chat_template) is not None
+
+    def model_thought(self) -> None:
+        """A reply of the loaded model streamed a thought."""
+        if self.workspace.model_id is not None and self.workspace.model_id not in self._thinking_models:
+            self._thinking_models.add(self.workspace.model_id)
+            self.show_thinking()
+
+    def show_thinking(self) -> None:
+        """ "think: on" beside a reasoning model's name: the thinking choice its next reply is rendered with."""
+        model_id = self.workspace.model_id
+        thinking = self.services.config.thinking_for(model_id)
+        self.chat.status.thinking = f"think: {thinking}" if self.reasoning_model else ""
+
     def switch_model(self, model_id: str) -> None:
         """Quick swap: keep the conversation, load another installed model (stops a streaming reply)."""
         refused = self.workspace.switch_model(model_id)
@@ -241,6 +265,7 @@ class LocalchatApp(App):
     def settings_saved(self, load_changed: bool, what: str) -> None:
         """Apply saved settings: sampling and system prompt next turn; load options by reloading the model."""
         self.notify(self.workspace.settings_saved(load_changed, what), timeout=4)
+        self.show_thinking()
 
     def _theme_changed(self, theme: Theme) -> None:
         if self.services.config.theme != theme.name:

@@ -20,6 +20,10 @@ ACTIONS = [
     ("Edit last message", "Edit the last message and send it again", "chat", "edit_last"),
     ("Copy reply", "Copy the last reply to the clipboard", "chat", "copy_reply"),
     ("Copy code block", "Copy a code block of the last reply to the clipboard", "chat", "copy_code"),
+    ("Open or fold the last thought", "Show or hide what a reasoning model thought before its last answer",
+     "chat", "toggle_thought"),
+    ("Thinking: default / on / off", "Switch the loaded reasoning model's thinking (saved for that model)", "chat",
+     "cycle_thinking"),
     ("Toggle conversations", "Show or hide the list of saved conversations", "chat", "toggle_sidebar"),
     ("Search conversations", "Search the text of every saved conversation", "chat", "search"),
     ("Models", "The catalog: pull, cancel, delete, verify, switch", "app", "models"),
@@ -85,5 +89,6 @@ def binding_rows() -> list[tuple[str, str, str]]:
         ("Message input", "up (empty input)", "Edit the last message"),
         ("Chat", "click a code block", "Copy that code block"),
         ("Chat", "click “copy”", "Copy that message"),
+        ("Chat", "click a thought's header", "Open or fold that thought"),
     ]
     return rows

@@ -10,7 +10,9 @@ from textual.message import Message
 if TYPE_CHECKING:
     from localchat.sources import DownloadProgress
     from localchat.store.records import Conversation, ConversationSummary, SearchHit
-    from localchat.tui.streaming import DeltaBuffer
+    from localchat.tui.streaming import ReplyBuffer
+    from localchat.tui.widgets.chatlog import StreamingReply
+    from localchat.types import Usage
     from localchat.workspace import WorkspaceEvent
 
 # --- models -------------------------------------------------------------------------------------
@@ -46,14 +48,26 @@ class ModelsChanged(Message):
 
 @dataclass
 class WorkspaceChanged(Message, bubble=False):
-    """A workspace event, on the event loop. Reply events carry the DeltaBuffer their text streams into."""
+    """A workspace event, on the event loop. Reply events carry the ReplyBuffer their text streams into."""
 
     change: WorkspaceEvent
-    deltas: DeltaBuffer | None = None
+    deltas: ReplyBuffer | None = None
 
 
 class ReplyDelta(Message, bubble=False):
-    """New text is waiting in the reply's DeltaBuffer."""
+    """New text is waiting in the reply's ReplyBuffer."""
+
+
+@dataclass
+class TokensCounted(Message, bubble=False):
+    """A reply's thought and answer in tokens: while it streams, and once at the end (`usage` set: the turn's
+    own counters). `approximate`: estimated from the model's tokenizer, not counted by the engine."""
+
+    reply: StreamingReply
+    thought: int
+    answer: int
+    usage: Usage | None = None
+    approximate: bool = True
 
 
 # --- conversations ------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import asyncio
 import gc
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 MIN_INTERVAL = 0.05  # seconds between appends, at most 20 a second
@@ -70,10 +71,45 @@ class DeltaBuffer:
         return text
 
 
-class ReplyStream:
-    """Appends what `source()` returns to a Markdown widget, paced as the module says, until stopped."""
+@dataclass
+class ReplyPiece:
+    """What a reply said since the last look: thought text (a reasoning model's), then answer text."""
 
-    def __init__(self, widget: Any, source: Callable[[], str], cpu_share: float = CPU_SHARE) -> None:
+    thought: str = ""
+    answer: str = ""
+
+    def __bool__(self) -> bool:
+        return bool(self.thought or self.answer)
+
+
+class ReplyBuffer:
+    """A reply's thought and answer, each in its own DeltaBuffer (one wake-up for both).
+
+    The model writes its whole thought before its answer, so once answer text is taken, every piece of the
+    thought put before it is already in the thought buffer: `take` looks there again and never hands over
+    answer text ahead of thought text that preceded it."""
+
+    def __init__(self, wake: Callable[[], None]) -> None:
+        self.thought = DeltaBuffer(wake)
+        self.answer = DeltaBuffer(wake)
+
+    def put(self, text: str, thought: bool = False) -> None:
+        """From the worker thread."""
+        (self.thought if thought else self.answer).put(text)
+
+    def take(self) -> ReplyPiece:
+        thought = self.thought.take()
+        answer = self.answer.take()
+        if answer:
+            thought += self.thought.take()
+        return ReplyPiece(thought, answer)
+
+
+class ReplyStream:
+    """Appends what `source()` returns (text, or a ReplyPiece) to a widget's `append`, paced as the module
+    says, until stopped. Nothing (an empty string or piece) means the source has gone idle."""
+
+    def __init__(self, widget: Any, source: Callable[[], Any], cpu_share: float = CPU_SHARE) -> None:
         self.widget = widget
         self.source = source
         self.cpu_share = cpu_share

@@ -22,7 +22,7 @@ async def test_streams_live_then_folds_and_opens_on_click():
         block = app.query_one(ThoughtBlock)
         header = app.query_one(ThoughtHeader)
         body = block.query_one(".body")
-        assert str(header.render()) == "Thinking…" and not block.folded
+        assert str(header.render()) == "▾ Thinking…" and not block.folded
         block.append("First step.\n")
         block.append("Second step.")
         await pilot.pause()
@@ -54,3 +54,22 @@ async def test_a_thought_the_reader_is_looking_at_stays_open():
         await pilot.click(ThoughtHeader)  # a click while live would do nothing; after the end it folds
         await pilot.pause()
         assert block.folded
+
+
+async def test_a_live_thought_folds_on_click_and_counts_its_tokens():
+    app = OneThought()
+    async with app.run_test(size=(80, 20)) as pilot:
+        block = app.query_one(ThoughtBlock)
+        header = app.query_one(ThoughtHeader)
+        block.append("A wall of thinking.")
+        block.set_tokens(312)
+        await pilot.pause()
+        assert str(header.render()) == "▾ Thinking… 312 tokens"
+        await pilot.click(ThoughtHeader)  # one need not watch it stream
+        await pilot.pause()
+        assert block.live and block.folded and str(header.render()) == "▸ Thinking… 312 tokens"
+        block.append(" More.")
+        block.finish(tokens=400, seconds=3.0, ended_early=True)
+        await pilot.pause()
+        assert block.text == "A wall of thinking. More."
+        assert str(header.render()) == "▸ Thought for 3 s · 400 tokens (ended early)"

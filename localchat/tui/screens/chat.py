@@ -2,8 +2,9 @@
 
 Turns run in a thread worker through the app's ChatSession and come back as ReplyStarted/Delta/Finished
 messages; the reply streams into its Markdown block through a ReplyStream (batched appends paced to what the
-machine can afford, not a re-render per token). Store work (list, search, rename, delete, open) runs in thread
-workers too.
+machine can afford, not a re-render per token), a reasoning model's thought into a ThoughtBlock above it. While
+a thought streams, its tokens are counted once a second by the model's tokenizer (a thread worker) for the
+status line. Store work (list, search, rename, delete, open) runs in thread workers too.
 """
 
 from __future__ import annotations
@@ -16,26 +17,32 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import Footer, Header
 
 from localchat.errors import LocalchatError
 from localchat import workspace as ws
 from localchat.tui.events import (ConversationLoaded, ConversationsListed, Failed, ReplyDelta, SearchResults,
-                                  WorkspaceChanged)
+                                  TokensCounted, WorkspaceChanged)
 from localchat.tui.screens.dialogs import ChoiceDialog, ConfirmDialog, TextDialog
-from localchat.tui.streaming import DeltaBuffer, ReplyStream, cpu_share_for, resume_gc
-from localchat.tui.widgets.chatlog import ChatLog, CopyRequested, MessageBlock, Notice
+from localchat.tui.streaming import ReplyBuffer, ReplyStream, cpu_share_for, resume_gc
+from localchat.tui.widgets.chatlog import ChatLog, CopyRequested, MessageBlock, MessageView, Notice, StreamingReply
 from localchat.tui.widgets.prompt import PromptInput
 from localchat.tui.widgets.sidebar import ConversationList
-from localchat.tui.widgets.statusbar import StatusBar
+from localchat.tui.widgets.statusbar import StatusBar, prompt_line, speed_line
+from localchat.tui.widgets.thought import ThoughtBlock
 from localchat.workspace import Refused, TurnKind
 
 if TYPE_CHECKING:
+    from localchat.engine.api import Engine
     from localchat.store import ConversationStore
+    from localchat.types import Usage
     from localchat.workspace import Workspace
 
 SIDEBAR_MIN_WIDTH = 100  # columns from which the conversation list shows by default
 ENDINGS = {"cancelled": "stopped", "length": "stopped at max tokens", "error": "error"}
+COUNT_INTERVAL = 1.0  # seconds between token counts of a streaming thought
+THINKING_CYCLE = {"default": "on", "on": "off", "off": "default"}
 
 
 class ChatScreen(Screen):
@@ -48,11 +55,15 @@ class ChatScreen(Screen):
         Binding("ctrl+g", "copy_code", "Copy code", show=False),
         Binding("ctrl+b", "toggle_sidebar", "Chats", show=False),
         Binding("ctrl+f", "search", "Search chats", show=False),
+        Binding("f4", "toggle_thought", "Thought"),
+        Binding("f5", "cycle_thinking", "Thinking on/off", show=False),
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self._reply_block: MessageBlock | None = None
+        self._reply: StreamingReply | None = None  # where the streaming reply's thought and answer go
+        self._count_timer: Timer | None = None
         self._stream: ReplyStream | None = None
         self._editing = False
         self._pending_text = ""  # what was sent, to give back if the turn could not start
@@ -139,27 +150,85 @@ class ChatScreen(Screen):
         if notice is not None:
             await notice.remove()
 
-    async def _reply_started(self, event: ws.ReplyStarted, deltas: DeltaBuffer) -> None:
+    async def _reply_started(self, event: ws.ReplyStarted, deltas: ReplyBuffer) -> None:
         await self._drop_waiting_notice()
         self._reply_open = True
         if event.notice:
             await self.log_view.add_notice(event.notice)
             self.notify(event.notice, title="Context window full", severity="warning", timeout=8)
         self._reply_block = await self.log_view.add_message("assistant", author=event.model_id)
+        view = self._reply_block.parent
+        assert isinstance(view, MessageView)
+        self._reply = StreamingReply(self.log_view, view)
         share = cpu_share_for(event.info, os.cpu_count())
-        self._stream = ReplyStream(self._reply_block, deltas.take, share).start()
+        self._stream = ReplyStream(self._reply, deltas.take, share).start()
         self.status.state = "replying…"
+        self.status.prompt = ""
         self.app.show_context(event.prompt_tokens)
+        self._stop_counting()
+        self._count_timer = self.set_interval(COUNT_INTERVAL, self._count_live)
 
     @on(ReplyDelta)
     def _reply_delta(self, event: ReplyDelta) -> None:
         if self._stream is not None:
             self._stream.wake()
 
+    # --- counting a thought's tokens -----------------------------------------------------------
+
+    def _count_live(self) -> None:
+        reply, engine = self._reply, self.workspace.engine
+        if reply is None or reply.thought is None or engine is None:
+            return  # a model that does not think: the status line shows the rate at the end, as always
+        self.status.state = "thinking…" if reply.thinking else "replying…"
+        self._count_worker(engine, reply, reply.thought.text, reply.view.block.source, None)
+
+    @work(thread=True, exclusive=True, group="count", exit_on_error=False)
+    def _count_worker(self, engine: Engine, reply: StreamingReply, thought: str, answer: str,
+                      usage: Usage | None) -> None:
+        if usage is not None and usage.reasoning_tokens is not None:  # the engine counted the thought itself
+            thought_tokens = min(usage.reasoning_tokens, usage.completion_tokens)
+            answer_tokens = usage.completion_tokens - thought_tokens
+            self.post_message(TokensCounted(reply, thought_tokens, answer_tokens, usage, approximate=False))
+            return
+        # Else estimate: the text tokenized again. That need not cut as the model generated it, so at the end
+        # the turn's exact total is shared out in the same proportion.
+        try:
+            thought_tokens, answer_tokens = engine.count_tokens([thought, answer]) if answer else (
+                engine.count_tokens([thought])[0], 0)
+        except LocalchatError:
+            return  # the model went away (a swap): the counts are not worth an error
+        if usage is not None:
+            counted = thought_tokens + answer_tokens
+            thought_tokens = round(usage.completion_tokens * thought_tokens / counted) if counted else 0
+            answer_tokens = usage.completion_tokens - thought_tokens
+        self.post_message(TokensCounted(reply, thought_tokens, answer_tokens, usage))
+
+    @on(TokensCounted)
+    def _tokens_counted(self, event: TokensCounted) -> None:
+        reply, usage = event.reply, event.usage
+        thought = reply.thought
+        about = event.approximate
+        if thought is not None:
+            thought.set_tokens(event.thought, about)
+        if usage is not None:
+            self.status.speed = speed_line(event.thought, event.answer, usage.tokens_per_second, usage.ttft, about)
+        elif reply is self._reply:  # the rate comes with the turn's own timings at the end ("tok/s": it ended)
+            self.status.speed = speed_line(event.thought, event.answer, 0.0, approximate=about)
+
+    def mark_thought_ended_early(self) -> None:
+        """The user ended the thought now (the end-thought key): its folded line says so."""
+        if self._reply is not None and self._reply.thinking:
+            self._reply.ended_early = True
+
     async def _reply_finished(self, event: ws.ReplyFinished) -> None:
         if self._stream is not None:
             await self._stream.stop()
             self._stream = None
+        self._stop_counting()
+        reply, self._reply = self._reply, None
+        if reply is not None and reply.thought is not None:
+            reply.end_thought()  # a reply that was all thought folds at its end
+            self.app.model_thought()
         await self._drop_waiting_notice()
         block, self._reply_block = self._reply_block, None
         if not event.started and self._turn_kind != "regenerate":  # not sent: the message goes back to the input
@@ -173,8 +242,13 @@ class ChatScreen(Screen):
             await self.log_view.add_notice(f"── {event.note} ──", kind="info")
         usage = event.usage
         if usage is not None and usage.completion_tokens:
-            self.status.speed = f"{usage.tokens_per_second:.1f} tok/s, TTFT {usage.ttft * 1000:.0f} ms"
+            self.status.speed = speed_line(None, usage.completion_tokens, usage.tokens_per_second, usage.ttft)
             self.app.show_context(usage.prompt_tokens + usage.completion_tokens)
+            engine = self.workspace.engine
+            if reply is not None and reply.thought is not None and engine is not None:
+                self._count_worker(engine, reply, reply.thought.text, reply.view.block.source, usage)
+        if usage is not None:
+            self.status.prompt = prompt_line(usage.prompt_tokens, usage.prompt_eval_tokens)
         if not self.workspace.loading and not event.note:  # else the status line says what the load does/did
             self.status.state = ENDINGS.get(event.status, "")
         if event.error:
@@ -183,6 +257,11 @@ class ChatScreen(Screen):
             self.notify(event.warning, title="The reply was not saved", severity="warning", timeout=15)
         self._reply_open = False
         self.refresh_conversations()
+
+    def _stop_counting(self) -> None:
+        if self._count_timer is not None:
+            self._count_timer.stop()
+            self._count_timer = None
 
     def on_unmount(self) -> None:
         if self._stream is not None:
@@ -207,7 +286,7 @@ class ChatScreen(Screen):
         self._end_editing()
         self.workspace.new_session()
         await self.log_view.clear_messages()
-        self.status.speed = ""
+        self.status.speed = self.status.prompt = ""
         self.app.show_context(0)
         self.sidebar.current_id = None
         self.refresh_conversations()
@@ -280,6 +359,37 @@ class ChatScreen(Screen):
         self.app.copy_to_clipboard(text)
         lines = len(text.splitlines())
         self.notify(f"copied the {what} ({lines} line{'s' if lines != 1 else ''}) to the clipboard", timeout=3)
+
+    def action_toggle_thought(self) -> None:
+        """Open or fold the last thought (a click on a thought's header does the same for that one)."""
+        thought = self.log_view.last_thought()
+        if thought is None:
+            self.notify("no reply in this conversation has a thought to open", severity="warning", timeout=3)
+            return
+        thought.toggle()
+        if not thought.folded:  # show it from its first line, once it has its new height
+            self.call_after_refresh(self.log_view.scroll_to_widget, thought, animate=False, top=True)
+
+    def action_cycle_thinking(self) -> None:
+        """Thinking for the loaded model: default -> on -> off -> default, saved in the config for that model."""
+        from localchat.tui.screens.settings import set_thinking
+
+        model_id = self.workspace.model_id
+        if model_id is None:
+            self.notify("no model is loaded", severity="warning", timeout=3)
+            return
+        if not self.app.reasoning_model:
+            self.notify(f"{model_id} does not think (its template has no thought tags): nothing to switch",
+                        severity="warning", timeout=4)
+            return
+        config = self.app.services.config
+        choice = THINKING_CYCLE[config.thinking_for(model_id)]
+        set_thinking(config, model_id, None if choice == config.thinking else choice)  # same as all: no override
+        self.app.save_config()
+        self.workspace.settings_saved(False, "thinking")
+        self.app.show_thinking()
+        what = {"default": "as the model's template decides", "on": "on", "off": "off"}[choice]
+        self.notify(f"thinking {what} for {model_id}, from the next reply", timeout=3)
 
     def action_toggle_sidebar(self) -> None:
         self.sidebar.display = not self.sidebar.display
@@ -357,13 +467,15 @@ class ChatScreen(Screen):
         chat = self.log_view
         await chat.clear_messages()
         for m in conv.messages:
-            if m.content:
+            if m.content or m.reasoning:
                 author = (m.model or None) if m.role == "assistant" else None
-                block = await chat.add_message(m.role, m.content, author=author)
+                thought = (ThoughtBlock(m.reasoning, m.reasoning_tokens, m.thinking_seconds)
+                           if m.role == "assistant" and m.reasoning else None)  # folded
+                block = await chat.add_message(m.role, m.content, author=author, thought=thought)
                 if m.status in ("cancelled", "error"):
                     block.parent.mark(m.status)
         chat.scroll_end(animate=False)
-        self.status.speed = ""
+        self.status.speed = self.status.prompt = ""
         self.sidebar.current_id = conv.id
         self.refresh_conversations()
         self.prompt.focus()

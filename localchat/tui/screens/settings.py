@@ -1,4 +1,4 @@
-"""Settings: system prompt, sampling and load options, for all models or one; saved to config.yaml.
+"""Settings: system prompt, thinking, sampling and load options, for all models or one; saved to config.yaml.
 
 A blank field inherits: a model's setting falls back to the global one, a global one to the built-in default
 (shown as the field's placeholder). Sampling and the system prompt apply from the next reply; a changed load
@@ -34,6 +34,23 @@ FIELDS = [
     ("load", "flash_attn", "Flash attention", "flash", "auto, on or off (reloads the model)"),
 ]
 LOAD_NAMES = {"n_ctx": "context size", "n_gpu_layers": "GPU layers", "flash_attn": "flash attention"}
+THINKING_CHOICES = [("default (the model's own)", "default"), ("on", "on"), ("off", "off")]
+
+
+def set_thinking(config: Any, model_id: str | None, choice: str | None) -> None:
+    """Thinking for one model (None: for all models); `choice` None lets the model inherit the global choice."""
+    if model_id is None:
+        config.thinking = choice or "default"
+        return
+    over = dict(config.models.get(model_id, {}))
+    if choice is None:
+        over.pop("thinking", None)
+    else:
+        over["thinking"] = choice
+    if over:
+        config.models[model_id] = over
+    else:
+        config.models.pop(model_id, None)
 
 
 class SettingsScreen(Screen):
@@ -75,6 +92,11 @@ class SettingsScreen(Screen):
                 yield Static("a model's own value wins over the default; blank = inherit", classes="help")
             yield Label("System prompt", classes="section")
             yield TextArea(id="system", soft_wrap=True)
+            with Horizontal(classes="row"):
+                yield Label("Thinking")
+                yield Select(THINKING_CHOICES, id="thinking", prompt="inherit", compact=True)
+                yield Static("reasoning models: think before answering, or not (the template's own switch)",
+                             classes="help", markup=False)
             yield Label("Sampling and loading", classes="section")
             for _section, key, label, kind, help_text in FIELDS:
                 with Horizontal(classes="row"):
@@ -130,6 +152,12 @@ class SettingsScreen(Screen):
         else:
             system = config.models.get(self.scope, {}).get("system_prompt")
             inherited_system = config.system_prompt
+        thinking = self.query_one("#thinking", Select)
+        if self.scope == GLOBAL:
+            thinking.value = config.thinking
+        else:
+            thinking.prompt = f"inherit ({config.thinking})"
+            thinking.value = config.models.get(self.scope, {}).get("thinking", Select.NULL)
         area = self.query_one("#system", TextArea)
         area.text = system or ""
         area.placeholder = (f"inherit: {inherited_system}" if inherited_system else
@@ -178,6 +206,9 @@ class SettingsScreen(Screen):
                     candidate.models[self.scope] = over
                 else:
                     candidate.models.pop(self.scope, None)
+            thinking = self.query_one("#thinking", Select).value
+            set_thinking(candidate, None if self.scope == GLOBAL else self.scope,
+                         None if thinking is Select.NULL else str(thinking))
             candidate.sampling_for(None if self.scope == GLOBAL else self.scope)  # validates
             candidate.load_options_for(None if self.scope == GLOBAL else self.scope)
         except ConfigError as exc:
@@ -204,6 +235,7 @@ class SettingsScreen(Screen):
             else:
                 self.query_one(f"#{key}", Input).value = ""
         self.query_one("#system", TextArea).text = ""
+        self.query_one("#thinking", Select).value = Select.NULL
         self.notify("fields cleared: Save to make this scope inherit everything", timeout=4)
 
     @on(Button.Pressed, "#close")

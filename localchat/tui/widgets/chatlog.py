@@ -1,4 +1,9 @@
-"""The conversation pane: one Markdown block per message (code highlighted, click a code block to copy it)."""
+"""The conversation pane: one Markdown block per message (code highlighted, click a code block to copy it), a
+reasoning model's thought in a ThoughtBlock above its answer.
+
+The pane follows a streaming reply while the reader is at the bottom and never moves while they have scrolled
+up (Textual's anchor: scrolling up releases it, scrolling back to the end restores it).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,12 @@ from textual import events
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
+from textual.widget import Widget
 from textual.widgets import Label, Markdown, Static
 from textual.widgets._markdown import MarkdownFence
+
+from localchat.tui.streaming import ReplyPiece
+from localchat.tui.widgets.thought import ThoughtBlock
 
 ROLE_LABELS = {"user": "You", "assistant": "Assistant", "system": "System"}
 
@@ -82,17 +91,27 @@ class MessageView(Vertical):
     MessageView > .header > .who { width: 1fr; color: $text-muted; text-style: bold; }
     """
 
-    def __init__(self, role: str, text: str = "", author: str | None = None) -> None:
+    def __init__(self, role: str, text: str = "", author: str | None = None,
+                 thought: ThoughtBlock | None = None) -> None:
         super().__init__(classes=role)
         self.role = role
         self.author = author or ROLE_LABELS.get(role, role)
         self.block = MessageBlock(role, text)
+        self.thought = thought
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="header"):
             yield Label(self.author, classes="who", markup=False)
             yield CopyButton(self.block)
+        if self.thought is not None:
+            yield self.thought
         yield self.block
+
+    async def add_thought(self, thought: ThoughtBlock) -> ThoughtBlock:
+        """A thought that began streaming: above the answer."""
+        self.thought = thought
+        await self.mount(thought, before=self.block)
+        return thought
 
     def mark(self, status: str) -> None:
         """Show how the message ended (cancelled, error)."""
@@ -115,17 +134,39 @@ class ChatLog(VerticalScroll):
     ChatLog > .empty { color: $text-muted; margin: 1 2; }
     """
 
-    async def add_message(self, role: str, text: str = "", author: str | None = None) -> MessageBlock:
-        view = MessageView(role, text, author)
+    @property
+    def following(self) -> bool:
+        """At the bottom, following new text (not scrolled up by the reader)."""
+        return self.is_anchored and not self._anchor_released  # Textual keeps this flag; no public getter
+
+    def _follow(self, jump: bool) -> None:
+        # The first message anchors the pane; after that it follows only while the reader is at the bottom,
+        # unless they just acted (sent a message, opened a conversation): then it jumps to the end.
+        if jump or not self.is_anchored:
+            self.anchor()
+
+    async def add_message(self, role: str, text: str = "", author: str | None = None,
+                          thought: ThoughtBlock | None = None) -> MessageBlock:
+        view = MessageView(role, text, author, thought)
         await self.mount(view)
-        self.anchor()
+        self._follow(jump=role == "user")
         return view.block
 
     async def add_notice(self, text: str, kind: str = "warning") -> Notice:
         notice = Notice(text, markup=False, classes=kind)
         await self.mount(notice)
-        self.anchor()
+        self._follow(jump=False)
         return notice
+
+    def in_view(self, widget: Widget) -> bool:
+        """Whether some of `widget` is on screen in the pane."""
+        return widget.region.overlaps(self.content_region)  # both in screen coordinates
+
+    def last_thought(self) -> ThoughtBlock | None:
+        for view in reversed(self.views()):
+            if view.thought is not None:
+                return view.thought
+        return None
 
     async def clear_messages(self) -> None:
         await self.remove_children()
@@ -150,3 +191,37 @@ class ChatLog(VerticalScroll):
         doomed = children[start:]
         if doomed:
             await self.remove_children(doomed)
+
+
+class StreamingReply:
+    """Where a streaming reply's pieces go (a ReplyStream appends to it): the thought into a ThoughtBlock above
+    the answer, made on the first thought text (a model that does not reason never gets one), the answer into
+    the Markdown block. The thought folds when the answer begins, unless the reader has scrolled up to it."""
+
+    def __init__(self, log: ChatLog, view: MessageView) -> None:
+        self.log = log
+        self.view = view
+        self.ended_early = False  # the user ended the thought (ChatScreen.thought_ended_early)
+
+    @property
+    def thought(self) -> ThoughtBlock | None:
+        return self.view.thought
+
+    @property
+    def thinking(self) -> bool:
+        return self.view.thought is not None and self.view.thought.live
+
+    async def append(self, piece: ReplyPiece) -> None:
+        if piece.thought:
+            block = self.view.thought or await self.view.add_thought(ThoughtBlock(live=True))
+            block.append(piece.thought)
+        if piece.answer:
+            self.end_thought()
+            await self.view.block.append(piece.answer)
+
+    def end_thought(self, tokens: int | None = None) -> None:
+        """The answer began, or the reply ended: the thought stops being live."""
+        block = self.view.thought
+        if block is not None and block.live:
+            reading = not self.log.following and self.log.in_view(block)
+            block.finish(tokens, fold=not reading, ended_early=self.ended_early)

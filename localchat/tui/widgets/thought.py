@@ -54,6 +54,8 @@ class ThoughtBlock(Vertical):
         self.tokens = tokens
         self.seconds = seconds
         self.live = live
+        self.ended_early = False  # the user ended it (the chat screen's key) before the model did
+        self.approximate = False  # `tokens` is an estimate (the engine did not count the thought itself)
         self.started = time.monotonic()
         self._header = ThoughtHeader(self._title(), markup=False)
         self._body = Static(text, classes="body", markup=False)
@@ -71,27 +73,39 @@ class ThoughtBlock(Vertical):
         return self.has_class("folded")
 
     def _title(self) -> str:
-        if self.live:
-            return "Thinking…"
         marker = "▸ " if self.has_class("folded") else "▾ "
-        return marker + thought_line(self.tokens, self.seconds)
+        about = "~" if self.approximate else ""
+        if self.live:
+            count = f" {about}{self.tokens:,} tokens" if self.tokens else ""
+            return marker + "Thinking…" + count
+        early = " (ended early)" if self.ended_early else ""
+        line = thought_line(None, self.seconds) + (f" · {about}{self.tokens:,} tokens" if self.tokens else "")
+        return marker + line + early
 
     def append(self, text: str) -> None:
         if text:
             self._parts.append(text)
             self._body.update(self.text)
 
-    def finish(self, tokens: int | None = None, seconds: float | None = None, fold: bool = True) -> None:
+    def set_tokens(self, tokens: int | None, approximate: bool = False) -> None:
+        """The thought's length so far (live) or in the end, as counted or estimated."""
+        if tokens is not None and (tokens, approximate) != (self.tokens, self.approximate):
+            self.tokens = tokens
+            self.approximate = approximate
+            self._header.update(self._title())
+
+    def finish(self, tokens: int | None = None, seconds: float | None = None, fold: bool = True,
+               ended_early: bool = False) -> None:
         """The thought has ended: show how long it took; fold it unless the reader is looking at it."""
         self.live = False
+        self.ended_early = self.ended_early or ended_early
         self.tokens = tokens if tokens is not None else self.tokens
         self.seconds = seconds if seconds is not None else round(time.monotonic() - self.started, 1)
         self.set_class(fold, "folded")
         self._header.update(self._title())
 
     def toggle(self) -> None:
-        if self.live:
-            return  # it folds when the answer begins
+        """Open or fold it; a live thought may be folded too (a wall of thinking one does not want to watch)."""
         self.toggle_class("folded")
         self._header.update(self._title())
         self.post_message(self.Toggled(self, self.folded))
