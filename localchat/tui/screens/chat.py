@@ -57,6 +57,8 @@ class ChatScreen(Screen):
         Binding("ctrl+f", "search", "Search chats", show=False),
         Binding("f4", "toggle_thought", "Thought"),
         Binding("f5", "cycle_thinking", "Thinking on/off", show=False),
+        # ctrl+s ("skip the thinking"): ctrl+e is the input's end-of-line key
+        Binding("ctrl+s", "end_thought", "End thought", show=False),
     ]
 
     def __init__(self) -> None:
@@ -517,11 +519,10 @@ class ChatScreen(Screen):
 
     # --- reasoning models: end the thought now (issue 14) ---------------------------------------------
 
-    # ctrl+s ("skip the thinking"): ctrl+e is the input's end-of-line key
-    BINDINGS = [*BINDINGS, Binding("ctrl+s", "end_thought", "End thought", show=False)]
-
     def action_end_thought(self) -> None:
         """Close the reply's thought now, so the model answers; a bell when no thought is open."""
         turn = self.workspace.turn
         if turn is None or not turn.end_thought():
             self.app.bell()
+        else:
+            self.mark_thought_ended_early()
