@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
@@ -276,6 +276,26 @@ class EngineClient(ClosingEngine):
         counts: list[int] = reply.wait()
         return counts
 
+    def save_state(self, prompt: Prompt, path: Path, template: str) -> tuple[int, str]:
+        """Write the worker's state of the longest prefix of `prompt` it holds to `path`: (tokens covered,
+        why none). Queued behind a running generation."""
+        return self._state(lambda rid: protocol.SaveState(rid, str(path), template, _rendered(prompt)))
+
+    def load_state(self, path: Path, template: str) -> tuple[int, str]:
+        """Offer the state at `path` to the next prompts: (tokens it covers, why it was refused)."""
+        return self._state(lambda rid: protocol.LoadState(rid, str(path), template))
+
+    def _state(self, make: Callable[[int], protocol.ToWorker]) -> tuple[int, str]:
+        reply = _Reply()
+        rid = next(self._ids)
+        with self._lock:
+            if self._dead is not None:
+                raise self._dead
+            self._waiting[rid] = reply
+        self._send(make(rid))
+        done: tuple[int, str] = reply.wait()
+        return done
+
     def close(self) -> None:
         """Shut the worker down (kill it if it does not exit within CLOSE_TIMEOUT); safe to call twice."""
         if self._closed:
@@ -349,7 +369,7 @@ class EngineClient(ClosingEngine):
             self._loaded.set(error=ModelLoadError(frame.text, frame.hint) if frame.kind == "load"
                              else EngineError(frame.text, frame.hint))
             return
-        if not isinstance(frame, (protocol.Done, protocol.Counts, protocol.Error)) or frame.id is None:
+        if not isinstance(frame, (protocol.Done, protocol.Counts, protocol.StateDone, protocol.Error)) or frame.id is None:
             self._malformed(protocol.ProtocolError(f"the worker sent a {frame.op!r} frame, which only the parent sends"))
             return
         with self._lock:
@@ -358,6 +378,8 @@ class EngineClient(ClosingEngine):
             return
         if isinstance(frame, protocol.Counts) and isinstance(target, _Reply):
             target.set(frame.counts)
+        elif isinstance(frame, protocol.StateDone) and isinstance(target, _Reply):
+            target.set((frame.tokens, frame.note))
         elif isinstance(frame, protocol.Done) and isinstance(target, _Stream):
             self._end_stream(target, _Done(frame.usage))
         elif isinstance(frame, protocol.Error):

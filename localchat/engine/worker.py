@@ -22,7 +22,7 @@ from typing import IO, TYPE_CHECKING
 
 from localchat.engine import protocol
 from localchat.engine.batch import BatchLoop, BatchRequest, BatchScheduler, CoalescingSink
-from localchat.engine.protocol import Cancel, Count, Generate, Load, Shutdown
+from localchat.engine.protocol import Cancel, Count, Generate, Load, LoadState, SaveState, Shutdown
 from localchat.structured import SchemaError
 from localchat.errors import EngineContextOverflow, EngineError, LocalchatError, ModelLoadError
 from localchat.types import SamplingParams, Usage
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 FLUSH_SECONDS = 0.025  # deltas go out at most this often (the first one at once): smooth for a TUI, cheap
 
 
-Request = Load | Generate | Shutdown
+Request = Load | Generate | SaveState | LoadState | Shutdown
 
 
 class Worker:
@@ -87,7 +87,7 @@ class Worker:
                         self.cancelled_early.add(frame.id)
             elif isinstance(frame, Count):
                 self.count(frame)
-            elif isinstance(frame, (Load, Generate)):
+            elif isinstance(frame, (Load, Generate, SaveState, LoadState)):
                 self.requests.put(frame)
             else:
                 self.error(getattr(frame, "id", None), "request", f"a {frame.op!r} frame is the worker's to send")
@@ -115,6 +115,8 @@ class Worker:
             try:
                 if isinstance(request, Load):
                     self.load(request)
+                elif isinstance(request, (SaveState, LoadState)):
+                    self.state(request)
                 else:
                     self.generate(request)
             except Exception as e:  # noqa: BLE001 - one bad request must not end the worker
@@ -140,6 +142,29 @@ class Worker:
             self.batch = self._batch_loop(self.model)
         print(f"localchat worker {os.getpid()}: loaded {request.path}", file=sys.stderr, flush=True)
         self.send(protocol.Loaded(self.model.info()))
+
+    def state(self, request: SaveState | LoadState) -> None:
+        """A conversation's state to or from disk. Refusals (a stale or damaged file, none held) are
+        answers, not errors: the next turn is then evaluated normally."""
+        from localchat.engine.checkpoints import CheckpointRejected
+
+        if self.model is None:
+            self.error(request.id, "request", "no model is loaded")
+            return
+        if self.batch is not None:
+            self.send(protocol.StateDone(request.id, 0, "the batched decoder keeps no conversation state"))
+            return
+        try:
+            if isinstance(request, SaveState):
+                n = self.model.save_prefix(request.prompt, request.path, request.template)
+                note = "" if n else "no state of this conversation is held"
+            else:
+                n, note = self.model.load_file(request.path, request.template), ""
+        except CheckpointRejected as e:
+            n, note = 0, e.message
+        except OSError as e:
+            n, note = 0, f"{type(e).__name__}: {e}"
+        self.send(protocol.StateDone(request.id, n, note))
 
     def _batch_loop(self, model: NativeModel) -> BatchLoop:
         from localchat.engine.llama.sequences import LlamaSequences

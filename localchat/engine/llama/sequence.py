@@ -128,6 +128,25 @@ class SequenceCache:
         self.store.put(ckpt)
         return ckpt
 
+    def full_for(self, tokens: Sequence[int]) -> Checkpoint | None:
+        """A full checkpoint of the longest prefix of `tokens` this sequence can give: a full one in the
+        store, or one made now from the cache (cut back to the shared prefix where it can be, else restored
+        to a partial checkpoint inside it). What a conversation left for another one goes to disk as."""
+        tokens = list(tokens)
+        best = self.store.best(tokens, self.seq_id, self.cached)
+        have = best.n_tokens if best is not None else 0
+        shared = common_prefix(self.cached, tokens)
+        if shared > have and (shared == len(self.cached) or self._cuttable(shared)):
+            if shared < len(self.cached):
+                self._cut(shared)
+            if len(self.cached) == shared:
+                return self.save_full()
+        if best is None:
+            return None
+        if best.partial:
+            return self.save_full() if self._restore(best) else None
+        return best
+
     def clear(self) -> None:
         self.lib.llama_memory_seq_rm(self.mem, self.seq_id, -1, -1)
         self.cached.clear()
