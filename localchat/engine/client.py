@@ -481,6 +481,24 @@ def _rendered(prompt: Prompt) -> str:
                       "render the messages with the model's chat template (localchat.templates) first")
 
 
+def checkpoint_cost(model_path: Path, options: LoadOptions, timeout: float = 300.0) -> dict[str, Any]:
+    """Whether a model's cache can be cut back and how large its checkpoints are, measured by a
+    short-lived worker that loads it (`localchat doctor --model ID`)."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "localchat.engine.worker", "--checkpoint-cost", str(model_path),
+             json.dumps(options.to_dict())],
+            capture_output=True, env=_worker_env(), timeout=timeout, check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise EngineError(f"could not measure the model's checkpoints: {e}") from e
+    if done.returncode != 0:
+        tail = done.stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
+        raise EngineError("the model could not be loaded to measure its checkpoints", "\n".join(tail))
+    cost: dict[str, Any] = json.loads(done.stdout.decode("utf-8"))
+    return cost
+
+
 def build_info(timeout: float = 120.0) -> dict[str, Any]:
     """What the installed llama.cpp build supports (GPU offload, devices, free memory, flash attention),
     asked of a short-lived worker so this process never imports llama_cpp (`localchat doctor`)."""

@@ -241,6 +241,27 @@ class Worker:
         send(protocol.Done(rid, Usage.from_dict(model.last_usage)))
 
 
+def checkpoint_cost(path: str, options: dict) -> dict:
+    """Whether the model's cache can be cut back, and what a checkpoint of it takes (measured)."""
+    from dataclasses import replace
+
+    from localchat.engine.llama.model import NativeModel
+    from localchat.engine.llama.sequence import measure_checkpoint_cost
+    from localchat.types import LoadOptions
+
+    load = LoadOptions.from_dict(options)
+    load = replace(load, parallel=1, checkpoint_ram=0, n_ctx=min(load.n_ctx or 4096, 4096))
+    model = NativeModel(path, load)
+    try:
+        probe = model.tokenize("The quick brown fox jumps over the lazy dog. " * 12, special=False)[:128]
+        cost = measure_checkpoint_cost(model.lib, model.ctx, model.model, True, probe)
+        return {"can_cut": cost.kind.can_cut, "label": cost.kind.label, "window": cost.kind.window,
+                "partial_bytes": cost.partial_bytes, "full_bytes_per_token": cost.full_bytes_per_token,
+                "architecture": model.meta("general.architecture") or ""}
+    finally:
+        model.close()
+
+
 def _protocol_streams() -> tuple[IO[bytes], IO[bytes]]:
     """Keep the real stdout for frames and point fd 1 at stderr, where stray prints and C output belong."""
     out = os.fdopen(os.dup(1), "wb")
@@ -269,6 +290,13 @@ def main(argv: list[str] | None = None) -> int:
         from localchat.engine.llama.buildinfo import build_info
 
         text_out.write(json.dumps(build_info()) + "\n")
+        text_out.flush()
+        return 0
+    if "--checkpoint-cost" in argv:  # `localchat doctor --model ID`: PATH and the load options as JSON follow
+        i = argv.index("--checkpoint-cost")
+        text_out = os.fdopen(os.dup(1), "w")
+        os.dup2(2, 1)
+        text_out.write(json.dumps(checkpoint_cost(argv[i + 1], json.loads(argv[i + 2]))) + "\n")
         text_out.flush()
         return 0
     # Ctrl-C in the terminal reaches the whole process group: the parent decides what it means (cancel, quit)
