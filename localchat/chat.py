@@ -42,8 +42,9 @@ class TurnPlan:
     prompt_tokens: int
     dropped: int = 0
     notice: str | None = None
-    # Where the last message's text starts in `prompt` (characters): the engine checkpoints its state
-    # there, so an edit of that message resumes at it. Empty for an engine given the messages.
+    # Where the last message's text and the generation prompt start in `prompt` (characters): the engine
+    # checkpoints its state there, so an edit of that message, a regenerate and the next turn resume at
+    # them. Empty for an engine given the messages.
     starts: tuple[int, ...] = ()
 
 
@@ -183,7 +184,13 @@ class ChatSession:
         if not isinstance(other, str):
             return ()
         n = _common_prefix(prompt, other)
-        return (n,) if 0 < n < len(prompt) else ()
+        starts = [n] if 0 < n < len(prompt) else []
+        # and where the generation prompt starts: the next turn's history renders the reply there without
+        # the "<think>" a Qwen3.5 generation prompt ends with, so the prompts part just after it
+        history = self._render(messages, add_generation_prompt=False)
+        if isinstance(history, str) and prompt.startswith(history) and (starts[-1:] or [0])[-1] < len(history) < len(prompt):
+            starts.append(len(history))
+        return tuple(starts)
 
     # --- the state on disk: a conversation left in the sidebar resumes without evaluating it again ----
 
@@ -236,19 +243,19 @@ class ChatSession:
             log.info("conversation %s: saved state not used: %s", self.conversation_id, note)
         return n
 
-    def _render(self, messages: list[Message]) -> Prompt:
+    def _render(self, messages: list[Message], add_generation_prompt: bool = True) -> Prompt:
         full = ([Message("system", self.system)] if self.system else []) + list(messages)
         try:
             if self.template is None:
                 raise LocalchatError("no model is loaded yet", hint="wait for the model to load, or pick one")
-            return self.template.render(full, add_generation_prompt=True)
+            return self.template.render(full, add_generation_prompt=add_generation_prompt)
         except TemplateError as exc:
             # A GGUF's own template can fail on a conversation its test render did not cover.
             from localchat.templates import native
 
             self.template = native("chatml")
             self.template_warning = f"the model's chat template failed ({exc.message}); using ChatML from now on"
-            return self.template.render(full, add_generation_prompt=True)
+            return self.template.render(full, add_generation_prompt=add_generation_prompt)
 
     def _count(self, messages: list[Message]) -> list[int]:
         missing = [m for m in messages if (m.role, m.content) not in self._token_cache]
