@@ -7,11 +7,14 @@ serves the TUI, `localchat run` and the server. A turn yields the engine's event
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from localchat.engine.api import ChatTemplate, Engine, Event, Generation, Prompt, ReasoningDelta, TextDelta
+from localchat.engine.api import (ChatTemplate, Engine, Event, Generation, Prompt, ReasoningDelta, StatefulEngine,
+                                  TextDelta)
 from localchat.errors import ContextOverflowError, EngineError, LocalchatError, StoreError, TemplateError
 from localchat.reasoning import Thinking, of_model, template_kwargs
 from localchat.types import Message, ModelInfo, SamplingParams, Usage
@@ -24,6 +27,10 @@ if TYPE_CHECKING:
 _MESSAGE_OVERHEAD = 5
 # Never reserve less than this for the reply, whatever max_tokens says.
 _MIN_REPLY_RESERVE = 64
+# Rendered in place of a message's text to find where that text starts in the prompt (issue 15).
+_SENTINEL = "\x00"
+
+log = logging.getLogger(__name__)
 
 
 def apply_thinking(template: ChatTemplate, info: ModelInfo, thinking: Thinking,
@@ -57,6 +64,10 @@ class TurnPlan:
     prompt_tokens: int
     dropped: int = 0
     notice: str | None = None
+    # Where the last message's text and the generation prompt start in `prompt` (characters): the engine
+    # checkpoints its state there, so an edit of that message, a regenerate and the next turn resume at
+    # them. Empty for an engine given the messages.
+    starts: tuple[int, ...] = ()
 
 
 class ChatSession:
@@ -138,7 +149,10 @@ class ChatSession:
 
     def _start(self, plan: TurnPlan, sampling: SamplingParams) -> "ChatTurn":
         self.dropped = plan.dropped
-        generation = self.require_engine().generate(plan.prompt, self._thinking_sampling(sampling))
+        sampling = self._thinking_sampling(sampling)
+        if plan.starts:
+            sampling = replace(sampling, message_starts=plan.starts)
+        generation = self.require_engine().generate(plan.prompt, sampling)
         writer = None
         if self.store is not None and self.conversation_id is not None:
             writer = self.store.begin_reply(self.conversation_id, model=self.model_id)
@@ -185,7 +199,7 @@ class ChatSession:
             notices.append(f"{start} older message{'s' if start != 1 else ''} no longer fit the {n_ctx}-token context "
                            "window and were left out of what the model sees")
         notice = "; ".join(notices) or None
-        return TurnPlan(prompt, exact, start, notice)
+        return TurnPlan(prompt, exact, start, notice, self._last_message_start(kept, prompt))
 
     # --- thinking -------------------------------------------------------------------------------
 
@@ -199,20 +213,89 @@ class ChatSession:
             return sampling
         return apply_thinking(self.template, self.engine.info, self.thinking, sampling)[1]
 
-    def _render(self, messages: list[Message]) -> Prompt:
+    def _last_message_start(self, messages: list[Message], prompt: Prompt) -> tuple[int, ...]:
+        """Where the last message's text begins in the rendered prompt: where a render with other text in
+        its place first differs. (Rendering the history alone would not do: a Qwen3.5 template renders the
+        last reply's thought only while it is the last message.)"""
+        if not isinstance(prompt, str) or not messages:
+            return ()
+        other = self._render([*messages[:-1], replace(messages[-1], content=_SENTINEL)])
+        if not isinstance(other, str):
+            return ()
+        n = _common_prefix(prompt, other)
+        starts = [n] if 0 < n < len(prompt) else []
+        # and where the generation prompt starts: the next turn's history renders the reply there without
+        # the "<think>" a Qwen3.5 generation prompt ends with, so the prompts part just after it
+        history = self._render(messages, add_generation_prompt=False)
+        if isinstance(history, str) and prompt.startswith(history) and (starts[-1:] or [0])[-1] < len(history) < len(prompt):
+            starts.append(len(history))
+        return tuple(starts)
+
+    # --- the state on disk: a conversation left in the sidebar resumes without evaluating it again ----
+
+    def checkpoint_path(self) -> Path | None:
+        """Next to the conversation store, one file per conversation (the newest model's state)."""
+        if self.store is None or self.conversation_id is None:
+            return None
+        return Path(self.store.path).parent / "checkpoints" / f"conversation-{self.conversation_id}.ckpt"
+
+    def resume_prefix(self) -> str | None:
+        """The part of the next prompt that is known now: the history up to where a next message's text
+        would begin (rendered with a stand-in message, so the template treats the history as it will)."""
+        if not self.messages:
+            return None
+        prompt = self._render([*self.messages, Message("user", _SENTINEL)])
+        if not isinstance(prompt, str):
+            return None
+        cut = prompt.rfind(_SENTINEL)
+        return prompt[:cut] if cut > 0 else None
+
+    def park(self) -> int:
+        """Write the engine's state of this conversation to disk before it is left: the tokens covered."""
+        engine, path, template = self.engine, self.checkpoint_path(), self.template
+        if not isinstance(engine, StatefulEngine) or path is None or template is None or not engine_alive(engine):
+            return 0
+        prefix = self.resume_prefix()
+        if prefix is None:
+            return 0
+        try:
+            n, note = engine.save_state(prefix, path, template.name)
+        except LocalchatError as exc:
+            n, note = 0, str(exc)
+        if note:
+            log.info("conversation %s: state not saved: %s", self.conversation_id, note)
+        else:
+            prune_checkpoints(path.parent)
+        return n
+
+    def resume(self) -> int:
+        """Offer this conversation's saved state to the engine (refused if stale: then the next turn is
+        evaluated in full, as without one); the tokens it covers."""
+        engine, path, template = self.engine, self.checkpoint_path(), self.template
+        if not isinstance(engine, StatefulEngine) or path is None or template is None or not path.exists():
+            return 0
+        try:
+            n, note = engine.load_state(path, template.name)
+        except LocalchatError as exc:
+            n, note = 0, str(exc)
+        if note:
+            log.info("conversation %s: saved state not used: %s", self.conversation_id, note)
+        return n
+
+    def _render(self, messages: list[Message], add_generation_prompt: bool = True) -> Prompt:
         full = ([Message("system", self.system)] if self.system else []) + list(messages)
         try:
             template = self._thinking_template()
             if template is None:
                 raise LocalchatError("no model is loaded yet", hint="wait for the model to load, or pick one")
-            return template.render(full, add_generation_prompt=True)
+            return template.render(full, add_generation_prompt=add_generation_prompt)
         except TemplateError as exc:
             # A GGUF's own template can fail on a conversation its test render did not cover.
             from localchat.templates import native
 
             self.template = native("chatml")
             self.template_warning = f"the model's chat template failed ({exc.message}); using ChatML from now on"
-            return self.template.render(full, add_generation_prompt=True)
+            return self.template.render(full, add_generation_prompt=add_generation_prompt)
 
     def _count(self, messages: list[Message]) -> list[int]:
         missing = [m for m in messages if (m.role, m.content) not in self._token_cache]
@@ -236,6 +319,39 @@ class ChatSession:
     def _delete_from(self, position: int) -> None:
         if self.store is not None and self.conversation_id is not None:
             self.store.delete_messages_from(self.conversation_id, position)
+
+
+def _common_prefix(a: str, b: str) -> int:
+    lo, hi = 0, min(len(a), len(b))  # a binary search over slice comparisons: C speed for long prompts
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def engine_alive(engine: Engine) -> bool:
+    return bool(getattr(engine, "alive", True))
+
+
+# Conversation states on disk: a full state grows with the conversation (12 KiB a token for the 0.8B
+# Qwen3.5 shape), so only the most recently left conversations keep theirs.
+CHECKPOINT_DISK_BUDGET = 2 << 30
+
+
+def prune_checkpoints(directory: Path, budget: int = CHECKPOINT_DISK_BUDGET) -> None:
+    """Delete the least recently written checkpoint files until the rest fit `budget` (the newest stays)."""
+    try:
+        files = sorted(directory.glob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
+        total = 0
+        for i, f in enumerate(files):
+            total += f.stat().st_size
+            if i and total > budget:
+                f.unlink(missing_ok=True)
+    except OSError as exc:
+        log.info("checkpoint files in %s not pruned: %s", directory, exc)
 
 
 @dataclass

@@ -64,10 +64,15 @@ class SamplingParams:
     # What the output must look like (localchat.structured.OutputConstraint.to_dict()); the worker compiles
     # it into a grammar for this request only. None: free text.
     grammar: dict | None = None
+    # Where the rendered prompt's messages start (character offsets, ascending), from the chat layer: the
+    # engine takes a state checkpoint there, so an edited message or another turn resumes at it (issue 15).
+    # Not a sampling setting; it rides here so Engine.generate(prompt, sampling) keeps its signature.
+    message_starts: tuple[int, ...] = ()
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["stop"] = list(self.stop)
+        d["message_starts"] = list(self.message_starts)
         return d
 
     def validate(self) -> "SamplingParams":
@@ -89,6 +94,9 @@ class SamplingParams:
             (all(isinstance(s, str) and s for s in self.stop), "stop strings must be non-empty text"),
             (self.reasoning_budget is None or (isinstance(self.reasoning_budget, int) and self.reasoning_budget >= 0),
              "reasoning_budget must be a whole number of tokens, 0 or more"),
+            (all(type(n) is int and n >= 0 for n in self.message_starts)
+             and list(self.message_starts) == sorted(self.message_starts),
+             "message_starts must be ascending character offsets"),
         ]
         for ok, message in checks:
             if not ok:
@@ -100,6 +108,8 @@ class SamplingParams:
         d = dict(d)
         if "stop" in d:
             d["stop"] = tuple(d["stop"] or ())
+        if "message_starts" in d:
+            d["message_starts"] = tuple(d["message_starts"] or ())
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 

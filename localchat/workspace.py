@@ -289,8 +289,12 @@ class Workspace:
                     self._close_later(old)
             continued = old_id is not None and old_id != load.model_id and bool(self._session.messages)
             waiting, self._waiting = self._waiting, None
+            session = self._session
         self._emit(ModelReady(load.model_id, old_id, engine.info, list(warnings), time.monotonic() - load.started,
                               continued))
+        if session.conversation_id is not None:
+            # an opened conversation's saved state, for this model: before the waiting message is answered
+            self._switch_state(None, session, background=False)
         if waiting is not None:
             self._run_turn(waiting)  # this thread has nothing else to do: it answers the message
 
@@ -332,14 +336,43 @@ class Workspace:
         """A fresh conversation (a reply still streaming ends in the old one)."""
         with self._lock:
             self._conversation_system = None
-            self._session = self._new_session()
+            left, self._session = self._session, self._new_session()
+            busy = self._busy
+        self._switch_state(None if busy else left, None)
 
     def open_conversation(self, conv: Conversation) -> None:
         """Continue a saved conversation with the loaded model."""
         with self._lock:
             self._conversation_system = conv.system
             history = [m.to_message() for m in conv.messages if m.content]
-            self._session = self._new_session(history, conv.id)
+            left, self._session = self._session, self._new_session(history, conv.id)
+            busy, opened = self._busy, self._session
+        self._switch_state(None if busy else left, opened)
+
+    def _switch_state(self, left: ChatSession | None, opened: ChatSession | None, background: bool = True) -> None:
+        """The model's state of the conversation left goes to disk, the one opened comes back from it
+        (issue 15): in the background, in this order (the worker answers them in turn, before a reply
+        asked for later). A conversation left while its reply streams keeps no state."""
+        if left is not None and (left.conversation_id is None or not left.messages):
+            left = None
+        if opened is not None and opened.conversation_id is None:
+            opened = None
+        if left is None and opened is None:
+            return
+
+        def run() -> None:
+            for session, action in ((left, "park"), (opened, "resume")):
+                if session is None:
+                    continue
+                try:
+                    session.park() if action == "park" else session.resume()
+                except LocalchatError as exc:  # the worker went away meanwhile: the state is only a saving
+                    log.info("conversation state not %s: %s", "saved" if action == "park" else "restored", exc)
+
+        if background:
+            self._thread("conversation state", run)
+        else:
+            run()
 
     def settings_saved(self, load_changed: bool, what: str) -> str:
         """Apply saved settings: sampling and system prompt next turn; load options by reloading the model.
@@ -469,7 +502,15 @@ class Workspace:
         self._emit(StoreReady(store))
 
     def shutdown(self) -> None:
-        """Stop the reply and close every engine now (the app is ending)."""
+        """Stop the reply and close every engine now (the app is ending); the open conversation's state
+        goes to disk first, so it resumes after a restart."""
+        with self._lock:
+            session = None if self._busy else self._session
+        if session is not None and session.conversation_id is not None and session.messages:
+            try:
+                session.park()
+            except LocalchatError as exc:
+                log.info("conversation state not saved: %s", exc)
         with self._lock:
             if self._turn is not None:
                 self._turn.cancel()

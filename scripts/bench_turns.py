@@ -1,5 +1,6 @@
 """Time to first token by turn in a long conversation: turn N evaluates only its new message.
 
+    scripts/bench turns --scenarios ...   (chat scenarios on a hybrid model: see scripts/bench_turns_scenarios.py)
     scripts/bench turns [MODEL.gguf ...] [--turns 10] [--repeats 3] [--threads N] [--n-ctx 8192]
                         [--template smollm2|qwen|chatml] [--json [OUT.json]]
 
@@ -77,6 +78,10 @@ def run_model(path: Path, args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if "--scenarios" in (sys.argv[1:] if argv is None else argv):  # issue 15: hybrid model, beside llama-cpp-python
+        import bench_turns_scenarios
+
+        return bench_turns_scenarios.main(argv)
     p = benchlib.parser("scripts/bench turns", __doc__.split("\n")[0])
     p.add_argument("models", type=Path, nargs="*", metavar="MODEL", help=".gguf files")
     p.add_argument("--turns", type=int, default=10)

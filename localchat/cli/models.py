@@ -164,6 +164,25 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _doctor_checkpoints(path, options) -> None:
+    """Issue 15: can the cache go back to an earlier token, and what a message-boundary checkpoint costs."""
+    from localchat.engine.client import checkpoint_cost
+    from localchat.errors import EngineError
+
+    try:
+        cost = checkpoint_cost(path, options)
+    except EngineError as exc:
+        print(f"cache cut back unknown: {exc.message}")
+        return
+    print(f"cache cut back {cost['label']}")
+    per_token = cost["full_bytes_per_token"]
+    if cost["partial_bytes"]:
+        print(f"checkpoint     {cost['partial_bytes'] / 2**20:.1f} MiB at each message boundary (recurrent state / "
+              f"window, whatever the depth); a parked conversation {per_token / 1024:.1f} KiB a token more")
+    else:
+        print(f"checkpoint     none needed; a parked conversation takes {per_token / 1024:.1f} KiB a token")
+
+
 def _doctor_model(svc, model_id: str, build: dict | None, load: bool) -> None:
     """The offload plan for one installed model, from its GGUF header and the GPUs' free memory; with
     `load`, the settings a worker actually put in effect (ModelInfo.notes)."""
@@ -180,6 +199,7 @@ def _doctor_model(svc, model_id: str, build: dict | None, load: bool) -> None:
                         flash_attn=options.flash_attn)
     print(f"model          {model_id} ({rec.path})")
     print(f"offload plan   {plan.reason}")
+    _doctor_checkpoints(rec.path, options)
     if not load:
         return
     with svc.start_engine(model_id) as engine:

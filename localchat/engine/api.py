@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Literal, Protocol, runtime_checkable
 
@@ -18,7 +19,8 @@ from typing_extensions import Self
 from localchat.types import Message, ModelInfo, SamplingParams, Usage
 
 __all__ = ["answer_text",
-    "ChatTemplate", "Engine", "Event", "FinishReason", "Generation", "Prompt", "ReasoningDelta", "TextDelta",
+    "ChatTemplate", "Engine", "Event", "FinishReason", "Generation", "Prompt", "ReasoningDelta", "StatefulEngine",
+    "TextDelta",
     "ToolCallDelta", "Usage", "answer_text",
 ]
 
@@ -94,6 +96,16 @@ class Engine(Protocol):
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None: ...
+
+
+@runtime_checkable
+class StatefulEngine(Protocol):
+    """An engine that can keep a conversation's state on disk (the local worker; issue 15). Both return
+    (tokens the state covers, why none: a stale or damaged file, nothing held); neither raises for that."""
+
+    def save_state(self, prompt: Prompt, path: Path, template: str) -> tuple[int, str]: ...
+
+    def load_state(self, path: Path, template: str) -> tuple[int, str]: ...
 
 
 @runtime_checkable

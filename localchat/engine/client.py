@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
@@ -293,6 +293,26 @@ class EngineClient(ClosingEngine):
         counts: list[int] = reply.wait()
         return counts
 
+    def save_state(self, prompt: Prompt, path: Path, template: str) -> tuple[int, str]:
+        """Write the worker's state of the longest prefix of `prompt` it holds to `path`: (tokens covered,
+        why none). Queued behind a running generation."""
+        return self._state(lambda rid: protocol.SaveState(rid, str(path), template, _rendered(prompt)))
+
+    def load_state(self, path: Path, template: str) -> tuple[int, str]:
+        """Offer the state at `path` to the next prompts: (tokens it covers, why it was refused)."""
+        return self._state(lambda rid: protocol.LoadState(rid, str(path), template))
+
+    def _state(self, make: Callable[[int], protocol.ToWorker]) -> tuple[int, str]:
+        reply = _Reply()
+        rid = next(self._ids)
+        with self._lock:
+            if self._dead is not None:
+                raise self._dead
+            self._waiting[rid] = reply
+        self._send(make(rid))
+        done: tuple[int, str] = reply.wait()
+        return done
+
     def close(self) -> None:
         """Shut the worker down (kill it if it does not exit within CLOSE_TIMEOUT); safe to call twice."""
         if self._closed:
@@ -366,7 +386,7 @@ class EngineClient(ClosingEngine):
             self._loaded.set(error=ModelLoadError(frame.text, frame.hint) if frame.kind == "load"
                              else EngineError(frame.text, frame.hint))
             return
-        if not isinstance(frame, (protocol.Done, protocol.Counts, protocol.Error)) or frame.id is None:
+        if not isinstance(frame, (protocol.Done, protocol.Counts, protocol.StateDone, protocol.Error)) or frame.id is None:
             self._malformed(protocol.ProtocolError(f"the worker sent a {frame.op!r} frame, which only the parent sends"))
             return
         with self._lock:
@@ -375,6 +395,8 @@ class EngineClient(ClosingEngine):
             return
         if isinstance(frame, protocol.Counts) and isinstance(target, _Reply):
             target.set(frame.counts)
+        elif isinstance(frame, protocol.StateDone) and isinstance(target, _Reply):
+            target.set((frame.tokens, frame.note))
         elif isinstance(frame, protocol.Done) and isinstance(target, _Stream):
             self._end_stream(target, _Done(frame.usage))
         elif isinstance(frame, protocol.Error):
@@ -474,6 +496,24 @@ def _rendered(prompt: Prompt) -> str:
         return prompt
     raise EngineError("a local model takes a rendered prompt, not a list of messages",
                       "render the messages with the model's chat template (localchat.templates) first")
+
+
+def checkpoint_cost(model_path: Path, options: LoadOptions, timeout: float = 300.0) -> dict[str, Any]:
+    """Whether a model's cache can be cut back and how large its checkpoints are, measured by a
+    short-lived worker that loads it (`localchat doctor --model ID`)."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "localchat.engine.worker", "--checkpoint-cost", str(model_path),
+             json.dumps(options.to_dict())],
+            capture_output=True, env=_worker_env(), timeout=timeout, check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise EngineError(f"could not measure the model's checkpoints: {e}") from e
+    if done.returncode != 0:
+        tail = done.stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
+        raise EngineError("the model could not be loaded to measure its checkpoints", "\n".join(tail))
+    cost: dict[str, Any] = json.loads(done.stdout.decode("utf-8"))
+    return cost
 
 
 def build_info(timeout: float = 120.0) -> dict[str, Any]:

@@ -9,10 +9,12 @@ parent -> worker
   Load(path, options)            Generate(id, prompt, sampling)       Count(id, texts)   answered even
   Cancel(id)                     Shutdown()                                              mid-generation
   EndThought(id)                 a reasoning model's thought is closed now; its answer follows
+  SaveState(id, path, template, prompt)   LoadState(id, path, template)   (queued like a generation)
 worker -> parent
   Loaded(info)                   ModelInfo fields without "path"
   Delta(id, text)                batched: about every 25 ms, the first at once
   Done(id, usage)                Counts(id, counts)
+  StateDone(id, tokens, note)    tokens a saved / loaded state covers; 0 and a note: none (or refused)
   Error(id | None, kind, text, hint)
      kind: load (the model did not load) | context (prompt longer than the window) | request (bad input)
            | engine (llama.cpp failed) | internal (a bug in the worker)
@@ -77,6 +79,25 @@ class EndThought:
 
 
 @dataclass(frozen=True, slots=True)
+class SaveState:
+    """Write the state of the longest prefix of `prompt` the worker holds to `path` (issue 15)."""
+    op: ClassVar[str] = "save_state"
+    id: int
+    path: str
+    template: str
+    prompt: str
+
+
+@dataclass(frozen=True, slots=True)
+class LoadState:
+    """Read a state SaveState wrote, for the next prompts that start with its tokens."""
+    op: ClassVar[str] = "load_state"
+    id: int
+    path: str
+    template: str
+
+
+@dataclass(frozen=True, slots=True)
 class Shutdown:
     op: ClassVar[str] = "shutdown"
 
@@ -111,6 +132,14 @@ class Counts:
 
 
 @dataclass(frozen=True, slots=True)
+class StateDone:
+    op: ClassVar[str] = "state_done"
+    id: int
+    tokens: int
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Error:
     op: ClassVar[str] = "error"
     id: int | None
@@ -119,8 +148,8 @@ class Error:
     hint: str = ""
 
 
-ToWorker = Load | Generate | Count | Cancel | EndThought | Shutdown
-FromWorker = Loaded | Delta | Done | Counts | Error
+ToWorker = Load | Generate | Count | Cancel | EndThought | Shutdown | SaveState | LoadState
+FromWorker = Loaded | Delta | Done | Counts | StateDone | Error
 Frame = ToWorker | FromWorker
 
 
@@ -149,6 +178,13 @@ def _wire(frame: Frame) -> dict[str, Any]:
         return {"op": "error", "id": frame.id, "kind": frame.kind, "text": frame.text, "hint": frame.hint}
     if isinstance(frame, Shutdown):
         return {"op": "shutdown"}
+    if isinstance(frame, SaveState):
+        return {"op": "save_state", "id": frame.id, "path": frame.path, "template": frame.template,
+                "prompt": frame.prompt}
+    if isinstance(frame, LoadState):
+        return {"op": "load_state", "id": frame.id, "path": frame.path, "template": frame.template}
+    if isinstance(frame, StateDone):
+        return {"op": "state_done", "id": frame.id, "tokens": frame.tokens, "note": frame.note}
     raise TypeError(f"not a protocol frame: {frame!r}")
 
 
@@ -206,6 +242,11 @@ _DECODERS: dict[str, Callable[[dict[str, Any]], Frame]] = {
     "loaded": lambda m: Loaded(_field(m, "info", dict)),
     "done": lambda m: Done(_field(m, "id", int), Usage.from_dict(_field(m, "usage", dict))),
     "counts": lambda m: Counts(_field(m, "id", int), _int_list(m, "counts")),
+    "save_state": lambda m: SaveState(_field(m, "id", int), _field(m, "path", str), _field(m, "template", str),
+                                      _field(m, "prompt", str)),
+    "load_state": lambda m: LoadState(_field(m, "id", int), _field(m, "path", str), _field(m, "template", str)),
+    "state_done": lambda m: StateDone(_field(m, "id", int), _field(m, "tokens", int),
+                                      _field(m, "note", str) if "note" in m else ""),
     "error": lambda m: Error(_optional_id(m), _field(m, "kind", str), _field(m, "text", str),
                              _field(m, "hint", str) if "hint" in m else ""),
 }

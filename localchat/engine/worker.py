@@ -22,7 +22,7 @@ from typing import IO, TYPE_CHECKING
 
 from localchat.engine import protocol
 from localchat.engine.batch import BatchLoop, BatchRequest, BatchScheduler, CoalescingSink
-from localchat.engine.protocol import Cancel, Count, EndThought, Generate, Load, Shutdown
+from localchat.engine.protocol import Cancel, Count, EndThought, Generate, Load, LoadState, SaveState, Shutdown
 from localchat.structured import SchemaError
 from localchat.errors import EngineContextOverflow, EngineError, LocalchatError, ModelLoadError
 from localchat.types import SamplingParams, Usage
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 FLUSH_SECONDS = 0.025  # deltas go out at most this often (the first one at once): smooth for a TUI, cheap
 
 
-Request = Load | Generate | Shutdown
+Request = Load | Generate | SaveState | LoadState | Shutdown
 
 
 class Worker:
@@ -98,7 +98,7 @@ class Worker:
                         self.ended_early.add(frame.id)
             elif isinstance(frame, Count):
                 self.count(frame)
-            elif isinstance(frame, (Load, Generate)):
+            elif isinstance(frame, (Load, Generate, SaveState, LoadState)):
                 self.requests.put(frame)
             else:
                 self.error(getattr(frame, "id", None), "request", f"a {frame.op!r} frame is the worker's to send")
@@ -126,6 +126,8 @@ class Worker:
             try:
                 if isinstance(request, Load):
                     self.load(request)
+                elif isinstance(request, (SaveState, LoadState)):
+                    self.state(request)
                 else:
                     self.generate(request)
             except Exception as e:  # noqa: BLE001 - one bad request must not end the worker
@@ -151,6 +153,29 @@ class Worker:
             self.batch = self._batch_loop(self.model)
         print(f"localchat worker {os.getpid()}: loaded {request.path}", file=sys.stderr, flush=True)
         self.send(protocol.Loaded(self.model.info()))
+
+    def state(self, request: SaveState | LoadState) -> None:
+        """A conversation's state to or from disk. Refusals (a stale or damaged file, none held) are
+        answers, not errors: the next turn is then evaluated normally."""
+        from localchat.engine.checkpoints import CheckpointRejected
+
+        if self.model is None:
+            self.error(request.id, "request", "no model is loaded")
+            return
+        if self.batch is not None:
+            self.send(protocol.StateDone(request.id, 0, "the batched decoder keeps no conversation state"))
+            return
+        try:
+            if isinstance(request, SaveState):
+                n = self.model.save_prefix(request.prompt, request.path, request.template)
+                note = "" if n else "no state of this conversation is held"
+            else:
+                n, note = self.model.load_file(request.path, request.template), ""
+        except CheckpointRejected as e:
+            n, note = 0, e.message
+        except OSError as e:
+            n, note = 0, f"{type(e).__name__}: {e}"
+        self.send(protocol.StateDone(request.id, n, note))
 
     def _batch_loop(self, model: NativeModel) -> BatchLoop:
         from localchat.engine.llama.sequences import LlamaSequences
@@ -242,6 +267,27 @@ class Worker:
         send(protocol.Done(rid, Usage.from_dict(model.last_usage)))
 
 
+def checkpoint_cost(path: str, options: dict) -> dict:
+    """Whether the model's cache can be cut back, and what a checkpoint of it takes (measured)."""
+    from dataclasses import replace
+
+    from localchat.engine.llama.model import NativeModel
+    from localchat.engine.llama.sequence import measure_checkpoint_cost
+    from localchat.types import LoadOptions
+
+    load = LoadOptions.from_dict(options)
+    load = replace(load, parallel=1, checkpoint_ram=0, n_ctx=min(load.n_ctx or 4096, 4096))
+    model = NativeModel(path, load)
+    try:
+        probe = model.tokenize("The quick brown fox jumps over the lazy dog. " * 12, special=False)[:128]
+        cost = measure_checkpoint_cost(model.lib, model.ctx, model.model, True, probe)
+        return {"can_cut": cost.kind.can_cut, "label": cost.kind.label, "window": cost.kind.window,
+                "partial_bytes": cost.partial_bytes, "full_bytes_per_token": cost.full_bytes_per_token,
+                "architecture": model.meta("general.architecture") or ""}
+    finally:
+        model.close()
+
+
 def _protocol_streams() -> tuple[IO[bytes], IO[bytes]]:
     """Keep the real stdout for frames and point fd 1 at stderr, where stray prints and C output belong."""
     out = os.fdopen(os.dup(1), "wb")
@@ -270,6 +316,13 @@ def main(argv: list[str] | None = None) -> int:
         from localchat.engine.llama.buildinfo import build_info
 
         text_out.write(json.dumps(build_info()) + "\n")
+        text_out.flush()
+        return 0
+    if "--checkpoint-cost" in argv:  # `localchat doctor --model ID`: PATH and the load options as JSON follow
+        i = argv.index("--checkpoint-cost")
+        text_out = os.fdopen(os.dup(1), "w")
+        os.dup2(2, 1)
+        text_out.write(json.dumps(checkpoint_cost(argv[i + 1], json.loads(argv[i + 2]))) + "\n")
         text_out.flush()
         return 0
     # Ctrl-C in the terminal reaches the whole process group: the parent decides what it means (cancel, quit)

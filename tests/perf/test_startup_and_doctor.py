@@ -45,3 +45,21 @@ def test_doctor_model_prints_the_offload_plan_and_the_notes_in_effect(localchat_
 def test_doctor_load_without_model_says_what_to_add(localchat_home):
     out = localchat("doctor", "--load", home=localchat_home)
     assert out.returncode == 2 and "--load needs --model ID" in out.stderr
+
+
+def test_doctor_model_says_whether_the_cache_can_be_cut_back_and_what_a_checkpoint_takes(localchat_home, tiny_model,
+                                                                                         tmp_path):
+    from tests.support.ggufgen import make_tiny_qwen35_gguf
+
+    hybrid = make_tiny_qwen35_gguf(tmp_path / "tiny-qwen35.gguf")
+    for path, model_id in ((tiny_model, "tiny"), (hybrid, "hybrid")):
+        assert localchat("import", str(path), "--id", model_id, home=localchat_home).returncode == 0
+    out = localchat("doctor", "--model", "tiny", home=localchat_home)
+    assert out.returncode == 0, out.stderr
+    assert "cache cut back yes (attention cache: cut back to any token)" in out.stdout
+    assert "checkpoint     none needed; a parked conversation takes " in out.stdout
+    out = localchat("doctor", "--model", "hybrid", home=localchat_home)
+    assert out.returncode == 0, out.stderr
+    assert "cache cut back no (recurrent state: resumed from message-boundary checkpoints)" in out.stdout
+    line = next(x for x in out.stdout.splitlines() if x.startswith("checkpoint "))
+    assert " MiB at each message boundary" in line and float(line.split()[1]) > 0

@@ -64,6 +64,15 @@ class FakeEngine:
         self.release = release
         self.closed = threading.Event()
         self.generations: list[FakeGeneration] = []
+        self.states: list[tuple[str, str]] = []  # ("save" | "load", the checkpoint file's name)
+
+    def save_state(self, prompt: Prompt, path: Path, template: str) -> tuple[int, str]:
+        self.states.append(("save", path.name))
+        return 10, ""
+
+    def load_state(self, path: Path, template: str) -> tuple[int, str]:
+        self.states.append(("load", path.name))
+        return 10, ""
 
     @property
     def alive(self) -> bool:
@@ -175,6 +184,31 @@ def test_one_turn_at_a_time_and_the_refusal_says_how_to_stop(services: FakeServi
     assert isinstance(finished, ws.ReplyFinished) and finished.status == "complete" and finished.started
     assert not workspace.busy and workspace.turn is None and workspace.refuse_if_busy() is None
     assert [m.content for m in workspace.session.messages] == ["hello"]  # the fake answered nothing
+
+
+def test_switching_conversations_parks_the_one_left_and_resumes_the_one_opened(services: FakeServices,
+                                                                               recorder: Recorder) -> None:
+    workspace = loaded(services, recorder)
+    workspace.open_store()
+    recorder.wait(ws.StoreReady)
+    store = services.store
+    ids = []
+    for name in ("a", "b"):
+        cid = store.create_conversation(model=SMOL)
+        store.add_message(cid, "user", f"hello {name}")
+        store.add_message(cid, "assistant", f"hi {name}")
+        ids.append(cid)
+    workspace.open_conversation(store.conversation(ids[0]))  # no state on disk yet: nothing to load
+    path = workspace.session.checkpoint_path()
+    assert path is not None and path.parent == store.path.parent / "checkpoints"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (path.parent / f"conversation-{ids[1]}.ckpt").write_bytes(b"saved before")
+    workspace.open_conversation(store.conversation(ids[1]))
+    engine = services.started[-1]
+    eventually(lambda: len(engine.states) == 2, "the state of a saved, that of b loaded")
+    assert engine.states == [("save", f"conversation-{ids[0]}.ckpt"), ("load", f"conversation-{ids[1]}.ckpt")]
+    workspace.shutdown()  # the conversation open at the end is saved too
+    assert engine.states[-1] == ("save", f"conversation-{ids[1]}.ckpt")
 
 
 def test_without_a_model_a_message_is_refused_with_what_to_do(services: FakeServices, recorder: Recorder) -> None:

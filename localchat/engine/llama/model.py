@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from localchat.engine.llama import bindings, ggml
-from localchat.engine.checkpoints import CheckpointStore, default_budget
+from localchat.engine.checkpoints import (CheckpointKey, CheckpointRejected, CheckpointStore, default_budget,
+                                          model_identity, read_checkpoint, settings_fingerprint, token_offsets,
+                                          write_checkpoint)
 from localchat.engine.llama.sequence import SequenceCache, memory_kind
 from localchat.engine.offload import OffloadPlan, plan_offload as _plan_offload
 from localchat.engine.threads import CHECK_SECONDS, FIRST_CHECK_SECONDS, ThreadGovernor
@@ -92,6 +94,7 @@ class NativeModel:
         self.sequence = SequenceCache(lib, self.ctx, memory_kind(lib, self.model, swa_full=True), CheckpointStore(budget))
         self.cached: list[int] = self.sequence.cached  # the same list: the decode loop appends to it
         self.last_usage: dict = {}
+        self._identity: str | None = None  # model_identity() of the file, read when a state goes to disk
         self._pieces: list = [None] * self.n_vocab  # token -> bytes, or _EOG
         self._piece_buf = ctypes.create_string_buffer(256)
         self._one = (ctypes.c_int32 * 1)()
@@ -348,6 +351,66 @@ class NativeModel:
         return ThoughtControl(think.open_id, think.close_id, think.close_tokens,
                               in_thought=think.fmt.opens_in_thought(prompt), budget=budget)
 
+    def message_tokens(self, prompt: str, tokens: list[int], starts: tuple[int, ...]) -> list[int]:
+        """The chat layer's message starts (character offsets of `prompt`) as token counts of `tokens`."""
+        if not starts:
+            return []
+        data = prompt.encode("utf-8", "replace")
+        offsets = [len(prompt[:c].encode("utf-8", "replace")) for c in starts]
+        lengths = [self._special_piece_len(t) for t in tokens]
+        if self.add_bos and tokens and tokens[0] == self.bos and sum(lengths) != len(data):
+            lengths[0] = 0  # the BOS tokenize() put in front: not part of the text
+        if sum(lengths) == len(data):
+            return token_offsets(lengths, offsets)
+        # A tokenizer whose pieces do not spell the text back (SentencePiece's leading space): tokenize each
+        # prefix and keep what it shares with the prompt's tokens.
+        out = []
+        for c in starts:
+            head = self.tokenize(prompt[:c]) if c else []
+            n = 0
+            while n < min(len(head), len(tokens)) and head[n] == tokens[n]:
+                n += 1
+            out.append(n)
+        return out
+
+    def _special_piece_len(self, token: int) -> int:
+        buf = self._piece_buf
+        n = self.lib.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, True)
+        return -n if n < 0 else n
+
+    # -- state on disk (a conversation left in the sidebar, reopened later) ---------------------------
+
+    def checkpoint_key(self, template: str) -> CheckpointKey:
+        """What a saved state is valid for: this model file, the template, and the settings that shape it."""
+        if self._identity is None:
+            self._identity = model_identity(self.path)
+        import llama_cpp
+
+        o = self.options
+        settings = settings_fingerprint(n_ctx=self.n_ctx, kv_type=o.kv_type, flash_attn=self.flash_attn,
+                                        n_gpu_layers=self.n_gpu_layers, parallel=self.parallel,
+                                        llama_cpp=getattr(llama_cpp, "__version__", "?"))
+        return CheckpointKey(self._identity, template, settings)
+
+    def save_prefix(self, text: str, path: str | Path, template: str) -> int:
+        """Write the state after the longest prefix of `text`'s tokens this model holds (its cache or a
+        checkpoint) to `path`; the number of tokens it covers (0: none held, nothing written)."""
+        ckpt = self.sequence.full_for(self.tokenize(text))
+        if ckpt is None:
+            return 0
+        write_checkpoint(path, self.checkpoint_key(template), ckpt)
+        return ckpt.n_tokens
+
+    def load_file(self, path: str | Path, template: str) -> int:
+        """Offer a saved state to the next prompts (it is used where a prompt starts with its tokens);
+        CheckpointRejected if it is truncated, corrupt, or from another model file, template or settings."""
+        ckpt = read_checkpoint(path, self.checkpoint_key(template), self.sequence.seq_id)
+        if ckpt.partial:
+            raise CheckpointRejected(f"checkpoint {Path(path).name} holds a partial state, which cannot be restored")
+        if not self.sequence.store.put(ckpt):
+            raise CheckpointRejected(f"checkpoint {Path(path).name} is larger than the checkpoint RAM budget")
+        return ckpt.n_tokens
+
     # -- generation ------------------------------------------------------------------------------
 
     def _sampler(self, s: SamplingParams):
@@ -442,7 +505,7 @@ class NativeModel:
                 f"the prompt has {len(tokens)} tokens; the context window holds {self.n_ctx}",
                 "drop older turns or load the model with a larger n_ctx",
             )
-        plan = self.sequence.prepare(tokens)
+        plan = self.sequence.prepare(tokens, self.message_tokens(prompt, tokens, sampling.message_starts))
         keep = plan.keep
         usage = {"prompt_tokens": len(tokens), "prompt_eval_tokens": len(tokens) - keep, "completion_tokens": 0,
                  "ttft": 0.0, "prompt_seconds": 0.0, "decode_seconds": 0.0, "finish_reason": "cancelled"}

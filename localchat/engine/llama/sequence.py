@@ -83,6 +83,7 @@ class SequenceCache:
         self.mem = lib.llama_get_memory(ctx)
         self.cached: list[int] = []
         self.save_points: tuple[int, ...] = ()  # where the last prompt was checkpointed (token counts)
+        self.park_points: tuple[int, ...] = ()
 
     def prepare(self, tokens: Sequence[int], boundaries: Sequence[int] = ()) -> PromptPlan:
         """Leave the sequence holding the longest reusable prefix of `tokens` (never all of it: the last
@@ -103,13 +104,17 @@ class SequenceCache:
             self._cut(keep)
         keep = min(keep, len(self.cached))
         # Two save points per prompt (a partial checkpoint of a 0.8B Qwen3.5 is ~19 MiB and takes ~40 ms):
-        # the start of the last message (edit and resend) and TAIL tokens before the end (regenerate, and
-        # the next turn when the template renders the reply without the "<think>" its generation prompt
-        # ended with). Earlier boundaries were saved by earlier turns.
+        # the start of the last message (edit and resend) and the start of the generation prompt, or TAIL
+        # tokens before the end (regenerate, and the next turn when the template renders the reply without
+        # the "<think>" its generation prompt ended with). Earlier boundaries were saved by earlier turns.
         n = len(tokens)
         tail = n - TAIL
-        starts = [b for b in boundaries if 0 < b < tail]
-        self.save_points = tuple(starts[-1:]) + ((tail,) if tail > 0 else ())  # checkpointed now or before
+        starts = [b for b in boundaries if 0 < b < n]
+        # The chat layer gives the last message's start and the generation prompt's: those two. TAIL tokens
+        # before the end stands in for the latter where none is given near the end (a raw prompt).
+        points = starts[-2:] + ([] if starts and starts[-1] >= n - 2 * TAIL else [tail])
+        self.save_points = tuple(sorted({p for p in points if 0 < p < n}))  # checkpointed now or before
+        self.park_points = tuple(starts[-1:])  # _park: the caller's last boundary too
         return PromptPlan(keep, tuple(p for p in self.save_points if p > keep), restored)
 
     def evaluated(self, tokens: Sequence[int]) -> None:
@@ -127,6 +132,25 @@ class SequenceCache:
         ckpt = Checkpoint(tuple(self.cached), data, False, self.seq_id)
         self.store.put(ckpt)
         return ckpt
+
+    def full_for(self, tokens: Sequence[int]) -> Checkpoint | None:
+        """A full checkpoint of the longest prefix of `tokens` this sequence can give: a full one in the
+        store, or one made now from the cache (cut back to the shared prefix where it can be, else restored
+        to a partial checkpoint inside it). What a conversation left for another one goes to disk as."""
+        tokens = list(tokens)
+        best = self.store.best(tokens, self.seq_id, self.cached)
+        have = best.n_tokens if best is not None else 0
+        shared = common_prefix(self.cached, tokens)
+        if shared > have and (shared == len(self.cached) or self._cuttable(shared)):
+            if shared < len(self.cached):
+                self._cut(shared)
+            if len(self.cached) == shared:
+                return self.save_full()
+        if best is None:
+            return None
+        if best.partial:
+            return self.save_full() if self._restore(best) else None
+        return best
 
     def clear(self) -> None:
         self.lib.llama_memory_seq_rm(self.mem, self.seq_id, -1, -1)
@@ -170,20 +194,21 @@ class SequenceCache:
 
     def _park(self, keep: int) -> None:
         """Before the sequence is cut below a message boundary of what it holds (another conversation,
-        an edit), keep a full checkpoint of the latest such boundary so coming back costs nothing."""
-        mine = [b for b in self.save_points if keep < b <= len(self.cached)]
-        if not mine:
-            return
-        b = mine[-1]
-        if self.store.has_full(self.cached[:b]):
-            return
-        if b < len(self.cached):
-            best = self.store.best(self.cached[:b], self.seq_id, self.cached)
-            if self._cuttable(b):
-                self._cut(b)
-            elif best is None or best.n_tokens != b or not self._restore(best):
-                return
-        self.save_full()
+        an edit), keep full checkpoints so coming back costs nothing: at the latest save point, and at the
+        caller's last boundary where that is earlier (the next turn may part before TAIL: a tokenizer that
+        spells "<think>" in many tokens)."""
+        held = len(self.cached)
+        points = {p for p in self.save_points[-1:] + self.park_points[-1:] if keep < p <= held}
+        for b in sorted(points, reverse=True):  # the later first: the earlier partial stays restorable
+            if self.store.has_full(self.cached[:b]):
+                continue
+            if b < len(self.cached):
+                best = self.store.best(self.cached[:b], self.seq_id, self.cached)
+                if self._cuttable(b):
+                    self._cut(b)
+                elif best is None or best.n_tokens != b or not self._restore(best):
+                    continue
+            self.save_full()
 
 
 @dataclass(frozen=True, slots=True)
