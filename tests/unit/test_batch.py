@@ -9,7 +9,7 @@ import zlib
 
 import pytest
 
-from localchat.engine.batch import Batch, BatchRequest, BatchScheduler, TextAssembler
+from localchat.engine.batch import Batch, BatchRequest, BatchScheduler, CutSequence, TextAssembler
 from localchat.errors import EngineContextOverflow, EngineError
 from localchat.types import SamplingParams
 
@@ -68,9 +68,19 @@ class FakeModel:
         del self.kv.setdefault(seq, [])[p0:]
         return True
 
-    def seq_cp(self, src: int, dst: int, p0: int, p1: int) -> None:
-        assert len(self.kv.setdefault(dst, [])) == p0, "a copy must continue the destination's cache"
-        self.kv[dst].extend(self.kv[src][p0:p1])
+    can_cut = True
+
+    def decode_one(self, token: int, seq: int, pos: int) -> None:
+        batch = Batch()
+        batch.add(token, seq, pos, True)
+        self.decode(batch)
+
+    def sequence(self, seq: int) -> CutSequence:
+        return CutSequence(self, seq)
+
+    def copy_prefix(self, src: int, dst: int, n: int) -> None:
+        assert not self.kv.get(dst), "a copy replaces the destination's cache: the scheduler empties it first"
+        self.kv[dst] = self.kv[src][:n]
 
 
 class Sink:
