@@ -62,8 +62,10 @@ class Batch:
 
 
 class PromptPlan(Protocol):
-    keep: int                   # tokens already in the sequence: evaluation starts here
-    save_at: tuple[int, ...]    # checkpoint once this many tokens of the prompt are in the sequence
+    @property
+    def keep(self) -> int: ...  # tokens already in the sequence: evaluation starts here
+    @property
+    def save_at(self) -> tuple[int, ...]: ...  # checkpoint once this many prompt tokens are in the sequence
 
 
 class SlotSequence(Protocol):
