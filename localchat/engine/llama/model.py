@@ -144,10 +144,10 @@ class NativeModel:
         params.n_ctx = n_ctx
         params.n_batch = options.n_batch
         params.n_ubatch = min(options.n_batch, 512)
-        # parallel > 1 (continuous batching, localchat.engine.batch): one sequence per slot, each in its own
-        # KV stream (engine.llama.sequences says why)
+        # parallel > 1 (continuous batching, localchat.engine.batch): one sequence per slot in a unified
+        # cache, so a shared prefix is copied between slots by cell metadata alone
         params.n_seq_max = self.parallel
-        params.kv_unified = False
+        params.kv_unified = self.parallel > 1
         n_ctx *= self.parallel
         params.n_ctx = n_ctx
         params.n_threads = params.n_threads_batch = self.n_threads
