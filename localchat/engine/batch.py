@@ -7,9 +7,18 @@ rest (up to `n_batch`) with prompt chunks of waiting slots in arrival order, so 
 chunk at a time between decode steps and running streams keep flowing. A finished or cancelled reply frees
 its slot at the next step; its tokens stay in the cache for the conversation's next turn.
 
-Shared prefixes: a new reply copies (`seq_cp`) the longest prefix of its prompt that any slot holds, so a
-system prompt many requests share is evaluated once. Two prompts arriving together with the same prefix do
-not both evaluate it: the later one waits for the earlier's chunks, then copies.
+Each slot's sequence is kept by a `SlotSequence` (the llama package's SequenceCache for hybrid models, whose
+recurrent state cannot be cut back: a returning conversation resumes from its message-boundary checkpoints;
+`CutSequence` where the cache can be cut at any token). A new reply goes to the free slot that holds most of
+its prompt (a returning conversation finds its own), else the least recently used.
+
+Shared prefixes: a new reply copies (`copy_prefix`) the longest prefix of its prompt that any slot holds, so
+a system prompt many requests share is evaluated once. Two prompts arriving together with the same prefix do
+not both evaluate it: the later one waits for the earlier's chunks, then copies. Where the cache cannot be cut
+(recurrent state), only a slot's whole content can be copied: its state is that of its last token.
+
+One reply alone (no other slot busy, nobody waiting) takes `decode_one`, the backend's one-token path, so a
+single client runs at the single-stream rate.
 """
 
 from __future__ import annotations
@@ -53,16 +62,72 @@ class Batch:
         return len(self.tokens)
 
 
+class PromptPlan(Protocol):
+    @property
+    def keep(self) -> int: ...  # tokens already in the sequence: evaluation starts here
+    @property
+    def save_at(self) -> tuple[int, ...]: ...  # checkpoint once this many prompt tokens are in the sequence
+
+
+class SlotSequence(Protocol):
+    """What one sequence holds (engine.llama.sequence.SequenceCache's public interface)."""
+
+    cached: list[int]  # tokens whose state sits in the sequence, positions 0..len-1
+
+    def prepare(self, tokens: list[int]) -> PromptPlan: ...  # keep a prefix of tokens (never all of it)
+    def evaluated(self, tokens: list[int]) -> None: ...
+    def checkpoint(self) -> None: ...
+    def clear(self) -> None: ...
+
+
 class SequenceBackend(Protocol):
     """What the scheduler needs of a model: the llama package implements it, tests fake it."""
+
+    can_cut: bool  # any sequence can be cut back to any token (no recurrent state)
 
     def tokenize(self, text: str) -> list[int]: ...  # thread-safe: submit() calls it on the caller's thread
     def piece(self, token: int) -> bytes | None: ...  # None: an end-of-generation token
     def decode(self, batch: Batch) -> None: ...  # raises EngineError
+    def decode_one(self, token: int, seq: int, pos: int) -> None: ...  # one token, its logits in row 0
     def sampler(self, request: BatchRequest) -> Sampler: ...
     def thought_control(self, request: BatchRequest) -> ThoughtControl | None: ...  # a reasoning model's budget
+    def sequence(self, seq: int) -> SlotSequence: ...
     def seq_rm(self, seq: int, p0: int, p1: int) -> bool: ...  # p1 -1: to the end
-    def seq_cp(self, src: int, dst: int, p0: int, p1: int) -> None: ...
+    def copy_prefix(self, src: int, dst: int, n: int) -> None: ...  # dst holds src's first n tokens after it
+
+
+@dataclass(frozen=True, slots=True)
+class CutPlan:
+    keep: int
+    save_at: tuple[int, ...] = ()
+
+
+class CutSequence:
+    """A SlotSequence for a cache that can be cut at any token: keep the common prefix, drop the rest."""
+
+    def __init__(self, backend: SequenceBackend, seq: int) -> None:
+        self.backend, self.seq = backend, seq
+        self.cached: list[int] = []
+
+    def prepare(self, tokens: list[int]) -> CutPlan:
+        keep = min(common_prefix(self.cached, tokens), len(tokens) - 1)  # the last token yields the logits
+        if keep < len(self.cached):
+            if self.backend.seq_rm(self.seq, keep, -1):
+                del self.cached[keep:]
+            else:
+                self.clear()
+                keep = 0
+        return CutPlan(keep)
+
+    def evaluated(self, tokens: list[int]) -> None:
+        self.cached.extend(tokens)
+
+    def checkpoint(self) -> None:
+        pass
+
+    def clear(self) -> None:
+        self.backend.seq_rm(self.seq, 0, -1)
+        self.cached.clear()
 
 
 class EventSink(Protocol):
@@ -148,9 +213,9 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 class Slot:
     """One sequence id of the cache and the reply it is working on, if any."""
 
-    def __init__(self, seq: int) -> None:
-        self.seq = seq
-        self.cached: list[int] = []  # tokens whose K/V sit in this sequence, positions 0..len-1
+    def __init__(self, seq: int, sequence: SlotSequence) -> None:
+        self.seq, self.sequence = seq, sequence
+        self.save_at: tuple[int, ...] = ()  # checkpoint once this many prompt tokens are in the sequence
         self.request: BatchRequest | None = None
         self.sampler: Sampler | None = None
         self.text: TextAssembler | None = None
@@ -161,6 +226,11 @@ class Slot:
         self.usage: dict = {}
         self.t_first = self.t_last = 0.0
         self.last_used = 0.0
+
+    @property
+    def cached(self) -> list[int]:
+        """Tokens whose state sits in this sequence, positions 0..len-1."""
+        return self.sequence.cached
 
     @property
     def generating(self) -> bool:
@@ -181,7 +251,7 @@ class BatchScheduler:
             raise ValueError(f"n_slots {n_slots} must be >= 1 and <= n_batch {n_batch}")
         self.backend, self.sink = backend, sink
         self.n_ctx_slot, self.n_batch, self.share_prefixes = n_ctx_slot, n_batch, share_prefixes
-        self.slots = [Slot(i) for i in range(n_slots)]
+        self.slots = [Slot(i, backend.sequence(i)) for i in range(n_slots)]
         self._waiting: deque[BatchRequest] = deque()
         self._cancels: set[str] = set()
         self._wake = threading.Condition()
@@ -243,7 +313,11 @@ class BatchScheduler:
 
     def step(self) -> bool:
         """Admit, build one batch, decode it, sample; False when there was nothing to do."""
-        self._apply_cancels_and_admit()
+        if self._waiting or self._cancels:  # read without the lock: a request just missed joins next step
+            self._apply_cancels_and_admit()
+        active = [s for s in self.slots if s.request is not None]
+        if len(active) == 1 and active[0].generating and not self._waiting:
+            return self._step_one(active[0])
         batch = Batch()
         rows: list[tuple[Slot, int, int]] = []  # slot, its logits row (-1: none), tokens it added
         for slot in self.slots:
@@ -256,7 +330,7 @@ class BatchScheduler:
             if not self._follow_leader(slot):
                 continue
             prompt, start = slot.request.tokens, len(slot.cached)  # type: ignore[union-attr]
-            take = min(self.n_batch - len(batch), len(prompt) - start)
+            take = min([self.n_batch - len(batch), len(prompt) - start] + [p - start for p in slot.save_at if p > start])
             row = -1
             for pos in range(start, start + take):
                 last = pos == len(prompt) - 1
@@ -279,17 +353,36 @@ class BatchScheduler:
             if slot.generating:
                 slot.cached.append(slot.next_token)
             else:
-                slot.cached.extend(request.tokens[len(slot.cached):len(slot.cached) + added])
+                slot.sequence.evaluated(request.tokens[len(slot.cached):len(slot.cached) + added])
+                if len(slot.cached) in slot.save_at:
+                    slot.sequence.checkpoint()
                 if row < 0:
                     continue  # more prompt chunks to come
                 slot.usage["prompt_seconds"] = now - slot.usage.pop("_t_prompt", now)
-            thought = slot.thought
-            if thought is None:
-                token = slot.sampler.sample(row)  # type: ignore[union-attr]
-            else:  # the budget is spent or the user asked: the closing tags instead of a sampled token
-                token = thought.forcing.pop(0) if thought.forcing else slot.sampler.sample(row)  # type: ignore[union-attr]
-                thought.saw(token)
-            self._accept(slot, token, now)
+            self._accept(slot, self._sample(slot, row), now)
+        return True
+
+    @staticmethod
+    def _sample(slot: Slot, row: int) -> int:
+        thought = slot.thought
+        if thought is None:
+            return slot.sampler.sample(row)  # type: ignore[union-attr]
+        # the budget is spent or the user asked: the closing tags instead of a sampled token
+        token = thought.forcing.pop(0) if thought.forcing else slot.sampler.sample(row)  # type: ignore[union-attr]
+        thought.saw(token)
+        return token
+
+    def _step_one(self, slot: Slot) -> bool:
+        """One reply alone: its next token through the backend's one-token path."""
+        token = slot.next_token
+        try:
+            self.backend.decode_one(token, slot.seq, len(slot.cached))
+        except EngineError as e:
+            self._fail(slot, e)
+            return True
+        self.counters["steps"] += 1
+        slot.cached.append(token)
+        self._accept(slot, self._sample(slot, 0), time.perf_counter())
         return True
 
     def _apply_cancels_and_admit(self) -> None:
@@ -316,12 +409,8 @@ class BatchScheduler:
         tokens = request.tokens
         # the slot that already holds most of this prompt (a returning conversation), else the least used
         slot = max(free, key=lambda s: (common_prefix(s.cached, tokens), -s.last_used))
-        keep = min(common_prefix(slot.cached, tokens), len(tokens) - 1)  # the last token yields the logits
-        if keep < len(slot.cached):
-            if not self.backend.seq_rm(slot.seq, keep, -1):
-                self.backend.seq_rm(slot.seq, 0, -1)  # e.g. recurrent state: no partial removal
-                keep = 0
-            del slot.cached[keep:]
+        slot.save_at = slot.sequence.prepare(tokens).save_at  # cut back, or resume from a checkpoint
+        keep = len(slot.cached)
         slot.request, slot.next_token, slot.n_gen, slot.leader = request, -1, 0, None
         slot.sampler = self.backend.sampler(request)
         slot.thought = self.backend.thought_control(request)
@@ -333,6 +422,8 @@ class BatchScheduler:
                       "finish_reason": "cancelled", "_t_prompt": time.perf_counter()}
         if self.share_prefixes:
             self._copy_shared(slot)
+            if not self.backend.can_cut:
+                return  # a recurrent state is copied whole: waiting for a leader's prefix gains nothing
             leaders = [(common_prefix(s.request.tokens, tokens), s) for s in self.slots  # type: ignore[union-attr]
                        if s is not slot and s.prompting]
             if leaders:
@@ -348,13 +439,17 @@ class BatchScheduler:
         for other in self.slots:
             if other is not slot and len(other.cached) > best:
                 n = min(common_prefix(other.cached, tokens), len(tokens) - 1)
+                if not self.backend.can_cut and n != len(other.cached):
+                    continue  # a recurrent state is that after the sequence's last token
                 if n > best:
                     best, source = n, other
         if source is None:
             return
         start = len(slot.cached)
-        self.backend.seq_cp(source.seq, slot.seq, start, best)
-        slot.cached.extend(tokens[start:best])
+        slot.sequence.clear()
+        self.backend.copy_prefix(source.seq, slot.seq, best)
+        slot.sequence.evaluated(tokens[:best])
+        slot.save_at = tuple(p for p in slot.save_at if p > best)
         slot.usage["prompt_eval_tokens"] -= best - start
         self.counters["copied_tokens"] += best - start
 
@@ -411,8 +506,7 @@ class BatchScheduler:
         """A failed decode leaves the sequence's cache unknown: drop it."""
         request = slot.request
         assert request is not None
-        self.backend.seq_rm(slot.seq, 0, -1)
-        slot.cached.clear()
+        slot.sequence.clear()
         self._release(slot)
         self.counters["failed"] += 1
         self.sink.error(request.id, error)

@@ -57,3 +57,46 @@ def test_parallel_replies_equal_the_single_stream_path(random_model, tmp_path):
             list(engine.generate("seven " * 600, sampling))
     finally:
         engine.close()
+
+
+# A Qwen3.5-style generation prompt ends "<think>\n" (one byte stands in for it in the tiny vocabulary), and
+# the history renders the reply without it: each next turn leaves the cache TAIL tokens before its end.
+THINK = "<|im_start|>assistant\n\t"
+
+
+def turn(i: int, who: str) -> str:
+    return f"<|im_start|>user\n{who} asks question {i}: tell me something about the number {i}<|im_end|>\n"
+
+
+@pytest.mark.parametrize("ram", [None, 0])
+def test_interleaved_conversations_on_a_hybrid_model_resume_from_checkpoints(start, ram, tmp_path_factory):
+    """Two conversations take turns on a qwen35 model (recurrent state: its cache cannot be cut back) through
+    the batched path: each returns to its own slot and resumes from the checkpoint TAIL tokens before its
+    previous prompt's end, so only those and the new turn are evaluated; without checkpoints, everything."""
+    from localchat.engine.llama.sequence import TAIL
+    from tests.support.ggufgen import make_tiny_qwen35_gguf
+
+    model = make_tiny_qwen35_gguf(tmp_path_factory.mktemp("models") / "tiny-qwen35.gguf")
+    client = start(model, parallel=2, n_threads=1, checkpoint_ram=ram)
+    greedy = SamplingParams(temperature=0.0, max_tokens=8)
+    history = {who: f"<|im_start|>system\nconversation {who}<|im_end|>\n" for who in "AB"}
+    answers: dict[str, str] = {}
+    evaluated: dict[str, list[tuple[int, int, int]]] = {"A": [], "B": []}  # (evaluated, prompt, new tokens)
+    for i in range(1, 4):
+        for who in "AB":
+            if who in answers:  # the previous reply as the template renders it into the history
+                history[who] += f"<|im_start|>assistant\n{answers[who]}<|im_end|>\n"
+            new = (f"{answers[who]}<|im_end|>\n" if who in answers else "") + turn(i, who) + THINK
+            history[who] += turn(i, who)
+            with client.generate(history[who] + THINK, greedy) as gen:
+                answers[who] = "".join(e.text for e in gen)  # type: ignore[attr-defined]
+            usage = gen.usage
+            evaluated[who].append((usage.prompt_eval_tokens, usage.prompt_tokens, client.count_tokens([new])[0]))
+    for who in "AB":
+        first, *later = evaluated[who]
+        assert first[0] == first[1]
+        for n_eval, n_prompt, n_new in later:
+            if ram == 0:  # without checkpoints a prompt that leaves the cache is evaluated whole
+                assert n_eval == n_prompt
+            else:  # from the checkpoint TAIL tokens before the previous prompt's end
+                assert n_eval <= n_new + TAIL < n_prompt, (who, evaluated)

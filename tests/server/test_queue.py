@@ -216,3 +216,46 @@ def test_a_model_that_fails_to_load_is_a_500_and_the_server_stays_up(localchat_h
     r = requests.post(server.v1 + "/chat/completions", json={"model": "tiny", **body}, timeout=120)
     assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == REPLY
     assert [m["id"] for m in server.health()["models"]] == ["tiny"]
+
+
+def test_parallel_slots_refuse_an_oversized_prompt_and_free_a_slot_the_moment_its_client_hangs_up(
+        localchat_home, slow_loop_model, serve):
+    register_local_model(localchat_home, slow_loop_model, "chatty")
+    long_context(localchat_home, "chatty", n_ctx=4096)  # per slot
+    server = serve("--model", "chatty", "--parallel", "2")
+    client = openai.OpenAI(base_url=server.v1, api_key="x", max_retries=0, timeout=300)
+
+    def hold(name: str):
+        stream = client.chat.completions.create(model="chatty", stream=True, max_tokens=3000,
+                                                messages=[{"role": "user", "content": name}])
+        chunks = iter(stream)
+        next(chunks)
+        return stream, chunks
+
+    a, a_chunks = hold("a")
+    # A prompt too long for a slot: a 400 in OpenAI's error shape; the running stream does not notice.
+    r = requests.post(server.v1 + "/chat/completions", timeout=300,
+                      json={"model": "chatty", "messages": [{"role": "user", "content": "ab " * 3000}]})
+    assert r.status_code == 400
+    error = r.json()["error"]
+    assert error["code"] == "context_length_exceeded" and "parallel slot" in error["message"]
+    assert error["type"] == "invalid_request_error"
+    received = "".join(next(a_chunks).choices[0].delta.content or "" for _ in range(20))
+    assert "abcdefgh" in received
+    # Both slots busy, a third request waits; the second client hangs up and the third starts at once.
+    b, _ = hold("b")
+    server.wait_health(lambda h: h["models"][0]["running"] == 2)
+    third: dict = {}
+    waiter = threading.Thread(target=lambda: third.update(r=client.chat.completions.create(
+        model="chatty", max_tokens=5, messages=[{"role": "user", "content": "c"}])))
+    waiter.start()
+    server.wait_health(lambda h: h["models"][0]["queued"] == 1)
+    b.close()
+    waiter.join(60)
+    assert third["r"].choices[0].finish_reason == "length" and third["r"].usage.completion_tokens == 5
+    health = server.health()
+    assert health["models"][0]["running"] == 1  # the first stream is still going
+    assert health["generations"]["cancelled"] == 1 and health["generations"]["completed"] == 1
+    a.close()
+    health = server.wait_health(lambda h: h["generations"]["cancelled"] == 2 and not h["models"][0]["busy"])
+    assert health["generations"]["failed"] == 1  # the oversized prompt

@@ -9,7 +9,7 @@ import zlib
 
 import pytest
 
-from localchat.engine.batch import Batch, BatchRequest, BatchScheduler, TextAssembler
+from localchat.engine.batch import Batch, BatchRequest, BatchScheduler, CutSequence, TextAssembler
 from localchat.errors import EngineContextOverflow, EngineError
 from localchat.types import SamplingParams
 
@@ -27,6 +27,7 @@ class FakeModel:
         self.rows: dict[int, int] = {}  # logits row -> hash of its sequence through that token
         self.fail_on_step = fail_on_step
         self.decoded = 0
+        self.solo_steps = 0
 
     def tokenize(self, text: str) -> list[int]:
         return list(text.encode())
@@ -71,9 +72,20 @@ class FakeModel:
         del self.kv.setdefault(seq, [])[p0:]
         return True
 
-    def seq_cp(self, src: int, dst: int, p0: int, p1: int) -> None:
-        assert len(self.kv.setdefault(dst, [])) == p0, "a copy must continue the destination's cache"
-        self.kv[dst].extend(self.kv[src][p0:p1])
+    can_cut = True
+
+    def decode_one(self, token: int, seq: int, pos: int) -> None:
+        self.solo_steps += 1
+        batch = Batch()
+        batch.add(token, seq, pos, True)
+        self.decode(batch)
+
+    def sequence(self, seq: int) -> CutSequence:
+        return CutSequence(self, seq)
+
+    def copy_prefix(self, src: int, dst: int, n: int) -> None:
+        assert not self.kv.get(dst), "a copy replaces the destination's cache: the scheduler empties it first"
+        self.kv[dst] = self.kv[src][:n]
 
 
 class Sink:
@@ -197,6 +209,89 @@ def test_a_returning_conversation_reuses_its_own_slot_cache():
     drain(sched)
     assert sink.usage["t2"]["prompt_eval_tokens"] <= len("\nuser: and then?\nassistant: ") + 1
     assert sink.text["t2"] == alone(second, GREEDY)[0]
+
+
+def test_a_reply_alone_takes_the_one_token_path_and_a_newcomer_joins_the_batch():
+    sched, model, sink = scheduler(slots=2)
+    long = SamplingParams(temperature=0.0, max_tokens=30)
+    sched.submit(BatchRequest("a", "xyzzy 3", long))
+    for _ in range(6):
+        sched.step()
+    assert model.solo_steps == 5  # after its prompt, one token per step on the one-token path
+    sched.submit(BatchRequest("b", PROMPTS[2], GREEDY))
+    sched.step()
+    assert model.solo_steps == 5 and sorted(set(model.batches[-1].seqs)) == [0, 1]
+    drain(sched)
+    assert sink.text["a"] == alone("xyzzy 3", long)[0] and sink.text["b"] == alone(PROMPTS[2], GREEDY)[0]
+
+
+class Recurrent(FakeModel):
+    """A cache that cannot be cut back (a hybrid model's recurrent state): a sequence is only ever extended,
+    emptied, or restored whole from a checkpoint its own slot took TAIL tokens before a prompt's end."""
+
+    can_cut = False
+    TAIL = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.saved: dict[tuple[int, ...], list] = {}
+
+    def seq_rm(self, seq: int, p0: int, p1: int) -> bool:
+        if 0 < p0 < len(self.kv.get(seq, [])):
+            return False
+        return super().seq_rm(seq, max(p0, 0), p1)
+
+    def copy_prefix(self, src: int, dst: int, n: int) -> None:
+        assert n == len(self.kv[src]), "only a whole recurrent state can be copied"
+        super().copy_prefix(src, dst, n)
+
+    def sequence(self, seq: int):
+        model = self
+
+        class Seq(CutSequence):
+            def prepare(self, tokens):
+                plan = super().prepare(tokens)
+                if plan.keep == 0:
+                    best = max((k for k in model.saved if list(k) == tokens[:len(k)] and len(k) < len(tokens)),
+                               key=len, default=())
+                    model.kv[seq] = list(model.saved.get(best, []))
+                    self.cached[:] = best
+                n = len(tokens) - model.TAIL
+                return type(plan)(len(self.cached), (n,) if n > len(self.cached) else ())
+
+            def checkpoint(self):
+                model.saved[tuple(self.cached)] = list(model.kv[seq])
+
+        return Seq(self, seq)
+
+
+def test_a_cache_that_cannot_be_cut_resumes_from_checkpoints_and_copies_only_whole_states():
+    model = Recurrent()
+    sched, _, sink = scheduler(model, slots=2)
+    first = "system: be brief\nuser: hello\nassistant:\t"
+    sched.submit(BatchRequest("t1", first, GREEDY))
+    drain(sched)
+    assert any(len(b) and 0 in b.seqs for b in model.batches) and tuple(first[:-4].encode()) in model.saved
+    # the next turn renders the reply without the generation prompt's last byte: the slot resumes from the
+    # checkpoint TAIL before the previous prompt's end
+    second = first[:-1] + sink.text["t1"] + "\nuser: more\nassistant:\t"
+    sched.submit(BatchRequest("t2", second, GREEDY))
+    # another conversation sharing the system prompt gets no copy: no slot's whole state is its prefix
+    sched.submit(BatchRequest("o", "system: be brief\nuser: other\nassistant:\t", GREEDY))
+    drain(sched)
+    assert sink.usage["t2"]["prompt_eval_tokens"] == len(second) - (len(first) - 4)
+    assert sink.usage["o"]["prompt_eval_tokens"] == sink.usage["o"]["prompt_tokens"]
+    assert sched.counters["copied_tokens"] == 0
+    # a prompt that continues a slot's whole content is copied from it
+    third = second + sink.text["t2"] + "!"
+    sched.submit(BatchRequest("t3", third, GREEDY))
+    sched.submit(BatchRequest("t3b", third + "?", GREEDY))
+    drain(sched)
+    for rid, prompt in (("t2", second), ("o", "system: be brief\nuser: other\nassistant:\t"), ("t3", third),
+                        ("t3b", third + "?")):
+        assert sink.text.get(rid, "") == alone(prompt, GREEDY)[0]
+    # t3b resumed from t2's checkpoint in the other slot, then copied the rest of t2's slot (its whole state)
+    assert sink.usage["t3b"]["prompt_eval_tokens"] <= 2 and sched.counters["copied_tokens"] > 0
 
 
 def test_requests_beyond_the_slots_wait_in_arrival_order():

@@ -1,6 +1,8 @@
 """The llama.cpp side of continuous batching: `SequenceBackend` over one context that holds `n_seq_max`
-sequences in a unified KV cache (a shared prefix is copied between sequences by adding a sequence id to its
-cells, which a split cache can only do for whole streams).
+sequences in a unified KV cache, so a shared prefix is copied between sequences by adding a sequence id to
+its cells. (Measured, 8 slots, 2 threads: one KV stream per slot made 8 and 16 clients half as fast. With
+split streams llama.cpp puts only sequences with consecutive ids in one micro-batch, so a free slot between
+busy ones, or a prompt chunk after the decode tokens, costs another pass over the weights.)
 
 The model object is the single-stream path's loaded model: its tokenizer, token pieces and sampler chains
 are reused, so a reply's text and sampling are built the same way on both paths.
@@ -11,7 +13,8 @@ from __future__ import annotations
 import ctypes
 from typing import Any
 
-from localchat.engine.batch import Batch, BatchRequest
+from localchat.engine.batch import Batch, BatchRequest, CutSequence, SlotSequence
+from localchat.engine.llama.sequence import SequenceCache
 from localchat.errors import EngineContextOverflow, EngineError
 
 
@@ -73,6 +76,11 @@ class LlamaSequences:
         self.ctx = model.ctx
         self.mem = lib.llama_get_memory(self.ctx)
         self.n_batch = n_batch
+        self.can_cut = model.sequence.kind.can_cut
+        self._decode = lib.llama_decode
+        one = self._one_batch = lib.llama_batch_init(1, 0, 1)  # decode_one's: one token, its logits
+        one.n_tokens, one.n_seq_id[0], one.logits[0] = 1, 1, 1
+        self._one_token, self._one_pos, self._one_seq = one.token, one.pos, one.seq_id[0]
         self._batch = lib.llama_batch_init(n_batch, 0, 1)
         b = self._batch
         # flat views of the batch's arrays: slice assignment fills a step's tokens in one call each
@@ -100,7 +108,15 @@ class LlamaSequences:
         for i, s in enumerate(batch.seqs):
             seq[i][0] = s
         self._batch.n_tokens = n
-        rc = self.lib.llama_decode(self.ctx, self._batch)
+        self._check(self._decode(self.ctx, self._batch))
+
+    def decode_one(self, token: int, seq: int, pos: int) -> None:
+        self._one_token[0], self._one_pos[0], self._one_seq[0] = token, pos, seq
+        rc = self._decode(self.ctx, self._one_batch)
+        if rc:
+            self._check(rc)
+
+    def _check(self, rc: int) -> None:
         if rc == 1:
             raise EngineContextOverflow("the KV cache has no room for this step", "serve with fewer --parallel slots "
                                         "or a larger n_ctx")
@@ -123,10 +139,21 @@ class LlamaSequences:
     def seq_rm(self, seq: int, p0: int, p1: int) -> bool:
         return bool(self.lib.llama_memory_seq_rm(self.mem, seq, p0, p1))
 
-    def seq_cp(self, src: int, dst: int, p0: int, p1: int) -> None:
-        self.lib.llama_memory_seq_cp(self.mem, src, dst, p0, p1)
+    def sequence(self, seq: int) -> SlotSequence:
+        """Where the cache can be cut, the common prefix is kept; a hybrid model's slots resume from
+        checkpoints in the model's store (slot 0 is the model's own SequenceCache, sequence 0)."""
+        if self.can_cut:
+            return CutSequence(self, seq)
+        own = self.model.sequence
+        return own if seq == 0 else SequenceCache(self.lib, self.ctx, own.kind, own.store, seq)
+
+    def copy_prefix(self, src: int, dst: int, n: int) -> None:
+        # cells of positions 0..n-1 gain dst's id (a recurrent state is shared whole: the scheduler copies one
+        # only where n is all its sequence holds)
+        self.lib.llama_memory_seq_cp(self.mem, src, dst, 0, n)
 
     def close(self) -> None:
-        if self._batch is not None:
-            self.lib.llama_batch_free(self._batch)
-            self._batch = None
+        for name in ("_batch", "_one_batch"):
+            if getattr(self, name) is not None:
+                self.lib.llama_batch_free(getattr(self, name))
+                setattr(self, name, None)
