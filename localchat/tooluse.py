@@ -6,21 +6,33 @@ remote engine or the TUI gets the same behaviour as the local one.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
-from localchat.engine.api import Event, FinishReason, Generation, TextDelta
+from localchat.engine.api import Event, FinishReason, Generation, Prompt, TextDelta
 from localchat.structured import OutputConstraint, tools_constraint
 from localchat.tools import ToolCallParser, ToolFormat, ToolRequest, chatml_messages, jinja_messages, template_format
 from localchat.types import Message, SamplingParams, ToolCall, Usage
 
 
-# Until the server's reply path wraps generations in ToolCallingGeneration, tool requests are refused
-# rather than answered without calls. (response_format and --json are served: the worker runs the grammar.)
-GRAMMAR_NOT_SERVED = ("tool calls (tools, Ollama's tools and format) need the tool-call parser in the reply "
-                      "path, which this build does not run yet")
+def prepare(template: Any, messages: Sequence[Message], tools: ToolRequest | None,
+            response_format: OutputConstraint | None, sampling: SamplingParams,
+            ) -> tuple[Prompt, SamplingParams, Callable[[Generation], Generation]]:
+    """Everything a reply with tools or a response format needs: the prompt (tools rendered the model's
+    way), the sampling carrying the grammar, and `wrap(generation)`, which sees the engine's generation
+    through the tool-call parser when tools may be called (and leaves it as it is otherwise)."""
+    form = tool_form(template)
+    prompt = render(template, messages, tools)
+    constrained = constrain(sampling, tools, response_format, form)
+
+    def wrap(generation: Generation) -> Generation:
+        if tools is None or not tools.active:
+            return generation
+        return ToolCallingGeneration(generation, tools, form)
+
+    return prompt, constrained, wrap
 
 
 def tool_form(template: Any) -> ToolFormat:
@@ -73,12 +85,20 @@ class ToolCallingGeneration:
     def usage(self) -> Usage | None:
         return self.inner.usage
 
+    @usage.setter
+    def usage(self, value: Usage | None) -> None:
+        self.inner.usage = value
+
     @property
     def finish_reason(self) -> FinishReason | None:
         reason = self.inner.finish_reason
         if self.parser.calls and (reason == "stop" or self._stopped):
             return "tool_calls"
         return reason
+
+    @finish_reason.setter
+    def finish_reason(self, value: FinishReason | None) -> None:
+        self.inner.finish_reason = value
 
     @property
     def tool_calls(self) -> tuple[ToolCall, ...]:

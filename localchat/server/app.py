@@ -31,7 +31,8 @@ from localchat.server.schema import (
 )
 from localchat.server.settings import ServerSettings
 from localchat.structured import SchemaError
-from localchat.tooluse import GRAMMAR_NOT_SERVED, constrain
+from localchat.engine.api import ToolCallDelta
+from localchat.tooluse import prepare as prepare_reply
 from localchat.types import Message, SamplingParams
 
 
@@ -155,21 +156,19 @@ class _Api:
     # --- generation -------------------------------------------------------------------------------
 
     async def _generate(self, request: Request, req: GenerationRequest, chat: bool) -> Response:
-        if req.tools is not None and req.tools.active:
-            raise bad(GRAMMAR_NOT_SERVED, "tools")
         model_id = self._resolve(req.model)
-        sampling = constrain(self._sampling(model_id, req.sampling), None, req.response_format, "json")
+        sampling = self._sampling(model_id, req.sampling)
 
-        def prepare(slot: Any) -> tuple[Any, SamplingParams]:
-            if chat:
-                return slot.template.render(req.messages, add_generation_prompt=True), sampling
+        def prepare(slot: Any) -> tuple:
+            if chat:  # tools rendered, the grammar on the sampling, calls parsed (localchat.tooluse)
+                return prepare_reply(slot.template, req.messages or [], req.tools, req.response_format, sampling)
             return req.prompt, sampling
 
         job = self._start(model_id, prepare)
         builder = ResponseBuilder(model_id, chat)
         if not req.stream:
             done = await self._run_to_end(request, job)
-            return JSONResponse(builder.complete(done.text, done.finish_reason, done.usage))
+            return JSONResponse(builder.complete(done.text, done.finish_reason, done.usage, tool_calls=done.tool_calls))
         watcher = asyncio.create_task(_watch_disconnect(request, job))
         try:
             first = await job.next()  # wait for the turn and the first text: errors still get a status code
@@ -259,6 +258,8 @@ async def _stream(job: Job, first: Any, builder: ResponseBuilder, watcher: async
         while True:
             if isinstance(event, Delta):
                 yield builder.chunk(event.text)
+            elif isinstance(event, ToolCallDelta):
+                yield builder.chunk(tool_call=event)
             elif isinstance(event, Done) and event.finish_reason == "cancelled":
                 yield sse(_shutting_down().body())  # ended by the shutdown: say so rather than "stop"
                 return

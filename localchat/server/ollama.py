@@ -20,11 +20,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from localchat import __version__
+from localchat.engine.api import ToolCallDelta
 from localchat.errors import GGUFError
 from localchat.server.jobs import Delta, Done, Failed, Job
 from localchat.server.schema import ApiError, _message, bad, parse_json
-from localchat.structured import OutputConstraint, SchemaError, schema_constraint
-from localchat.tooluse import GRAMMAR_NOT_SERVED
+from localchat.structured import OutputConstraint, SchemaError, schema_constraint, tools_constraint
+from localchat.tools import ToolRequest, ToolsError, parse_tools, template_format
+from localchat.tooluse import constrain
+from localchat.tooluse import prepare as prepare_reply
 from localchat.types import Message, SamplingParams, ToolCall, Usage
 
 if TYPE_CHECKING:
@@ -113,7 +116,7 @@ class OllamaApi:
                 "modified_at": _iso(record.installed_at if record else 0)}
 
     def _capabilities(self, template: str | None) -> list[str]:
-        return ["completion"]
+        return ["completion"] + (["tools"] if template_format(template) else [])
 
     @staticmethod
     def _metadata(path: Any) -> dict:
@@ -147,12 +150,15 @@ class OllamaApi:
             raise bad("'messages' must be a list of {role, content} objects")
         messages = ollama_messages(raw)
         sampling, keep_alive, stream = self._settings(model_id, data)
+        tools, response_format = ollama_tools(data.get("tools")), ollama_format(data.get("format"))
+        if tools is not None and response_format is not None:
+            raise bad("'format' and 'tools' cannot constrain one reply together: send one of them")
         name = data["model"]
         if not messages:
             return await self._loaded(model_id, name, keep_alive, {"message": {"role": "assistant", "content": ""}})
 
-        def prepare(slot: Any) -> tuple[Any, SamplingParams]:
-            return slot.template.render(messages, add_generation_prompt=True), sampling
+        def prepare(slot: Any) -> tuple:  # tools rendered, the grammar on the sampling, calls parsed
+            return prepare_reply(slot.template, messages, tools, response_format, sampling)
 
         return await self._reply(request, model_id, name, prepare, keep_alive, stream, chat=True)
 
@@ -167,6 +173,9 @@ class OllamaApi:
                 raise bad(f"'{unsupported}' is not supported by this server"
                           + ("; send the conversation to /api/chat" if unsupported == "context" else ""))
         sampling, keep_alive, stream = self._settings(model_id, data)
+        if data.get("tools"):
+            raise bad("'tools' need a conversation: send them to /api/chat")
+        sampling = constrain(sampling, None, ollama_format(data.get("format")), "json")
         name = data["model"]
         if not prompt:
             return await self._loaded(model_id, name, keep_alive, {"response": ""})
@@ -186,7 +195,7 @@ class OllamaApi:
         job.on_finished(lambda _job: self._release(model_id, keep_alive))
         if not stream:
             done = await self.api._run_to_end(request, job)
-            return JSONResponse(_final(name, done, started, chat, done.text))
+            return JSONResponse(_final(name, done, started, chat, done.text, done.tool_calls))
         from localchat.server.app import _watch_disconnect, to_api_error
 
         watcher = asyncio.create_task(_watch_disconnect(request, job))
@@ -274,8 +283,6 @@ class OllamaApi:
             if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop):
                 raise bad("option 'stop' must be a list of strings")
             overrides["stop"] = tuple(stop)
-        if ollama_format(data.get("format")) is not None or data.get("tools"):
-            raise bad(GRAMMAR_NOT_SERVED)
         think = data.get("think")
         if think not in (None, False):
             raise bad(f"\"{data.get('model')}\" does not support thinking")
@@ -338,6 +345,28 @@ def ollama_messages(raw: list) -> list[Message]:
     return messages
 
 
+def ollama_tools(raw: Any) -> ToolRequest | None:
+    """`tools` as OpenAI spells them (Ollama has no tool_choice: the model decides), schemas checked."""
+    try:
+        tools = parse_tools(raw)
+        tools_constraint(tools, "json")
+    except (ToolsError, SchemaError) as exc:
+        raise bad(exc.message) from None
+    return tools
+
+
+def ollama_calls(calls: tuple[ToolCall, ...]) -> list[dict]:
+    """Calls in Ollama's shape: arguments as an object (and the id, which newer clients send back)."""
+    out = []
+    for i, call in enumerate(calls):
+        try:
+            arguments = json.loads(call.arguments)
+        except ValueError:  # a call cut off by num_predict: what came, as text
+            arguments = {"_raw": call.arguments}
+        out.append({"id": call.id, "function": {"index": i, "name": call.name, "arguments": arguments}})
+    return out
+
+
 def ollama_format(raw: Any) -> OutputConstraint | None:
     """`format`: "json", or a JSON schema object."""
     if raw in (None, ""):
@@ -358,13 +387,18 @@ def _durations(usage: Usage, started: float) -> dict:
             "eval_count": usage.completion_tokens, "eval_duration": int(usage.decode_seconds * 1e9)}
 
 
-def _part(text: str, chat: bool) -> dict:
-    return {"message": {"role": "assistant", "content": text}} if chat else {"response": text}
+def _part(text: str, chat: bool, calls: tuple[ToolCall, ...] = ()) -> dict:
+    if not chat:
+        return {"response": text}
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if calls:
+        message["tool_calls"] = ollama_calls(calls)
+    return {"message": message}
 
 
-def _final(name: str, done: Done, started: float, chat: bool, text: str) -> dict:
-    reason = "length" if done.finish_reason == "length" else "stop"
-    return {"model": name, "created_at": _now(), **_part(text, chat), "done": True, "done_reason": reason,
+def _final(name: str, done: Done, started: float, chat: bool, text: str, calls: tuple[ToolCall, ...] = ()) -> dict:
+    reason = "length" if done.finish_reason == "length" else "stop"  # Ollama ends a call with "stop" too
+    return {"model": name, "created_at": _now(), **_part(text, chat, calls), "done": True, "done_reason": reason,
             **_durations(done.usage, started)}
 
 
@@ -381,7 +415,12 @@ async def _ndjson(job: Job, first: Any, name: str, started: float, chat: bool,
         while True:
             if isinstance(event, Delta):
                 yield _line({"model": name, "created_at": _now(), **_part(event.text, chat), "done": False})
+            elif isinstance(event, ToolCallDelta):
+                pass  # the whole call goes out with Done
             elif isinstance(event, Done):
+                if event.tool_calls:  # Ollama streams a call whole, in a line of its own
+                    yield _line({"model": name, "created_at": _now(), **_part("", chat, event.tool_calls),
+                                 "done": False})
                 yield _line(_final(name, event, started, chat, ""))
                 return
             else:  # failed mid-reply: Ollama ends the stream with an error line
