@@ -12,6 +12,7 @@ from types import TracebackType
 from typing import Any
 
 from localchat.engine.api import Event, FinishReason, Generation, Prompt, TextDelta
+from localchat.reasoning import detect
 from localchat.structured import OutputConstraint, tools_constraint
 from localchat.tools import ToolCallParser, ToolFormat, ToolRequest, chatml_messages, jinja_messages, template_format
 from localchat.types import Message, SamplingParams, ToolCall, Usage
@@ -25,7 +26,7 @@ def prepare(template: Any, messages: Sequence[Message], tools: ToolRequest | Non
     through the tool-call parser when tools may be called (and leaves it as it is otherwise)."""
     form = tool_form(template)
     prompt = render(template, messages, tools)
-    constrained = constrain(sampling, tools, response_format, form)
+    constrained = constrain(sampling, tools, response_format, form, thought_close(template, prompt))
 
     def wrap(generation: Generation) -> Generation:
         if tools is None or not tools.active:
@@ -56,10 +57,22 @@ def render(template: Any, messages: Sequence[Message], tools: ToolRequest | None
 
 
 def constrain(sampling: SamplingParams, tools: ToolRequest | None, response_format: OutputConstraint | None,
-              form: ToolFormat) -> SamplingParams:
-    """The sampling with the grammar this reply needs (tools take precedence; none: unchanged)."""
+              form: ToolFormat, after: str | None = None) -> SamplingParams:
+    """The sampling with the grammar this reply needs (tools take precedence; none: unchanged). `after`:
+    the reply starts in a thought, and the grammar holds once this close tag is written."""
     constraint = tools_constraint(tools, form) or response_format
-    return replace(sampling, grammar=constraint.to_dict()) if constraint is not None else sampling
+    if constraint is None:
+        return sampling
+    return replace(sampling, grammar=replace(constraint, after=after).to_dict())
+
+
+def thought_close(template: Any, prompt: Any) -> str | None:
+    """The close tag of a thought the prompt leaves open (Qwen3.5, QwQ with thinking on), else None: a grammar
+    from the first token would force the call or the JSON into the thought."""
+    fmt = detect(getattr(template, "source", None))
+    if fmt is None or not isinstance(prompt, str) or not fmt.opens_in_thought(prompt):
+        return None
+    return fmt.close_tag
 
 
 class ToolCallingGeneration:

@@ -24,6 +24,8 @@ from tests.support.models import register_local_model
 
 QWEN25 = (Path(__file__).parents[1] / "unit" / "templates" / "Qwen-Qwen2.5-7B-Instruct.jinja").read_text()
 CODER = (Path(__file__).parents[1] / "unit" / "templates" / "Qwen3-Coder.jinja").read_text()
+QWEN35 = (Path(__file__).parents[1] / "unit" / "templates" / "Qwen3.5-4B.jinja").read_text()  # opens a thought
+THOUGHT = "The user wants the weather."
 _GEN = "{%- if add_generation_prompt %}\n    {{- '<|im_start|>assistant\\n' }}\n{%- endif %}"
 assert _GEN in QWEN25
 TOOLS_TEMPLATE = QWEN25.replace(_GEN, "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}"
@@ -62,10 +64,14 @@ def server(request, tmp_path_factory):
         "stubborn": make_tiny_gguf(models / "stubborn.gguf", reply=BAD_CALL, chat_template=TOOLS_TEMPLATE),
         "coder": make_tiny_gguf(models / "coder.gguf", reply=XML_CALL, chat_template=CODER),
         "person": make_tiny_gguf(models / "person.gguf", reply='{"name": "Ada", "age": "old"}'),
+        "thinker": make_tiny_gguf(models / "thinker.gguf", reply=XML_CALL, thought=THOUGHT, think_opened=True,
+                                  chat_template=QWEN35),
+        "thinking-person": make_tiny_gguf(models / "thinking-person.gguf", reply='{"name": "Ada", "age": "old"}',
+                                          thought=THOUGHT, think_opened=True, chat_template=QWEN35),
     }
     for model_id, path in made.items():
         register_local_model(home, path, model_id, template="gguf" if model_id != "person" else "chatml")
-    server = start_server(home, "--model", "weather", "--max-models", "4", "--parallel", request.param)
+    server = start_server(home, "--model", "weather", "--max-models", "6", "--parallel", request.param)
     assert server.health()["models"][0]["parallel"] == int(request.param)
     yield server
     server.stop()
@@ -153,6 +159,22 @@ def test_strict_json_schema_output_validates(client):
             text = ask(client, model="person", response_format=fmt).choices[0].message.content
         data = json.loads(text)  # the model says "age": "old"; the grammar makes it a number
         assert set(data) == {"name", "age"} and data["name"] == "Ada" and isinstance(data["age"], int)
+
+
+@pytest.mark.parametrize("choice", ["auto", "required"])
+def test_a_model_that_thinks_first_calls_after_its_thought(client, choice):
+    """Qwen3.5's prompt opens the thought: the grammar waits for `</think>`, so the thought stays free and
+    the call after it is still constrained (from the first token, it would force the call into the thought)."""
+    reply = ask(client, model="thinker", tools=[WEATHER], tool_choice=choice)
+    [call] = reply.choices[0].message.tool_calls
+    assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Paris"}
+    assert reply.choices[0].finish_reason == "tool_calls"
+
+
+def test_json_schema_holds_after_a_thought(client):
+    fmt = {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON, "strict": True}}
+    data = json.loads(ask(client, model="thinking-person", response_format=fmt).choices[0].message.content)
+    assert data["name"] == "Ada" and isinstance(data["age"], int)
 
 
 BAD_REQUESTS = [
