@@ -24,16 +24,26 @@ def prepare(template: Any, messages: Sequence[Message], tools: ToolRequest | Non
     """Everything a reply with tools or a response format needs: the prompt (tools rendered the model's
     way), the sampling carrying the grammar, and `wrap(generation)`, which sees the engine's generation
     through the tool-call parser when tools may be called (and leaves it as it is otherwise)."""
-    form = tool_form(template)
     prompt = render(template, messages, tools)
-    constrained = constrain(sampling, tools, response_format, form, thought_close(template, prompt))
+    if response_format is not None:
+        sampling = replace(sampling, grammar=response_format.to_dict())
+    return (prompt, *for_prompt(template, prompt, tools, sampling))
+
+
+def for_prompt(template: Any, prompt: Prompt, tools: ToolRequest | None, sampling: SamplingParams,
+               ) -> tuple[SamplingParams, Callable[[Generation], Generation]]:
+    """For a rendered prompt: the sampling with its grammar (the tools', else the one it carries, as
+    `--json` sets it), held back until a thought the prompt opened has closed; and the `wrap` of `prepare`."""
+    form = tool_form(template)
+    fmt = OutputConstraint.from_dict(sampling.grammar) if sampling.grammar is not None else None
+    constrained = constrain(sampling, tools, fmt, form, thought_close(template, prompt))
 
     def wrap(generation: Generation) -> Generation:
         if tools is None or not tools.active:
             return generation
         return ToolCallingGeneration(generation, tools, form)
 
-    return prompt, constrained, wrap
+    return constrained, wrap
 
 
 def tool_form(template: Any) -> ToolFormat:

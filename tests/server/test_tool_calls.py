@@ -1,9 +1,6 @@
 """Function calling and structured output through `localchat serve`, with the official `openai` and `ollama`
-clients and tiny crafted models that answer with a fixed `<tool_call>` block.
+clients and tiny crafted models (tests/support/toolmodels.py) that answer with a fixed `<tool_call>` block.
 
-The tiny model's next token depends on its current token only, so its crafted template (Qwen2.5's, tools
-included) ends the prompt after a tool result with a tab, and the model answers that prompt with its own
-reply (ggufgen `answers`): that is what makes a round trip (call, tool result, final answer) possible.
 Every test runs against a server on each decode path: `--parallel 4` (continuous batching, as `serve`
 defaults to) and `--parallel 1` (the single-stream loop the TUI and `localchat run` use).
 """
@@ -11,7 +8,6 @@ defaults to) and `--parallel 1` (the single-stream loop the TUI and `localchat r
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import ollama
 import openai
@@ -19,58 +15,28 @@ import pytest
 import requests
 
 from tests.server.conftest import start_server
-from tests.support.ggufgen import make_tiny_gguf
 from tests.support.models import register_local_model
+from tests.support.toolmodels import (
+    ANSWER,
+    ARGUMENTS,
+    CALL,
+    CLOCK,
+    MODELS,
+    PERSON,
+    WEATHER,
+    make_tool_model,
+    valid_weather,
+)
 
-QWEN25 = (Path(__file__).parents[1] / "unit" / "templates" / "Qwen-Qwen2.5-7B-Instruct.jinja").read_text()
-CODER = (Path(__file__).parents[1] / "unit" / "templates" / "Qwen3-Coder.jinja").read_text()
-QWEN35 = (Path(__file__).parents[1] / "unit" / "templates" / "Qwen3.5-4B.jinja").read_text()  # opens a thought
-THOUGHT = "The user wants the weather."
-_GEN = "{%- if add_generation_prompt %}\n    {{- '<|im_start|>assistant\\n' }}\n{%- endif %}"
-assert _GEN in QWEN25
-TOOLS_TEMPLATE = QWEN25.replace(_GEN, "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}"
-                                      "{%- if messages[-1].role == 'tool' %}{{- '\\t' }}{%- endif %}{%- endif %}")
-ANSWER = "It is sunny in Paris."
-
-WEATHER_SCHEMA = {"type": "object", "required": ["city"], "additionalProperties": False,
-                  "properties": {"city": {"type": "string"},
-                                 "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}}}
-WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "The weather in a city",
-                                            "parameters": WEATHER_SCHEMA}}
-CLOCK = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}}
-ARGUMENTS = {"city": "Paris", "unit": "celsius"}
-CALL = '<tool_call>\n{"name": "get_weather", "arguments": ' + json.dumps(ARGUMENTS) + "}\n</tool_call>"
-# The same call with a unit the schema does not allow: only the grammar keeps it out of the reply.
-BAD_CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", "unit": "kelvin"}}\n</tool_call>'
-XML_CALL = "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n</function>\n</tool_call>"
-PERSON = {"type": "object", "required": ["name", "age"], "additionalProperties": False,
-          "properties": {"name": {"type": "string"}, "age": {"type": "integer"}}}
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
-
-
-def valid_weather(arguments: dict) -> bool:
-    """WEATHER_SCHEMA, checked by hand (no jsonschema here)."""
-    return (set(arguments) <= {"city", "unit"} and isinstance(arguments.get("city"), str)
-            and arguments.get("unit", "celsius") in ("celsius", "fahrenheit"))
 
 
 @pytest.fixture(scope="module", params=["4", "1"], ids=["batched", "single"])
 def server(request, tmp_path_factory):
     models = tmp_path_factory.mktemp("models")
     home = tmp_path_factory.mktemp("serve") / "home"
-    made = {
-        "weather": make_tiny_gguf(models / "weather.gguf", reply=CALL, answers={"\t": ANSWER},
-                                  chat_template=TOOLS_TEMPLATE),
-        "stubborn": make_tiny_gguf(models / "stubborn.gguf", reply=BAD_CALL, chat_template=TOOLS_TEMPLATE),
-        "coder": make_tiny_gguf(models / "coder.gguf", reply=XML_CALL, chat_template=CODER),
-        "person": make_tiny_gguf(models / "person.gguf", reply='{"name": "Ada", "age": "old"}'),
-        "thinker": make_tiny_gguf(models / "thinker.gguf", reply=XML_CALL, thought=THOUGHT, think_opened=True,
-                                  chat_template=QWEN35),
-        "thinking-person": make_tiny_gguf(models / "thinking-person.gguf", reply='{"name": "Ada", "age": "old"}',
-                                          thought=THOUGHT, think_opened=True, chat_template=QWEN35),
-    }
-    for model_id, path in made.items():
-        register_local_model(home, path, model_id, template="gguf" if model_id != "person" else "chatml")
+    for model_id, (_, template) in MODELS.items():
+        register_local_model(home, make_tool_model(models, model_id), model_id, template=template)
     server = start_server(home, "--model", "weather", "--max-models", "6", "--parallel", request.param)
     assert server.health()["models"][0]["parallel"] == int(request.param)
     yield server
