@@ -32,6 +32,7 @@ MODEL_FIXTURES = frozenset({
 MODEL_MODULES = frozenset({
     "tests/robustness/test_load_corpus.py",  # mutated GGUFs through engine workers, built at module scope
     "tests/server/test_tool_calls.py",  # tiny crafted tool-calling models, built at module scope
+    "tests/cli/test_run_json.py",  # the same models through `localchat run`
 })
 
 _saved_env: dict[str, str | None] = {}

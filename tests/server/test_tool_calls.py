@@ -37,7 +37,7 @@ def server(request, tmp_path_factory):
     home = tmp_path_factory.mktemp("serve") / "home"
     for model_id, (_, template) in MODELS.items():
         register_local_model(home, make_tool_model(models, model_id), model_id, template=template)
-    server = start_server(home, "--model", "weather", "--max-models", "6", "--parallel", request.param)
+    server = start_server(home, "--model", "weather", "--max-models", "8", "--parallel", request.param)
     assert server.health()["models"][0]["parallel"] == int(request.param)
     yield server
     server.stop()
@@ -78,6 +78,19 @@ def test_tool_call_streams_as_openai_deltas(client):
     assert json.loads("".join(p.function.arguments or "" for p in pieces)) == ARGUMENTS
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
     assert not "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+
+def test_parallel_calls_come_in_order_and_parallel_false_keeps_one(client):
+    chunks = list(ask(client, model="twice", tools=[WEATHER], stream=True))
+    pieces = [c.choices[0].delta.tool_calls[0] for c in chunks if c.choices and c.choices[0].delta.tool_calls]
+    firsts = [p for p in pieces if p.id is not None]
+    assert [p.index for p in firsts] == [0, 1] and firsts[0].id != firsts[1].id
+    cities = [json.loads("".join(p.function.arguments for p in pieces if p.index == i))["city"] for i in (0, 1)]
+    assert cities == ["Paris", "London"]
+    whole = ask(client, model="twice", tools=[WEATHER]).choices[0].message.tool_calls
+    assert [json.loads(c.function.arguments)["city"] for c in whole] == ["Paris", "London"]
+    one = ask(client, model="twice", tools=[WEATHER], parallel_tool_calls=False).choices[0]
+    assert len(one.message.tool_calls) == 1 and one.finish_reason == "tool_calls"
 
 
 @pytest.mark.parametrize("choice", ["required", {"type": "function", "function": {"name": "get_weather"}}])

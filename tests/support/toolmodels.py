@@ -31,6 +31,7 @@ WEATHER = {"type": "function", "function": {"name": "get_weather", "description"
 CLOCK = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}}
 ARGUMENTS = {"city": "Paris", "unit": "celsius"}
 CALL = '<tool_call>\n{"name": "get_weather", "arguments": ' + json.dumps(ARGUMENTS) + "}\n</tool_call>"
+TWO_CALLS = CALL + "\n" + CALL.replace("Paris", "London")  # parallel calls, as Qwen2.5 writes them
 # The same call with a unit the schema does not allow: only the grammar keeps it out of the reply.
 BAD_CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", "unit": "kelvin"}}\n</tool_call>'
 XML_CALL = "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n</function>\n</tool_call>"
@@ -41,6 +42,7 @@ BAD_PERSON = '{"name": "Ada", "age": "old"}'  # "age" must be an integer: the gr
 # model id -> (make_tiny_gguf arguments, catalog template)
 MODELS: dict[str, tuple[dict, str]] = {
     "weather": ({"reply": CALL, "answers": {"\t": ANSWER}, "chat_template": TOOLS_TEMPLATE}, "gguf"),
+    "twice": ({"reply": TWO_CALLS, "chat_template": TOOLS_TEMPLATE}, "gguf"),
     "stubborn": ({"reply": BAD_CALL, "chat_template": TOOLS_TEMPLATE}, "gguf"),
     "coder": ({"reply": XML_CALL, "chat_template": CODER}, "gguf"),
     "person": ({"reply": BAD_PERSON}, "chatml"),
