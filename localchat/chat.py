@@ -17,7 +17,9 @@ from localchat.engine.api import (ChatTemplate, Engine, Event, Generation, Promp
                                   TextDelta)
 from localchat.errors import ContextOverflowError, EngineError, LocalchatError, StoreError, TemplateError
 from localchat.reasoning import Thinking, of_model, template_kwargs
-from localchat.types import Message, ModelInfo, SamplingParams, Usage
+from localchat.tools import ToolRequest, check_conversation
+from localchat.tooluse import for_prompt, render
+from localchat.types import Message, ModelInfo, SamplingParams, ToolCall, Usage
 
 if TYPE_CHECKING:
     from localchat.store.database import ConversationStore
@@ -85,6 +87,7 @@ class ChatSession:
         store: ConversationStore | None = None,
         conversation_id: int | None = None,
         thinking: Thinking = "default",
+        tools: ToolRequest | None = None,
     ) -> None:
         self.engine = engine
         self.template = template
@@ -97,6 +100,9 @@ class ChatSession:
         # A reasoning model thinks (on), does not (off) or does as its template says (default): config
         # `thinking` / `models.ID.thinking`, `localchat run --think/--no-think`, the TUI.
         self.thinking: Thinking = thinking
+        # The functions the model may call (localchat.tools.parse_tools); a turn that calls them ends with
+        # `turn.tool_calls`, answered with answer_tool() and resume(). Tool messages are not stored.
+        self.tools = tools
         self.dropped = 0  # older messages outside the window in the last turn
         self.template_warning: str | None = None
         self._token_cache: dict[tuple[str, str], int] = {}
@@ -147,20 +153,34 @@ class ChatSession:
         self._delete_from(len(self.messages))
         return self.send(text, sampling)
 
+    def answer_tool(self, call_id: str, content: str) -> None:
+        """The result of a call the last reply made; resume() then lets the model go on with it."""
+        message = Message("tool", content, tool_call_id=call_id)
+        check_conversation([*self.messages, message])  # raises ToolsError for a call nobody made
+        self.messages.append(message)
+
+    def resume(self, sampling: SamplingParams | None = None) -> "ChatTurn":
+        """The reply after the tool results (answer_tool)."""
+        if not self.messages or self.messages[-1].role != "tool":
+            raise LocalchatError("there is no tool result to go on from", hint="answer the tool calls first")
+        return self._start(self.plan(self.messages, sampling or self.sampling), sampling or self.sampling)
+
     def _start(self, plan: TurnPlan, sampling: SamplingParams) -> "ChatTurn":
         self.dropped = plan.dropped
         sampling = self._thinking_sampling(sampling)
         if plan.starts:
             sampling = replace(sampling, message_starts=plan.starts)
-        generation = self.require_engine().generate(plan.prompt, sampling)
+        # the tools' grammar (or --json's), held until a thought the prompt opened is closed; calls parsed
+        sampling, wrap = for_prompt(self.template, plan.prompt, self.tools, sampling)
+        generation = wrap(self.require_engine().generate(plan.prompt, sampling))
         writer = None
         if self.store is not None and self.conversation_id is not None:
             writer = self.store.begin_reply(self.conversation_id, model=self.model_id)
         return ChatTurn(self, generation, plan, writer)
 
     def _finish(self, turn: "ChatTurn") -> None:
-        if turn.text:  # the thought goes with it; the template decides whether it reaches the next prompt
-            self.messages.append(Message("assistant", turn.text, reasoning=turn.reasoning))
+        if turn.text or turn.tool_calls:  # the thought goes with it; the template decides whether it reaches
+            self.messages.append(Message("assistant", turn.text, turn.tool_calls, reasoning=turn.reasoning))
 
     # --- context budget -------------------------------------------------------------------------
 
@@ -268,7 +288,7 @@ class ChatSession:
             prune_checkpoints(path.parent)
         return n
 
-    def resume(self) -> int:
+    def unpark(self) -> int:
         """Offer this conversation's saved state to the engine (refused if stale: then the next turn is
         evaluated in full, as without one); the tokens it covers."""
         engine, path, template = self.engine, self.checkpoint_path(), self.template
@@ -288,14 +308,14 @@ class ChatSession:
             template = self._thinking_template()
             if template is None:
                 raise LocalchatError("no model is loaded yet", hint="wait for the model to load, or pick one")
-            return template.render(full, add_generation_prompt=add_generation_prompt)
+            return render(template, full, self.tools, add_generation_prompt)
         except TemplateError as exc:
             # A GGUF's own template can fail on a conversation its test render did not cover.
             from localchat.templates import native
 
             self.template = native("chatml")
             self.template_warning = f"the model's chat template failed ({exc.message}); using ChatML from now on"
-            return self.template.render(full, add_generation_prompt=add_generation_prompt)
+            return render(self.template, full, self.tools, add_generation_prompt)
 
     def _count(self, messages: list[Message]) -> list[int]:
         missing = [m for m in messages if (m.role, m.content) not in self._token_cache]
@@ -365,6 +385,7 @@ class ChatTurn:
     writer: ReplyWriter | None = None
     text: str = ""
     reasoning: str = ""  # a reasoning model's thought, apart from the answer
+    tool_calls: tuple[ToolCall, ...] = ()  # the calls it made (the session's tools)
     status: str = "streaming"  # streaming | complete | length | cancelled | error
     usage: Usage | None = None
     error: LocalchatError | None = None
@@ -397,6 +418,7 @@ class ChatTurn:
                         self._save(self.writer.append_reasoning, event.text)
                 yield event
             self.usage = self.generation.usage
+            self.tool_calls = tuple(getattr(self.generation, "tool_calls", ()))
             reason = self.generation.finish_reason or "stop"
             self.status = {"stop": "complete", "length": "length", "cancelled": "cancelled"}.get(reason, "complete")
             finished = True

@@ -47,17 +47,20 @@ class OutputConstraint:
     form: ToolFormat = "json"  # how this model writes a call
     lazy: bool = False  # tool_choice auto: free text until the model opens `<tool_call>`
     parallel: bool = True  # more than one call in a reply
+    # The reply starts inside a thought (the prompt opened it): the constraint holds from this text on (the
+    # thought's close tag), so the model thinks freely first. None: from the first token.
+    after: str | None = None
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "schema": self.schema, "form": self.form, "lazy": self.lazy,
-                "parallel": self.parallel,
+                "parallel": self.parallel, "after": self.after,
                 "tools": [{"name": t.name, "parameters": dict(t.parameters)} for t in self.tools]}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> OutputConstraint:
         tools = tuple(ToolSpec(t["name"], parameters=t["parameters"]) for t in d.get("tools") or ())
         return cls(d["kind"], d.get("schema"), tools, d.get("form", "json"), bool(d.get("lazy")),
-                   bool(d.get("parallel", True)))
+                   bool(d.get("parallel", True)), d.get("after"))
 
 
 def parse_response_format(raw: Any) -> OutputConstraint | None:

@@ -209,6 +209,8 @@ def jinja_messages(messages: Sequence[Message]) -> list[dict]:
     out = []
     for m in messages:
         d: dict[str, Any] = {"role": m.role, "content": m.content}
+        if m.reasoning:  # the template decides whether an old thought reaches the prompt
+            d["reasoning_content"] = m.reasoning
         if m.tool_calls:
             d["tool_calls"] = [{"id": c.id, "type": "function",
                                 "function": {"name": c.name, "arguments": _as_dict(c.arguments)}}

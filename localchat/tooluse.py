@@ -6,21 +6,44 @@ remote engine or the TUI gets the same behaviour as the local one.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
-from localchat.engine.api import Event, FinishReason, Generation, TextDelta
+from localchat.engine.api import Event, FinishReason, Generation, Prompt, TextDelta
+from localchat.reasoning import detect
 from localchat.structured import OutputConstraint, tools_constraint
 from localchat.tools import ToolCallParser, ToolFormat, ToolRequest, chatml_messages, jinja_messages, template_format
 from localchat.types import Message, SamplingParams, ToolCall, Usage
 
 
-# Until the server's reply path wraps generations in ToolCallingGeneration, tool requests are refused
-# rather than answered without calls. (response_format and --json are served: the worker runs the grammar.)
-GRAMMAR_NOT_SERVED = ("tool calls (tools, Ollama's tools and format) need the tool-call parser in the reply "
-                      "path, which this build does not run yet")
+def prepare(template: Any, messages: Sequence[Message], tools: ToolRequest | None,
+            response_format: OutputConstraint | None, sampling: SamplingParams,
+            ) -> tuple[Prompt, SamplingParams, Callable[[Generation], Generation]]:
+    """Everything a reply with tools or a response format needs: the prompt (tools rendered the model's
+    way), the sampling carrying the grammar, and `wrap(generation)`, which sees the engine's generation
+    through the tool-call parser when tools may be called (and leaves it as it is otherwise)."""
+    prompt = render(template, messages, tools)
+    if response_format is not None:
+        sampling = replace(sampling, grammar=response_format.to_dict())
+    return (prompt, *for_prompt(template, prompt, tools, sampling))
+
+
+def for_prompt(template: Any, prompt: Prompt, tools: ToolRequest | None, sampling: SamplingParams,
+               ) -> tuple[SamplingParams, Callable[[Generation], Generation]]:
+    """For a rendered prompt: the sampling with its grammar (the tools', else the one it carries, as
+    `--json` sets it), held back until a thought the prompt opened has closed; and the `wrap` of `prepare`."""
+    form = tool_form(template)
+    fmt = OutputConstraint.from_dict(sampling.grammar) if sampling.grammar is not None else None
+    constrained = constrain(sampling, tools, fmt, form, thought_close(template, prompt))
+
+    def wrap(generation: Generation) -> Generation:
+        if tools is None or not tools.active:
+            return generation
+        return ToolCallingGeneration(generation, tools, form)
+
+    return constrained, wrap
 
 
 def tool_form(template: Any) -> ToolFormat:
@@ -28,26 +51,39 @@ def tool_form(template: Any) -> ToolFormat:
     return template_format(getattr(template, "source", None)) or "json"
 
 
-def render(template: Any, messages: Sequence[Message], tools: ToolRequest | None) -> Any:
+def render(template: Any, messages: Sequence[Message], tools: ToolRequest | None,
+           add_generation_prompt: bool = True) -> Any:
     """The prompt. A GGUF template that knows tools renders them itself (Qwen3's XML form, Hermes, ...);
     a native ChatML renderer, or a GGUF template without a tool section, gets Qwen2.5's form."""
     has_tools = any(m.tool_calls or m.role == "tool" for m in messages)
     if tools is None and not has_tools:
-        return template.render(list(messages), add_generation_prompt=True)
+        return template.render(list(messages), add_generation_prompt=add_generation_prompt)
     source = getattr(template, "source", None)
     if template_format(source) is not None and hasattr(template, "render_dicts"):
         listed = [t.to_dict() for t in tools.offered()] if tools is not None and tools.active else None
-        return template.render_dicts(jinja_messages(messages), tools=listed, add_generation_prompt=True)
+        return template.render_dicts(jinja_messages(messages), tools=listed, add_generation_prompt=add_generation_prompt)
     offered = tools if tools is not None and tools.active else None
     default_system = getattr(template, "default_system", None)
-    return template.render(chatml_messages(messages, offered, default_system), add_generation_prompt=True)
+    return template.render(chatml_messages(messages, offered, default_system), add_generation_prompt=add_generation_prompt)
 
 
 def constrain(sampling: SamplingParams, tools: ToolRequest | None, response_format: OutputConstraint | None,
-              form: ToolFormat) -> SamplingParams:
-    """The sampling with the grammar this reply needs (tools take precedence; none: unchanged)."""
+              form: ToolFormat, after: str | None = None) -> SamplingParams:
+    """The sampling with the grammar this reply needs (tools take precedence; none: unchanged). `after`:
+    the reply starts in a thought, and the grammar holds once this close tag is written."""
     constraint = tools_constraint(tools, form) or response_format
-    return replace(sampling, grammar=constraint.to_dict()) if constraint is not None else sampling
+    if constraint is None:
+        return sampling
+    return replace(sampling, grammar=replace(constraint, after=after).to_dict())
+
+
+def thought_close(template: Any, prompt: Any) -> str | None:
+    """The close tag of a thought the prompt leaves open (Qwen3.5, QwQ with thinking on), else None: a grammar
+    from the first token would force the call or the JSON into the thought."""
+    fmt = detect(getattr(template, "source", None))
+    if fmt is None or not isinstance(prompt, str) or not fmt.opens_in_thought(prompt):
+        return None
+    return fmt.close_tag
 
 
 class ToolCallingGeneration:
@@ -73,12 +109,20 @@ class ToolCallingGeneration:
     def usage(self) -> Usage | None:
         return self.inner.usage
 
+    @usage.setter
+    def usage(self, value: Usage | None) -> None:
+        self.inner.usage = value
+
     @property
     def finish_reason(self) -> FinishReason | None:
         reason = self.inner.finish_reason
         if self.parser.calls and (reason == "stop" or self._stopped):
             return "tool_calls"
         return reason
+
+    @finish_reason.setter
+    def finish_reason(self, value: FinishReason | None) -> None:
+        self.inner.finish_reason = value
 
     @property
     def tool_calls(self) -> tuple[ToolCall, ...]:

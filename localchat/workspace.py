@@ -365,7 +365,7 @@ class Workspace:
                 if session is None:
                     continue
                 try:
-                    session.park() if action == "park" else session.resume()
+                    session.park() if action == "park" else session.unpark()
                 except LocalchatError as exc:  # the worker went away meanwhile: the state is only a saving
                     log.info("conversation state not %s: %s", "saved" if action == "park" else "restored", exc)
 

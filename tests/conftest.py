@@ -31,6 +31,8 @@ MODEL_FIXTURES = frozenset({
 # Modules whose tests load models without any of those fixtures (they generate their own files).
 MODEL_MODULES = frozenset({
     "tests/robustness/test_load_corpus.py",  # mutated GGUFs through engine workers, built at module scope
+    "tests/server/test_tool_calls.py",  # tiny crafted tool-calling models, built at module scope
+    "tests/cli/test_run_json.py",  # the same models through `localchat run`
 })
 
 _saved_env: dict[str, str | None] = {}

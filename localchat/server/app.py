@@ -32,7 +32,7 @@ from localchat.server.schema import (
 from localchat.server.settings import ServerSettings
 from localchat.server.thinking import render as render_thinking, thinking_for
 from localchat.structured import SchemaError
-from localchat.tooluse import GRAMMAR_NOT_SERVED, constrain
+from localchat.engine.api import ToolCallDelta
 from localchat.types import Message, SamplingParams
 
 
@@ -156,23 +156,22 @@ class _Api:
     # --- generation -------------------------------------------------------------------------------
 
     async def _generate(self, request: Request, req: GenerationRequest, chat: bool) -> Response:
-        if req.tools is not None and req.tools.active:
-            raise bad(GRAMMAR_NOT_SERVED, "tools")
         model_id = self._resolve(req.model)
-        sampling = constrain(self._sampling(model_id, req.sampling), None, req.response_format, "json")
+        sampling = self._sampling(model_id, req.sampling)
 
         thinking = thinking_for(self.services, model_id, req.thinking)
 
-        def prepare(slot: Any) -> tuple[Any, SamplingParams]:
-            if chat:
-                return render_thinking(slot, req.messages, thinking, sampling)
+        def prepare(slot: Any) -> tuple:
+            if chat:  # thinking as asked, tools rendered, the grammar on the sampling, calls parsed
+                return render_thinking(slot, req.messages, thinking, sampling, req.tools, req.response_format)
             return req.prompt, sampling
 
         job = self._start(model_id, prepare)
         builder = ResponseBuilder(model_id, chat)
         if not req.stream:
             done = await self._run_to_end(request, job)
-            return JSONResponse(builder.complete(done.text, done.finish_reason, done.usage, reasoning=done.reasoning))
+            return JSONResponse(builder.complete(done.text, done.finish_reason, done.usage, reasoning=done.reasoning,
+                                                 tool_calls=done.tool_calls))
         watcher = asyncio.create_task(_watch_disconnect(request, job))
         try:
             first = await job.next()  # wait for the turn and the first text: errors still get a status code
@@ -265,6 +264,8 @@ async def _stream(job: Job, first: Any, builder: ResponseBuilder, watcher: async
             elif isinstance(event, Thought):
                 if builder.chat:  # a text completion is the raw text: the prompt's template never split it
                     yield builder.chunk(reasoning=event.text)
+            elif isinstance(event, ToolCallDelta):
+                yield builder.chunk(tool_call=event)
             elif isinstance(event, Done) and event.finish_reason == "cancelled":
                 yield sse(_shutting_down().body())  # ended by the shutdown: say so rather than "stop"
                 return

@@ -10,9 +10,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from localchat.engine.api import ReasoningDelta, TextDelta
+from localchat.engine.api import Generation, ReasoningDelta, TextDelta, ToolCallDelta
 from localchat.errors import Cancelled, LocalchatError
-from localchat.types import SamplingParams, Usage
+from localchat.types import SamplingParams, ToolCall, Usage
 
 
 @dataclass
@@ -28,9 +28,10 @@ class Thought:
 @dataclass
 class Done:
     usage: Usage
-    finish_reason: str  # stop | length | cancelled
+    finish_reason: str  # stop | length | cancelled | tool_calls
     text: str
     reasoning: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass
@@ -53,9 +54,10 @@ class ServerStats:
         return dict(self.__dict__)
 
 
-# prepare(slot) -> (prompt, sampling): runs in the generation thread (it may render a long template or
-# count tokens); raising there fails the job before anything was sent.
-Prepare = Callable[[Any], "tuple[Any, SamplingParams]"]
+# prepare(slot) -> (prompt, sampling) or (prompt, sampling, wrap): runs in the generation thread (it may
+# render a long template or count tokens); raising there fails the job before anything was sent. `wrap`
+# sees the engine's generation through something (the tool-call parser: localchat.tooluse).
+Prepare = Callable[[Any], "tuple[Any, SamplingParams] | tuple[Any, SamplingParams, Callable[[Generation], Generation]]"]
 
 
 @dataclass(eq=False)
@@ -76,7 +78,7 @@ class Job:
         self._task = asyncio.get_running_loop().create_task(self._produce())
         return self
 
-    async def next(self) -> Delta | Thought | Done | Failed:
+    async def next(self) -> Delta | Thought | ToolCallDelta | Done | Failed:
         return await self.events.get()
 
     def on_finished(self, callback: Callable[["Job"], None]) -> None:
@@ -127,8 +129,10 @@ class Job:
         put = self.events.put_nowait
         outcome: Any = None
         try:
-            prompt, sampling = self.prepare(slot)
+            prompt, sampling, *wrap = self.prepare(slot)
             generation = slot.engine.generate(prompt, sampling)
+            if wrap:
+                generation = wrap[0](generation)
             with self._lock:
                 self._generation = generation
             if self._stop.is_set():
@@ -140,9 +144,11 @@ class Job:
                 elif isinstance(event, ReasoningDelta):
                     thought.append(event.text)
                     loop.call_soon_threadsafe(put, Thought(event.text))
+                elif isinstance(event, ToolCallDelta):
+                    loop.call_soon_threadsafe(put, event)
             usage = generation.usage or Usage()
             outcome = Done(usage, generation.finish_reason or usage.finish_reason or "stop", generation.text,
-                           "".join(thought))
+                           "".join(thought), tuple(getattr(generation, "tool_calls", ())))
         except BaseException as exc:  # noqa: BLE001 - LocalchatError or a bug: the client hears of it
             if not isinstance(exc, LocalchatError):
                 exc = LocalchatError(f"internal error: {type(exc).__name__}: {exc}")

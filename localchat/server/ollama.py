@@ -21,12 +21,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from localchat import __version__
+from localchat.engine.api import ToolCallDelta
 from localchat.errors import ConfigError, GGUFError
 from localchat.server import thinking as think_api
 from localchat.server.jobs import Delta, Done, Failed, Job, Thought
 from localchat.server.schema import ApiError, _message, bad, parse_json
-from localchat.structured import OutputConstraint, SchemaError, schema_constraint
-from localchat.tooluse import GRAMMAR_NOT_SERVED
+from localchat.structured import OutputConstraint, SchemaError, schema_constraint, tools_constraint
+from localchat.tools import ToolRequest, ToolsError, parse_tools, template_format
+from localchat.tooluse import constrain
 from localchat.types import Message, SamplingParams, ToolCall, Usage
 
 if TYPE_CHECKING:
@@ -117,7 +119,8 @@ class OllamaApi:
     def _capabilities(self, template: str | None) -> list[str]:
         from localchat.reasoning import detect
 
-        return ["completion"] + (["thinking"] if detect(template) is not None else [])
+        return (["completion"] + (["tools"] if template_format(template) else [])
+                + (["thinking"] if detect(template) is not None else []))
 
     @staticmethod
     def _metadata(path: Any) -> dict:
@@ -151,10 +154,14 @@ class OllamaApi:
             raise bad("'messages' must be a list of {role, content} objects")
         messages = ollama_messages(raw)
         sampling, keep_alive, stream = self._settings(model_id, data)
+        tools, response_format = ollama_tools(data.get("tools")), ollama_format(data.get("format"))
+        if tools is not None and response_format is not None:
+            raise bad("'format' and 'tools' cannot constrain one reply together: send one of them")
         name = data["model"]
         if not messages:
             return await self._loaded(model_id, name, keep_alive, {"message": {"role": "assistant", "content": ""}})
-        prepare = self._thinking(model_id, name, data.get("think"), sampling, messages)
+        prepare = self._thinking(model_id, name, data.get("think"), sampling, messages, tools=tools,
+                                 response_format=response_format)
 
         return await self._reply(request, model_id, name, prepare, keep_alive, stream, chat=True)
 
@@ -169,6 +176,9 @@ class OllamaApi:
                 raise bad(f"'{unsupported}' is not supported by this server"
                           + ("; send the conversation to /api/chat" if unsupported == "context" else ""))
         sampling, keep_alive, stream = self._settings(model_id, data)
+        if data.get("tools"):
+            raise bad("'tools' need a conversation: send them to /api/chat")
+        sampling = constrain(sampling, None, ollama_format(data.get("format")), "json")
         name = data["model"]
         if not prompt:
             return await self._loaded(model_id, name, keep_alive, {"response": ""})
@@ -179,19 +189,20 @@ class OllamaApi:
         return await self._reply(request, model_id, name, prepare, keep_alive, stream, chat=False)
 
     def _thinking(self, model_id: str, name: str, think: Any, sampling: SamplingParams, messages: list[Message],
-                  raw: str | None = None) -> Any:
+                  raw: str | None = None, tools: ToolRequest | None = None,
+                  response_format: OutputConstraint | None = None) -> Any:
         """prepare(slot) for a reply, thinking as `think` says (else as the config says for the model)."""
         choice, budget = think_api.ollama_think(think)
         thinking = think_api.thinking_for(self.api.services, model_id, choice)
         if budget is not None:
             sampling = replace(sampling, reasoning_budget=budget)
 
-        def prepare(slot: Any) -> tuple[Any, SamplingParams]:
+        def prepare(slot: Any) -> tuple:
             if think not in (None, False) and not think_api.reasons(slot):
                 raise ConfigError(f'"{name}" does not support thinking')  # Ollama's answer, word for word
             if raw is not None:
                 return raw, sampling
-            return think_api.render(slot, messages, thinking, sampling)
+            return think_api.render(slot, messages, thinking, sampling, tools, response_format)
 
         return prepare
 
@@ -203,7 +214,7 @@ class OllamaApi:
         job.on_finished(lambda _job: self._release(model_id, keep_alive))
         if not stream:
             done = await self.api._run_to_end(request, job)
-            return JSONResponse(_final(name, done, started, chat, done.text, done.reasoning))
+            return JSONResponse(_final(name, done, started, chat, done.text, done.reasoning, done.tool_calls))
         from localchat.server.app import _watch_disconnect, to_api_error
 
         watcher = asyncio.create_task(_watch_disconnect(request, job))
@@ -291,8 +302,6 @@ class OllamaApi:
             if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop):
                 raise bad("option 'stop' must be a list of strings")
             overrides["stop"] = tuple(stop)
-        if ollama_format(data.get("format")) is not None or data.get("tools"):
-            raise bad(GRAMMAR_NOT_SERVED)
         stream = data.get("stream", True)
         if not isinstance(stream, bool):
             raise bad("'stream' must be true or false")
@@ -354,6 +363,28 @@ def ollama_messages(raw: list) -> list[Message]:
     return messages
 
 
+def ollama_tools(raw: Any) -> ToolRequest | None:
+    """`tools` as OpenAI spells them (Ollama has no tool_choice: the model decides), schemas checked."""
+    try:
+        tools = parse_tools(raw)
+        tools_constraint(tools, "json")
+    except (ToolsError, SchemaError) as exc:
+        raise bad(exc.message) from None
+    return tools
+
+
+def ollama_calls(calls: tuple[ToolCall, ...]) -> list[dict]:
+    """Calls in Ollama's shape: arguments as an object (and the id, which newer clients send back)."""
+    out = []
+    for i, call in enumerate(calls):
+        try:
+            arguments = json.loads(call.arguments)
+        except ValueError:  # a call cut off by num_predict: what came, as text
+            arguments = {"_raw": call.arguments}
+        out.append({"id": call.id, "function": {"index": i, "name": call.name, "arguments": arguments}})
+    return out
+
+
 def ollama_format(raw: Any) -> OutputConstraint | None:
     """`format`: "json", or a JSON schema object."""
     if raw in (None, ""):
@@ -374,16 +405,21 @@ def _durations(usage: Usage, started: float) -> dict:
             "eval_count": usage.completion_tokens, "eval_duration": int(usage.decode_seconds * 1e9)}
 
 
-def _part(text: str, chat: bool, thinking: str = "") -> dict:
+def _part(text: str, chat: bool, thinking: str = "", calls: tuple[ToolCall, ...] = ()) -> dict:
     """A reply's text; a reasoning model's thought goes in `thinking` beside it, as Ollama sends it."""
-    if chat:
-        return {"message": {"role": "assistant", "content": text, **({"thinking": thinking} if thinking else {})}}
-    return {"response": text, **({"thinking": thinking} if thinking else {})}
+    if not chat:
+        return {"response": text, **({"thinking": thinking} if thinking else {})}
+    message: dict[str, Any] = {"role": "assistant", "content": text, **({"thinking": thinking} if thinking else {})}
+    if calls:
+        message["tool_calls"] = ollama_calls(calls)
+    return {"message": message}
 
 
-def _final(name: str, done: Done, started: float, chat: bool, text: str, thinking: str = "") -> dict:
-    reason = "length" if done.finish_reason == "length" else "stop"
-    return {"model": name, "created_at": _now(), **_part(text, chat, thinking), "done": True, "done_reason": reason,
+def _final(name: str, done: Done, started: float, chat: bool, text: str, thinking: str = "",
+           calls: tuple[ToolCall, ...] = ()) -> dict:
+    reason = "length" if done.finish_reason == "length" else "stop"  # Ollama ends a call with "stop" too
+    return {"model": name, "created_at": _now(), **_part(text, chat, thinking, calls), "done": True,
+            "done_reason": reason,
             **_durations(done.usage, started)}
 
 
@@ -402,7 +438,12 @@ async def _ndjson(job: Job, first: Any, name: str, started: float, chat: bool,
                 yield _line({"model": name, "created_at": _now(), **_part(event.text, chat), "done": False})
             elif isinstance(event, Thought):
                 yield _line({"model": name, "created_at": _now(), **_part("", chat, event.text), "done": False})
+            elif isinstance(event, ToolCallDelta):
+                pass  # the whole call goes out with Done
             elif isinstance(event, Done):
+                if event.tool_calls:  # Ollama streams a call whole, in a line of its own
+                    yield _line({"model": name, "created_at": _now(), **_part("", chat, calls=event.tool_calls),
+                                 "done": False})
                 yield _line(_final(name, event, started, chat, ""))
                 return
             else:  # failed mid-reply: Ollama ends the stream with an error line

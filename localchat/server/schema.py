@@ -16,7 +16,7 @@ from typing import Any
 
 from localchat.engine.api import ToolCallDelta
 from localchat.errors import LocalchatError
-from localchat.structured import OutputConstraint, SchemaError, parse_response_format
+from localchat.structured import OutputConstraint, SchemaError, parse_response_format, tools_constraint
 from localchat.tools import ToolRequest, ToolsError, check_conversation, parse_tools
 from localchat.types import Message, ToolCall, Usage
 
@@ -90,6 +90,7 @@ def parse_chat(data: dict) -> GenerationRequest:
     try:
         check_conversation(req.messages)
         req.tools = parse_tools(data.get("tools"), data.get("tool_choice"), data.get("parallel_tool_calls"))
+        tools_constraint(req.tools, "json")  # each function's schema must become a grammar: refused here if not
         req.response_format = parse_response_format(data.get("response_format"))
     except (ToolsError, SchemaError) as exc:
         raise bad(exc.message, exc.param, "invalid_schema" if isinstance(exc, SchemaError) else None) from None
@@ -238,7 +239,7 @@ def _message(raw: Any, index: int) -> Message:
                 raise bad(f"{where}.content: only text parts are supported", f"{where}.content")
             texts.append(part["text"])
         content = "".join(texts)
-    if content is None and role == "assistant" and not raw.get("tool_calls"):
+    if content is None and role == "assistant":  # null (or left out) beside tool_calls, as OpenAI allows
         content = ""
     if not isinstance(content, str):
         raise bad(f"{where}.content must be text", f"{where}.content")

@@ -18,6 +18,9 @@ from typing import Any, cast
 
 from localchat.chat import apply_thinking
 from localchat.reasoning import Thinking, of_model
+from localchat.structured import OutputConstraint
+from localchat.tools import ToolRequest
+from localchat.tooluse import prepare
 from localchat.types import Message, SamplingParams
 
 # A level of effort as a thought's budget in tokens (None: no limit). OpenAI's reasoning_effort and Ollama's
@@ -40,11 +43,12 @@ def thinking_for(services: Any, model_id: str, requested: str) -> Thinking:
     return cast(Thinking, services.config.thinking_for(model_id))
 
 
-def render(slot: Any, messages: list[Message] | None, thinking: Thinking,
-           sampling: SamplingParams) -> tuple[Any, SamplingParams]:
-    """(prompt, sampling) of a chat request on a loaded model, thinking as chosen (localchat.chat.apply_thinking)."""
+def render(slot: Any, messages: list[Message] | None, thinking: Thinking, sampling: SamplingParams,
+           tools: ToolRequest | None = None, response_format: OutputConstraint | None = None) -> tuple[Any, ...]:
+    """(prompt, sampling, wrap) of a chat request on a loaded model: thinking as chosen
+    (localchat.chat.apply_thinking), then the tools and the response format (localchat.tooluse.prepare)."""
     template, sampling = apply_thinking(slot.template, slot.engine.info, thinking, sampling)
-    return template.render(messages or [], add_generation_prompt=True), sampling
+    return prepare(template, messages or [], tools, response_format, sampling)
 
 
 

@@ -160,7 +160,7 @@ def test_a_conversation_reopened_after_a_restart_resumes_from_its_state_on_disk(
     first.close()
     engine = start(models["a"])  # a new worker: nothing cached
     s = _reopen(engine, store, cid)
-    covered = s.resume()
+    covered = s.unpark()
     assert covered > 0
     prefix = s.resume_prefix()
     t = turn(s, text=question(4))
@@ -184,7 +184,7 @@ def test_a_stale_or_damaged_state_on_disk_is_refused_and_the_turn_evaluated_in_f
     engine = start(models["b"] if how == "other model file" else models["a"],
                    **({"n_ctx": 1024} if how == "other settings" else {}))
     s = _reopen(engine, store, cid)
-    assert s.resume() == 0
+    assert s.unpark() == 0
     t = s.send(question(4))
     t.run()
     assert t.text == ("Yo there!" if how == "other model file" else ANSWER)

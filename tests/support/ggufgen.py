@@ -104,9 +104,19 @@ class _ChainVocab:
 
 
 def _chain_vocab(reply: str, loop: bool, n_embd: int, thought: str | None = None, think_opened: bool = False,
-                 think_token_type: int = 4) -> _ChainVocab:
-    items = _reply_pieces(reply.encode("utf-8")) if thought is None else thinking_chain(thought, reply, think_opened)
-    pieces = [p for p in items if isinstance(p, bytes)]
+                 think_token_type: int = 4, answers: dict[str, str] | None = None) -> _ChainVocab:
+    side: list[tuple[bytes, list[bytes]]] = []  # (entry byte, its reply's pieces): the `answers` chains
+    if thought is not None:
+        items: list[bytes | str] = thinking_chain(thought, reply, think_opened)
+    else:
+        items = list(_reply_pieces(reply.encode("utf-8")))
+        if "\n" in reply or answers or len(set(items)) != len(items):
+            # pieces unique across every chain, "\n" (the prompt's end) included (JSON, tool calls)
+            seen = {b"\n", *(entry.encode("utf-8") for entry in answers or {})}
+            items = list(_unique_pieces(reply.encode("utf-8"), seen))
+            side = [(entry.encode("utf-8"), _unique_pieces(text.encode("utf-8"), seen))
+                    for entry, text in (answers or {}).items()]
+    pieces = [p for p in items if isinstance(p, bytes)] + [p for _, chain in side for p in chain]
     tokens = [BYTE_CHARS[b] for b in range(256)]
     merges = ["Ġ Ġ", "i m"]
     tokens += ["ĠĠ", "im"]
@@ -131,6 +141,12 @@ def _chain_vocab(reply: str, loop: bool, n_embd: int, thought: str | None = None
         raise ValueError("the reply must not contain a newline, nor the same two bytes twice")
     successor = {a: b for a, b in zip(chain, chain[1:])}
     successor[chain[-1]] = chain[1] if loop else eos
+    for entry, pieces_of in side:  # a prompt that ends in `entry` is answered with its own reply
+        other = [tok_id[BYTE_CHARS[entry[0]]]] + [tok_id["".join(BYTE_CHARS[b] for b in p)] for p in pieces_of]
+        if set(other) & set(successor):
+            raise ValueError("an answers chain shares a token with another chain")
+        successor.update(zip(other, other[1:]))
+        successor[other[-1]] = eos
 
     rng = np.random.default_rng(1234)
     embd = rng.standard_normal((n_vocab, n_embd)).astype(np.float32)
@@ -169,11 +185,12 @@ def make_tiny_gguf(
     thought: str | None = None,  # a reasoning model: "<think>\n{thought}\n</think>\n\n{reply}" (see thinking_chain)
     think_opened: bool = False,  # the prompt opens the thought already: the reply starts inside it
     think_token_type: int = 4,  # USER_DEFINED as in Qwen3's GGUFs; 3 (CONTROL) renders as nothing by default
+    answers: dict[str, str] | None = None,  # {entry character: reply}: a prompt ending in it gets that reply
 ) -> Path:
     import gguf
 
     path = Path(path)
-    v = _chain_vocab(reply, loop, n_embd, thought, think_opened, think_token_type)
+    v = _chain_vocab(reply, loop, n_embd, thought, think_opened, think_token_type, answers)
     n_head = 4
     head_dim = n_embd // n_head
     n_ff = 2 * n_embd

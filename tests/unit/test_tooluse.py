@@ -8,8 +8,8 @@ from pathlib import Path
 from localchat.engine.api import TextDelta, ToolCallDelta
 from localchat.structured import OutputConstraint, parse_response_format
 from localchat.templates import NATIVE, from_gguf
-from localchat.tools import parse_tools
-from localchat.tooluse import ToolCallingGeneration, constrain, render, tool_form
+from localchat.tools import jinja_messages, parse_tools
+from localchat.tooluse import ToolCallingGeneration, constrain, for_prompt, prepare, render, tool_form
 from localchat.types import Message, SamplingParams, ToolCall, Usage
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -108,3 +108,32 @@ def test_parallel_off_stops_the_engine_after_one_call():
 def test_plain_replies_keep_their_finish_reason():
     gen = ToolCallingGeneration(FakeGeneration(["no ", "call"]), parse_tools([WEATHER]), "json")
     assert "".join(e.text for e in gen) == "no call" and gen.finish_reason == "stop" and gen.tool_calls == ()
+
+
+def test_a_prompt_that_opens_a_thought_holds_the_grammar_until_it_closes():
+    qwen35 = from_gguf((TEMPLATES / "Qwen3.5-4B.jinja").read_text())
+    ask = [Message("user", "Weather in Paris?")]
+    for choice in ("auto", "required"):
+        prompt, sampling, _ = prepare(qwen35, ask, parse_tools([WEATHER], choice), None, SamplingParams())
+        assert prompt.endswith("<think>\n") and sampling.grammar["after"] == "</think>"
+    off = qwen35.with_variables(enable_thinking=False)  # the prompt closes the thought itself
+    assert prepare(off, ask, parse_tools([WEATHER]), None, SamplingParams())[1].grammar["after"] is None
+    fmt = parse_response_format({"type": "json_object"})
+    assert prepare(qwen35, ask, None, fmt, SamplingParams())[1].grammar["after"] == "</think>"
+    assert prepare(NATIVE["qwen"], ask, None, fmt, SamplingParams())[1].grammar["after"] is None
+
+
+def test_for_prompt_keeps_a_grammar_the_sampling_carries_and_wraps_only_with_tools():
+    qwen35 = from_gguf((TEMPLATES / "Qwen3.5-4B.jinja").read_text())
+    json_sampling = SamplingParams(grammar=OutputConstraint("json").to_dict())
+    sampling, wrap = for_prompt(qwen35, "<|im_start|>assistant\n<think>\n", None, json_sampling)
+    assert sampling.grammar["kind"] == "json" and sampling.grammar["after"] == "</think>"
+    inner = FakeGeneration(["x"])
+    assert wrap(inner) is inner
+    _, wrap = for_prompt(NATIVE["qwen"], "prompt", parse_tools([WEATHER]), SamplingParams())
+    assert isinstance(wrap(inner), ToolCallingGeneration)
+
+
+def test_tool_rendering_keeps_an_old_thought_for_the_template_to_judge():
+    thought = Message("assistant", "", (CALL,), reasoning="They want Paris.")
+    assert jinja_messages([thought])[0]["reasoning_content"] == "They want Paris."

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import re
+from dataclasses import replace
 from typing import Any
 
 from llama_cpp.llama_grammar import SchemaConverter
@@ -34,9 +35,24 @@ def to_gbnf(constraint: OutputConstraint) -> str:
             calls = [_tool_rule(converter, tool, i, constraint.form) for i, tool in enumerate(constraint.tools)]
             call = converter._add_rule("call", " | ".join(calls))
             converter._rules["root"] = f'{call} ( "\\n" {call} )*' if constraint.parallel else call
+        if constraint.after is not None:  # the thought's close tag, the blank lines after it, then the reply
+            answer = converter._add_rule("answer", converter._rules.pop("root"))
+            converter._rules["root"] = f'{converter._format_literal(constraint.after)} [ \\t\\n]* {answer}'
     except (AssertionError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise SchemaError(f"the JSON schema cannot be turned into a grammar: {exc or type(exc).__name__}") from None
     return converter.format_grammar()
+
+
+def trigger(constraint: OutputConstraint) -> str | None:
+    """The pattern a lazy grammar waits for (llama.cpp searches the reply so far for it and constrains from
+    its first group, else from the match), or None: constrained from the first token."""
+    call = re.escape(OPEN)
+    if constraint.after is None:
+        return call if constraint.kind == "tools" and constraint.lazy else None
+    after = re.escape(constraint.after)
+    if constraint.kind == "tools" and constraint.lazy:
+        return f"{after}[\\s\\S]*?({call})"  # a call after the thought (one inside it is only thought)
+    return after
 
 
 def _tool_rule(converter: SchemaConverter, tool: ToolSpec, i: int, form: str) -> str:
@@ -79,9 +95,12 @@ class GrammarSampler:
 
         self.lib = lib
         self.n_vocab = n_vocab
+        lazy = trigger(constraint)
+        if constraint.after is not None and lazy is not None and constraint.lazy:
+            constraint = replace(constraint, after=None)  # the trigger's group hands over from `<tool_call>`
         text = to_gbnf(constraint).encode("utf-8")
-        if constraint.kind == "tools" and constraint.lazy:
-            triggers = (ctypes.c_char_p * 1)(OPEN.encode("utf-8"))
+        if lazy is not None:
+            triggers = (ctypes.c_char_p * 1)(lazy.encode("utf-8"))
             self.grammar = lib.llama_sampler_init_grammar_lazy_patterns(vocab, text, b"root", triggers, 1, None, 0)
         else:
             self.grammar = lib.llama_sampler_init_grammar(vocab, text, b"root")
