@@ -14,7 +14,7 @@ import ctypes
 import os
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from localchat.engine.llama import bindings, ggml
 from localchat.engine.checkpoints import CheckpointStore, default_budget
@@ -61,6 +61,7 @@ class NativeModel:
         self.path = Path(path)
         self.options = options
         self.model = self.ctx = None
+        self._embedder: Any = None  # the EmbeddingContext, made on the first embed()
         self.notes: list[str] = []
         started = time.perf_counter()
         _check_is_gguf(self.path)
@@ -83,6 +84,7 @@ class NativeModel:
         self.add_bos = bool(lib.llama_vocab_get_add_bos(self.vocab))
         self.bos = lib.llama_vocab_bos(self.vocab)
         self.eos = lib.llama_vocab_eos(self.vocab)
+        self.add_eos = bool(lib.llama_vocab_get_add_eos(self.vocab))
         self.load_seconds = time.perf_counter() - started
 
         # The tokens whose state sits in the cache (sequence 0), and the checkpoints that let a prompt
@@ -297,6 +299,23 @@ class NativeModel:
         if self.add_bos and self.bos >= 0 and (not tokens or tokens[0] != self.bos):
             tokens.insert(0, self.bos)  # the rendered template may already start with the BOS text
         return tokens
+
+    def embed_tokens(self, text: str) -> list[int]:
+        """Tokens of an embedding input: user text (special tokens not parsed), with the BOS and EOS the
+        model's tokenizer adds (Qwen3-Embedding pools the last token, the EOS)."""
+        tokens = self.tokenize(text, special=False)
+        if tokens and self.add_eos and self.eos >= 0:
+            tokens.append(self.eos)
+        return tokens
+
+    def embed(self, texts: list[str], truncate: bool):
+        """localchat.types.Embeddings of texts (engine.llama.embedding); safe beside a running decode."""
+        if self._embedder is None:
+            from localchat.engine.llama.embedding import MAX_WINDOW, EmbeddingContext
+
+            window = min(self.n_ctx, self.n_ctx_train or self.n_ctx, MAX_WINDOW)
+            self._embedder = EmbeddingContext(self.lib, self.model, window, self.n_threads, self.embed_tokens)
+        return self._embedder.embed(texts, truncate)
 
     def _piece(self, token: int):
         """Bytes of a token (special tokens render as nothing), or _EOG; cached per token."""
@@ -522,6 +541,9 @@ class NativeModel:
                 "eval_ms": data.t_eval_ms, "eval_tokens": data.n_eval}
 
     def close(self) -> None:
+        if self._embedder is not None:
+            self._embedder.close()
+            self._embedder = None
         if self.ctx:
             self.lib.llama_free(self.ctx)
             self.ctx = None
