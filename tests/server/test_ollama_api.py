@@ -134,11 +134,12 @@ def test_ollama_format():
 
 
 def test_requests_that_need_a_grammar_are_refused_not_answered_unconstrained(server):
-    """Until the reply path parses tool calls, tools (and Ollama's format) get a clear 400, never free text."""
+    """Until the reply path parses tool calls, tools get a clear 400, never free text (format is served:
+    tests/server/test_ollama_complete.py)."""
     chat = {"model": "tiny", "messages": [{"role": "user", "content": "x"}]}
-    for body in ({**chat, "format": "json"}, {**chat, "tools": [{"type": "function", "function": {"name": "f"}}]}):
-        resp = requests.post(server.url + "/api/chat", json=body, timeout=30)
-        assert resp.status_code == 400 and "tool-call parser" in resp.json()["error"]
+    resp = requests.post(server.url + "/api/chat", json={**chat, "tools": [{"type": "function", "function": {"name": "f"}}]},
+                         timeout=30)
+    assert resp.status_code == 400 and "tool-call parser" in resp.json()["error"]
     resp = requests.post(server.url + "/v1/chat/completions",
                          json={**chat, "tools": [{"type": "function", "function": {"name": "f"}}]}, timeout=30)
     assert resp.status_code == 400 and "tool-call parser" in resp.json()["error"]["message"]

@@ -20,6 +20,9 @@ from localchat.tools import CLOSE, OPEN, ToolSpec
 
 _XML_TEXT = r'( [^<] | "<" [^/] )*'  # a raw parameter value: anything up to the closing tag
 _RULE_CHARS = re.compile(r"[^A-Za-z0-9-]+")
+# A JSON string character. llama-cpp-python's converter allows raw control characters (a newline, \x01) in
+# strings, which no JSON parser accepts; llama.cpp's own converter excludes them, as does this rule.
+_JSON_CHAR = r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F])'
 
 
 def to_gbnf(constraint: OutputConstraint) -> str:
@@ -36,6 +39,8 @@ def to_gbnf(constraint: OutputConstraint) -> str:
             converter._rules["root"] = f'{call} ( "\\n" {call} )*' if constraint.parallel else call
     except (AssertionError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise SchemaError(f"the JSON schema cannot be turned into a grammar: {exc or type(exc).__name__}") from None
+    if "char" in converter._rules:
+        converter._rules["char"] = _JSON_CHAR
     return converter.format_grammar()
 
 
