@@ -73,7 +73,7 @@ class EmbeddingContext:
         if len(tokens) > self.n_ctx:
             if not truncate:
                 raise EngineContextOverflow(
-                    f"input[{i}] is {len(tokens)} tokens; this model embeds at most {self.n_ctx} tokens per input",
+                    f"input[{i}] is {len(tokens)} tokens; the embedding context holds at most {self.n_ctx} per input",
                     "shorten it or split it into chunks")
             tokens = tokens[:self.n_ctx]
         return tokens
