@@ -216,7 +216,15 @@ class NativeModel:
         from localchat.structured import OutputConstraint
 
         assert s.grammar is not None
-        return GrammarSampler(self.lib, self.vocab, self.n_vocab, OutputConstraint.from_dict(s.grammar))
+        return GrammarSampler(self.lib, self.vocab, self.n_vocab, OutputConstraint.from_dict(s.grammar),
+                              need=self._grammar_need(s))
+
+    def _grammar_need(self, s: SamplingParams) -> int | None:
+        """How many allowed tokens among the best few make a refused pick exact (GrammarSampler): plain greedy
+        takes the best allowed one; a chain that starts with top_k (see _sampler) sees only top_k."""
+        if self._plain_greedy(s):
+            return 1
+        return s.top_k if s.top_k > 0 else None
 
     def sampler_chain(self, s: SamplingParams):
         return self._sampler(s)
