@@ -62,6 +62,19 @@ def mount_ollama(app: FastAPI, api: "_Api") -> None:
     app.add_api_route("/api/generate", ollama.generate, methods=["POST"])
     app.add_api_route("/api/embed", ollama.embed, methods=["POST"])
     app.add_api_route("/api/embeddings", ollama.embeddings, methods=["POST"])
+    for path, methods in _MANAGEMENT.items():
+        app.add_api_route(path, _not_here, methods=methods)
+
+
+# Ollama's model management: models come from localchat's catalog and sources, through its CLI.
+_MANAGEMENT = {"/api/pull": ["POST"], "/api/push": ["POST"], "/api/create": ["POST"], "/api/copy": ["POST"],
+               "/api/delete": ["DELETE"], "/api/blobs/{digest}": ["HEAD", "POST"]}
+
+
+async def _not_here(request: Request) -> Response:
+    raise ApiError(501, f"{request.url.path} is not served by localchat: models are managed with its command line "
+                        "(`localchat pull ID`, `localchat import FILE.gguf`, `localchat rm ID`; `localchat list` "
+                        "shows the catalog)")
 
 
 def ollama_error(error: ApiError) -> Response:
@@ -123,7 +136,8 @@ class OllamaApi:
         template = metadata.get("tokenizer.chat_template")
         return {"modelfile": f"# localchat model {model_id} ({entry.name})\nFROM {record.path if record else ''}\n",
                 "parameters": parameters, "template": template if isinstance(template, str) else "",
-                "details": self._details(model_id, arch), "model_info": info,
+                "details": {**self._details(model_id, arch),
+                            "parameter_size": str(metadata.get("general.size_label") or "")}, "model_info": info,
                 "capabilities": self._capabilities(metadata),
                 "modified_at": _iso(record.installed_at if record else 0)}
 

@@ -84,6 +84,16 @@ def test_keep_alive_duration_expires_and_ps_shows_when(client, server):
     assert client.chat(model="tiny", messages=CHAT).message.content  # loads again on demand
 
 
+def test_model_management_says_to_use_the_command_line(client, server):
+    with pytest.raises(ollama.ResponseError) as info:
+        client.pull("tiny")
+    assert info.value.status_code == 501 and "localchat pull ID" in info.value.error
+    with pytest.raises(ollama.ResponseError) as info:
+        client.delete("tiny")
+    assert info.value.status_code == 501 and "localchat rm ID" in info.value.error
+    assert requests.post(server.url + "/api/copy", json={}, timeout=10).status_code == 501
+
+
 def test_capabilities_come_from_template_and_metadata():
     chatml = "{% for m in messages %}<|im_start|>{{ m.role }}{% endfor %}"
     tools = chatml + "{% if tools %}<tools>{{ tools }}</tools>{% endif %}"
