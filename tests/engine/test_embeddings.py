@@ -109,3 +109,22 @@ def test_smollm2_ranks_a_paraphrase_above_an_unrelated_sentence(start, smollm2_p
     for query, paraphrase, unrelated in pairs:
         q, p, u = engine.embed([query, paraphrase, unrelated]).vectors
         assert cosine(q, p) > cosine(q, u), (query, cosine(q, p), cosine(q, u))
+
+
+def test_embeddings_run_beside_a_batched_generation(start, tiny_loop_model):
+    """With parallel slots the decode thread generates while the worker's main thread embeds: two contexts
+    on one model at once, neither disturbing the other."""
+    from localchat.types import SamplingParams
+    from tests.support.ggufgen import CHAT_PROMPT
+
+    engine = start(tiny_loop_model, parallel=2)
+    alone = engine.embed(["abc", "abcdefgh abc"]).vectors
+    generation = engine.generate(CHAT_PROMPT, SamplingParams(temperature=0.0, repeat_penalty=1.0, max_tokens=3000))
+    events = iter(generation)
+    next(events)  # decoding has started
+    for _ in range(5):
+        beside = engine.embed(["abc", "abcdefgh abc"]).vectors
+        assert max(abs(x - y) for a, b in zip(alone, beside) for x, y in zip(a, b)) < 1e-5
+    generation.cancel()
+    list(events)
+    assert generation.finish_reason == "cancelled" and generation.text.startswith("abcdefgh")

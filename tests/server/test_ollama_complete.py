@@ -119,3 +119,30 @@ def test_smollm2_follows_a_schema_through_ollamas_format(tmp_path_factory, smoll
     value = json.loads(reply.message.content)
     assert value["answer"] in ("yes", "no") and isinstance(value["city"], str) and set(value) == {"answer", "city"}
     assert reply.done_reason == "stop"
+
+
+def test_ollama_port_settings_are_checked():
+    from localchat.errors import ConfigError
+    from localchat.server.settings import ServerSettings
+
+    assert ServerSettings(port=8000, ollama_port=11434).validate().ollama_port == 11434
+    assert ServerSettings(port=0, ollama_port=0).validate()  # both picked free
+    with pytest.raises(ConfigError, match="same as --port"):
+        ServerSettings(port=11434, ollama_port=11434).validate()
+    with pytest.raises(ConfigError, match="out of range"):
+        ServerSettings(ollama_port=70000).validate()
+
+
+def test_a_taken_ollama_port_is_a_clear_error(localchat_home):
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "localchat", "serve", "--port", "0", "--ollama-port", str(port)],
+                              capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and f"port {port} on 127.0.0.1 is already in use" in done.stderr
+    assert "--ollama-port" in done.stderr and "Traceback" not in done.stderr
