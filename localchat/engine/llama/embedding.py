@@ -7,6 +7,9 @@ one so an embedding request never evicts a conversation's KV cache.
 
 Several inputs go into one `llama_decode`, one sequence each, as many as fit in the window: llama.cpp
 pools per sequence, and a sequence must sit whole in one micro-batch (n_ubatch = n_batch = the window).
+llama.cpp also computes and keeps the logits of every token of a batch in embedding mode (n_vocab floats
+each: 2.4 GB for 4,096 tokens of Qwen3's 151k vocabulary), so inputs are packed only up to
+LOGITS_BUDGET; a longer input still goes alone.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ POOLING_NONE, POOLING_MEAN = 0, 1
 POOLING_NAMES = {0: "none", 1: "mean", 2: "cls", 3: "last", 4: "rank"}
 MAX_WINDOW = 4096  # tokens per input (and per batch): documents are chunked below this for search anyway
 MAX_SEQS = 64  # inputs decoded together at most
+LOGITS_BUDGET = 256 * 2**20  # bytes of logits a batch of several inputs may make llama.cpp hold
 
 
 class EmbeddingContext:
@@ -48,6 +52,8 @@ class EmbeddingContext:
                                  "free some memory or load the model with a smaller n_ctx")
         self.n_ctx = n_ctx
         self.n_embd = lib.llama_model_n_embd(model)
+        n_vocab = lib.llama_vocab_n_tokens(lib.llama_model_get_vocab(model))
+        self.pack_limit = max(1, min(n_ctx, LOGITS_BUDGET // (4 * max(1, n_vocab))))  # tokens per shared decode
         self.pooling = lib.llama_pooling_type(self.ctx)
         self._batch = lib.llama_batch_init(n_ctx, 0, 1)
         self.decodes = 0  # llama_decode calls so far (the tests check that inputs share them)
@@ -59,7 +65,7 @@ class EmbeddingContext:
         vectors: list[list[float]] = []
         group: list[list[int]] = []
         for tokens in inputs:
-            if group and (len(group) == MAX_SEQS or sum(map(len, group)) + len(tokens) > self.n_ctx):
+            if group and (len(group) == MAX_SEQS or sum(map(len, group)) + len(tokens) > self.pack_limit):
                 vectors += self._decode(group)
                 group = []
             group.append(tokens)
