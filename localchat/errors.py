@@ -67,6 +67,10 @@ class EngineError(LocalchatError):
     """The model worker reported an error."""
 
 
+class EngineRequestError(EngineError):
+    """The engine refused a request's input (an embedding input with no tokens); the message says which."""
+
+
 class ModelLoadError(EngineError):
     """llama.cpp could not load the model."""
 

@@ -25,6 +25,7 @@ MODEL_CACHE = Path(os.environ.get("LOCALCHAT_TEST_CACHE", Path.home() / ".cache"
 # Fixtures that load a model, or hand a test one to load (the closure counts: `tiny` uses tiny_model).
 MODEL_FIXTURES = frozenset({
     "tiny_model", "tiny_loop_model", "endless_model", "slow_loop_model",  # generated GGUFs, run by llama.cpp
+    "tiny_embedding_model",
     "smollm2_path", "smollm2_pip_home", "smollm2_installed", "qwen_coder_path",  # the real models
     "start", "serve",  # tests/engine: an EngineClient; tests/server: `localchat serve`
 })
@@ -147,6 +148,15 @@ def tiny_loop_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def python() -> str:
     return sys.executable
+
+
+@pytest.fixture(scope="session")
+def tiny_embedding_model(tmp_path_factory) -> Path:
+    """A tiny mean-pooling embedding model where a paraphrase lands near and an unrelated sentence far
+    (tests/support/embedgen.py)."""
+    from tests.support.embedgen import make_tiny_embedding_gguf
+
+    return make_tiny_embedding_gguf(tmp_path_factory.mktemp("models") / "tiny-embed.gguf")
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 from typing_extensions import Self
 
-from localchat.types import Message, ModelInfo, SamplingParams, Usage
+from localchat.types import Embeddings, Message, ModelInfo, SamplingParams, Usage
 
 __all__ = ["answer_text",
     "ChatTemplate", "Engine", "Event", "FinishReason", "Generation", "Prompt", "ReasoningDelta", "StatefulEngine",
@@ -89,6 +89,11 @@ class Engine(Protocol):
     def generate(self, prompt: Prompt, sampling: SamplingParams) -> Generation: ...
 
     def count_tokens(self, texts: Sequence[Prompt]) -> list[int]: ...
+
+    def embed(self, texts: Sequence[str], truncate: bool = False) -> Embeddings:
+        """One L2-normalised vector per text (`.vectors`) and the tokens they took (`.prompt_tokens`).
+        EngineContextOverflow for a text longer than the engine embeds at once, unless `truncate`."""
+        ...
 
     def close(self) -> None: ...
 

@@ -1,4 +1,4 @@
-"""The parent's side of a model worker: start it, stream generations, count tokens, close it.
+"""The parent's side of a model worker: start it, stream generations, count tokens, embed texts, close it.
 
 One EngineClient = one worker process = one loaded model. A reader thread takes every frame off the pipe
 as soon as it arrives and files it with the generation or request it belongs to (unbounded queues: a slow
@@ -27,9 +27,9 @@ import localchat
 from localchat.engine import amx, protocol
 from localchat.engine.api import FinishReason, Prompt, ReasoningDelta, TextDelta
 from localchat.engine.lifecycle import CancellingGeneration, ClosingEngine
-from localchat.errors import EngineContextOverflow, EngineError, ModelLoadError, WorkerCrashed
+from localchat.errors import EngineContextOverflow, EngineError, EngineRequestError, ModelLoadError, WorkerCrashed
 from localchat.structured import SchemaError
-from localchat.types import LoadOptions, ModelInfo, SamplingParams, Usage
+from localchat.types import Embeddings, LoadOptions, ModelInfo, SamplingParams, Usage
 from localchat.reasoning import ReasoningSplitter, of_model
 
 LOG_TAIL_LINES = 20
@@ -283,14 +283,7 @@ class EngineClient(ClosingEngine):
         """How many tokens each text is, tokenized as a prompt is (one round trip, answered even while a
         generation runs)."""
         rendered = [_rendered(t) for t in texts]
-        reply = _Reply()
-        rid = next(self._ids)
-        with self._lock:
-            if self._dead is not None:
-                raise self._dead
-            self._waiting[rid] = reply
-        self._send(protocol.Count(rid, rendered))
-        counts: list[int] = reply.wait()
+        counts: list[int] = self._ask(lambda rid: protocol.Count(rid, rendered))
         return counts
 
     def save_state(self, prompt: Prompt, path: Path, template: str) -> tuple[int, str]:
@@ -302,7 +295,21 @@ class EngineClient(ClosingEngine):
         """Offer the state at `path` to the next prompts: (tokens it covers, why it was refused)."""
         return self._state(lambda rid: protocol.LoadState(rid, str(path), template))
 
+    def embed(self, texts: Sequence[str], truncate: bool = False) -> Embeddings:
+        """One L2-normalised vector per text, pooled as the model's metadata says (mean for a chat model).
+
+        Raises EngineContextOverflow for a text longer than the embedding window (unless `truncate`), and
+        EngineRequestError for one with no tokens. The worker computes them between generations (beside
+        them when it decodes parallel slots)."""
+        result: Embeddings = self._ask(lambda rid: protocol.Embed(rid, list(texts), truncate))
+        return result
+
     def _state(self, make: Callable[[int], protocol.ToWorker]) -> tuple[int, str]:
+        done: tuple[int, str] = self._ask(make)
+        return done
+
+    def _ask(self, make: Callable[[int], protocol.ToWorker]) -> Any:
+        """Send the frame `make(id)` builds and wait for the worker's answer to it."""
         reply = _Reply()
         rid = next(self._ids)
         with self._lock:
@@ -310,8 +317,7 @@ class EngineClient(ClosingEngine):
                 raise self._dead
             self._waiting[rid] = reply
         self._send(make(rid))
-        done: tuple[int, str] = reply.wait()
-        return done
+        return reply.wait()
 
     def close(self) -> None:
         """Shut the worker down (kill it if it does not exit within CLOSE_TIMEOUT); safe to call twice."""
@@ -386,7 +392,8 @@ class EngineClient(ClosingEngine):
             self._loaded.set(error=ModelLoadError(frame.text, frame.hint) if frame.kind == "load"
                              else EngineError(frame.text, frame.hint))
             return
-        if not isinstance(frame, (protocol.Done, protocol.Counts, protocol.StateDone, protocol.Error)) or frame.id is None:
+        if (not isinstance(frame, (protocol.Done, protocol.Counts, protocol.StateDone, protocol.Embedded, protocol.Error))
+                or frame.id is None):
             self._malformed(protocol.ProtocolError(f"the worker sent a {frame.op!r} frame, which only the parent sends"))
             return
         with self._lock:
@@ -397,13 +404,15 @@ class EngineClient(ClosingEngine):
             target.set(frame.counts)
         elif isinstance(frame, protocol.StateDone) and isinstance(target, _Reply):
             target.set((frame.tokens, frame.note))
+        elif isinstance(frame, protocol.Embedded) and isinstance(target, _Reply):
+            target.set(Embeddings(frame.vectors, frame.prompt_tokens))
         elif isinstance(frame, protocol.Done) and isinstance(target, _Stream):
             self._end_stream(target, _Done(frame.usage))
         elif isinstance(frame, protocol.Error):
             if frame.kind == "schema":
                 self._fail(target, SchemaError(frame.text))
             else:
-                cls = EngineContextOverflow if frame.kind == "context" else EngineError
+                cls = {"context": EngineContextOverflow, "request": EngineRequestError}.get(frame.kind, EngineError)
                 self._fail(target, cls(frame.text, frame.hint))
         else:
             self._fail(target, EngineError(f"the model worker answered request {frame.id} with a {frame.op!r} frame",

@@ -9,14 +9,17 @@ parent -> worker
   Load(path, options)            Generate(id, prompt, sampling)       Count(id, texts)   answered even
   Cancel(id)                     Shutdown()                                              mid-generation
   EndThought(id)                 a reasoning model's thought is closed now; its answer follows
+  Embed(id, texts, truncate)     one vector per text, computed on the worker's main thread
   SaveState(id, path, template, prompt)   LoadState(id, path, template)   (queued like a generation)
 worker -> parent
   Loaded(info)                   ModelInfo fields without "path"
   Delta(id, text)                batched: about every 25 ms, the first at once
   Done(id, usage)                Counts(id, counts)
+  Embedded(id, vectors, prompt_tokens)
   StateDone(id, tokens, note)    tokens a saved / loaded state covers; 0 and a note: none (or refused)
   Error(id | None, kind, text, hint)
-     kind: load (the model did not load) | context (prompt longer than the window) | request (bad input)
+     kind: load (the model did not load) | context (prompt or embedding input longer than the window)
+           | request (bad input) | schema (a grammar that cannot compile)
            | engine (llama.cpp failed) | internal (a bug in the worker)
 """
 
@@ -64,6 +67,14 @@ class Count:
     op: ClassVar[str] = "count"
     id: int
     texts: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Embed:
+    op: ClassVar[str] = "embed"
+    id: int
+    texts: list[str]
+    truncate: bool = False  # cut an input longer than the window instead of refusing it
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +151,14 @@ class StateDone:
 
 
 @dataclass(frozen=True, slots=True)
+class Embedded:
+    op: ClassVar[str] = "embedded"
+    id: int
+    vectors: list[list[float]]  # L2-normalised, one per text
+    prompt_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
 class Error:
     op: ClassVar[str] = "error"
     id: int | None
@@ -148,8 +167,8 @@ class Error:
     hint: str = ""
 
 
-ToWorker = Load | Generate | Count | Cancel | EndThought | Shutdown | SaveState | LoadState
-FromWorker = Loaded | Delta | Done | Counts | StateDone | Error
+ToWorker = Load | Generate | Count | Embed | Cancel | EndThought | Shutdown | SaveState | LoadState
+FromWorker = Loaded | Delta | Done | Counts | Embedded | StateDone | Error
 Frame = ToWorker | FromWorker
 
 
@@ -172,6 +191,10 @@ def _wire(frame: Frame) -> dict[str, Any]:
         return {"op": "cancel", "id": frame.id}
     if isinstance(frame, EndThought):
         return {"op": "end_thought", "id": frame.id}
+    if isinstance(frame, Embed):
+        return {"op": "embed", "id": frame.id, "texts": list(frame.texts), "truncate": frame.truncate}
+    if isinstance(frame, Embedded):
+        return {"op": "embedded", "id": frame.id, "vectors": frame.vectors, "prompt_tokens": frame.prompt_tokens}
     if isinstance(frame, Loaded):
         return {"op": "loaded", "info": frame.info}
     if isinstance(frame, Error):
@@ -219,6 +242,21 @@ def _int_list(msg: dict[str, Any], name: str) -> list[int]:
     return cast("list[int]", items)
 
 
+def _flag(msg: dict[str, Any], name: str) -> bool:
+    value = msg.get(name, False)
+    if type(value) is not bool:
+        raise ProtocolError(f"a {msg['op']!r} frame needs {name!r} as bool, not {value!r}"[:300], _rid(msg))
+    return value
+
+
+def _vectors(msg: dict[str, Any]) -> list[list[float]]:
+    rows = _field(msg, "vectors", list)
+    for row in rows:
+        if not isinstance(row, list) or not all(type(v) in (float, int) for v in row):
+            raise ProtocolError(f"a {msg['op']!r} frame needs 'vectors' as lists of numbers", _rid(msg))
+    return cast("list[list[float]]", rows)
+
+
 def _delta(m: dict[str, Any]) -> Delta:
     rid, text = m.get("id"), m.get("text")
     if type(rid) is int and type(text) is str:  # the hot path: two type checks, no helper calls
@@ -236,6 +274,8 @@ _DECODERS: dict[str, Callable[[dict[str, Any]], Frame]] = {
     "generate": lambda m: Generate(_field(m, "id", int), _field(m, "prompt", str),
                                    SamplingParams.from_dict(_field(m, "sampling", dict))),
     "count": lambda m: Count(_field(m, "id", int), _str_list(m, "texts")),
+    "embed": lambda m: Embed(_field(m, "id", int), _str_list(m, "texts"), _flag(m, "truncate")),
+    "embedded": lambda m: Embedded(_field(m, "id", int), _vectors(m), _field(m, "prompt_tokens", int)),
     "cancel": lambda m: Cancel(_field(m, "id", int)),
     "end_thought": lambda m: EndThought(_field(m, "id", int)),
     "shutdown": lambda m: Shutdown(),

@@ -28,7 +28,7 @@ from localchat.engine.api import Event, FinishReason, Prompt, ReasoningDelta, Te
 from localchat.engine.lifecycle import CancellingGeneration, ClosingEngine
 from localchat.errors import ContextOverflowError, EngineError, LocalchatError
 from localchat.netutil import tls_context
-from localchat.types import Message, ModelInfo, SamplingParams, Usage
+from localchat.types import Embeddings, Message, ModelInfo, SamplingParams, Usage
 
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 600.0  # between two chunks; a busy server may queue a request for a while
@@ -182,6 +182,23 @@ class RemoteEngineClient(ClosingEngine):
         """Estimated tokens of each text (or list of messages, with their role markers)."""
         return [self._tokens.estimate(t) for t in texts]
 
+    def embed(self, texts: Sequence[str], truncate: bool = False) -> Embeddings:
+        """The server's POST /embeddings for these texts (OpenAI's API has no `truncate`: the server decides)."""
+        if self._closed:
+            raise EngineError("the remote engine client was closed")
+        payload = self._post("/embeddings", {"model": self.model, "input": list(texts), "encoding_format": "float"})
+        rows = payload.get("data") if isinstance(payload, dict) else None
+        try:
+            ordered = sorted(rows, key=lambda r: r["index"]) if isinstance(rows, list) else []
+            vectors = [[float(v) for v in r["embedding"]] for r in ordered]
+        except (KeyError, TypeError, ValueError):
+            vectors = []
+        if len(vectors) != len(texts):
+            raise EngineError(f"{self.endpoint}/embeddings did not answer one vector per input",
+                              hint="is the remote model able to compute embeddings?")
+        usage = payload.get("usage") if isinstance(payload.get("usage"), dict) else {}
+        return Embeddings(vectors, _int(usage.get("prompt_tokens")) or 0)
+
     def close(self) -> None:
         self._closed = True
 
@@ -189,6 +206,26 @@ class RemoteEngineClient(ClosingEngine):
 
     def _went_away(self, error: EngineError) -> None:
         self._unreachable = error
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """One JSON request and its JSON answer; the server's refusal as the error it means."""
+        server = self._server
+        conn = server.connection(READ_TIMEOUT)
+        try:
+            conn.request("POST", server.path(path), body=json.dumps(body).encode("utf-8"), headers=server.headers())
+            resp = conn.getresponse()
+            data = resp.read()
+        except (OSError, http.client.HTTPException) as exc:
+            raise server.unreachable_error(exc) from None
+        finally:
+            conn.close()
+        if resp.status != 200:
+            raise server.http_error(resp.status, data)
+        try:
+            payload = json.loads(data)
+        except ValueError:
+            raise EngineError(f"{self.endpoint}{path} did not answer JSON") from None
+        return payload if isinstance(payload, dict) else {}
 
     def _list_models(self) -> list[Any] | None:
         """GET /models; None when the server has no such route (then the first reply tells)."""

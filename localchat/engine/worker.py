@@ -3,7 +3,7 @@
 Frames (localchat.engine.protocol) arrive on stdin and leave on the original stdout; fd 1 itself is pointed
 at stderr (the parent's log file) so nothing llama.cpp prints can corrupt the protocol. A reader thread
 takes frames off stdin at once: a cancel (or an end-thought) flips a flag the decode loop polls every token, a
-count is answered on the spot, everything else queues for the main thread, which loads and generates.
+count is answered on the spot, everything else queues for the main thread, which loads, generates and embeds.
 `--build-info` prints what the llama.cpp build supports as one JSON object and exits; `--amx-selftest` prints
 the result of llama.selftest.amx_selftest (see localchat.engine.amx) the same way.
 """
@@ -22,9 +22,9 @@ from typing import IO, TYPE_CHECKING
 
 from localchat.engine import protocol
 from localchat.engine.batch import BatchLoop, BatchRequest, BatchScheduler, CoalescingSink
-from localchat.engine.protocol import Cancel, Count, EndThought, Generate, Load, LoadState, SaveState, Shutdown
+from localchat.engine.protocol import Cancel, Count, Embed, EndThought, Generate, Load, LoadState, SaveState, Shutdown
 from localchat.structured import SchemaError
-from localchat.errors import EngineContextOverflow, EngineError, LocalchatError, ModelLoadError
+from localchat.errors import EngineContextOverflow, EngineError, EngineRequestError, LocalchatError, ModelLoadError
 from localchat.types import SamplingParams, Usage
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 FLUSH_SECONDS = 0.025  # deltas go out at most this often (the first one at once): smooth for a TUI, cheap
 
 
-Request = Load | Generate | SaveState | LoadState | Shutdown
+Request = Load | Generate | Embed | SaveState | LoadState | Shutdown
 
 
 class Worker:
@@ -98,7 +98,7 @@ class Worker:
                         self.ended_early.add(frame.id)
             elif isinstance(frame, Count):
                 self.count(frame)
-            elif isinstance(frame, (Load, Generate, SaveState, LoadState)):
+            elif isinstance(frame, (Load, Generate, Embed, SaveState, LoadState)):
                 self.requests.put(frame)
             else:
                 self.error(getattr(frame, "id", None), "request", f"a {frame.op!r} frame is the worker's to send")
@@ -128,6 +128,8 @@ class Worker:
                     self.load(request)
                 elif isinstance(request, (SaveState, LoadState)):
                     self.state(request)
+                elif isinstance(request, Embed):
+                    self.embed(request)
                 else:
                     self.generate(request)
             except Exception as e:  # noqa: BLE001 - one bad request must not end the worker
@@ -246,6 +248,22 @@ class Worker:
         finally:
             with self.state_lock:
                 self.current = None
+
+    def embed(self, request: Embed) -> None:
+        """Vectors of texts in the embedding context (with parallel slots, beside the decode thread's work)."""
+        if self.model is None:
+            self.error(request.id, "request", "no model is loaded")
+            return
+        try:
+            result = self.model.embed(request.texts, request.truncate)
+        except EngineContextOverflow as e:
+            self.error(request.id, "context", e)
+        except EngineRequestError as e:
+            self.error(request.id, "request", e)
+        except LocalchatError as e:
+            self.error(request.id, "engine", e)
+        else:
+            self.send(protocol.Embedded(request.id, result.vectors, result.prompt_tokens))
 
     def stream(self, model: NativeModel, rid: int, prompt: str, sampling: SamplingParams) -> None:
         """Run one generation, sending its text in batches: the first piece at once (time to first token),

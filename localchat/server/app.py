@@ -81,6 +81,7 @@ def create_app(services: Any, settings: ServerSettings | None = None) -> FastAPI
     app.add_api_route("/v1/models/{model_id:path}", api.get_model, methods=["GET"])
     app.add_api_route("/v1/chat/completions", api.chat_completions, methods=["POST"])
     app.add_api_route("/v1/completions", api.completions, methods=["POST"])
+    app.add_api_route("/v1/embeddings", api.embeddings, methods=["POST"])
     app.add_api_route("/", api.tutorial, methods=["POST"])
     app.add_api_route("/health", api.health, methods=["GET"])
     mount_ollama(app, api)
@@ -133,6 +134,11 @@ class _Api:
     async def completions(self, request: Request) -> Response:
         req = parse_completion(parse_json(await read_body(request, self.settings.max_body_bytes)))
         return await self._generate(request, req, chat=False)
+
+    async def embeddings(self, request: Request) -> dict:
+        from localchat.server.embeddings import openai_embeddings
+
+        return await openai_embeddings(self, request)
 
     async def tutorial(self, request: Request) -> Response:
         req = parse_tutorial(parse_json(await read_body(request, self.settings.max_body_bytes)))

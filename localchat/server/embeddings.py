@@ -1,6 +1,7 @@
 """Embeddings over HTTP: OpenAI's /v1/embeddings and Ollama's /api/embed, answered by the model's worker.
 
-Any installed model answers (as Ollama's do): an embedding model pools as its metadata says, a chat model
+Ollama's legacy /api/embeddings ({prompt} -> {embedding}) is answered too. Any installed model answers
+(as Ollama's do): an embedding model pools as its metadata says, a chat model
 by the mean over its tokens; vectors are L2-normalised. Inputs come in one batch; an empty input, too
 many inputs, or one longer than the model's window is refused with the index to fix (Ollama's
 `truncate`, on by default there, cuts long inputs instead).
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 
+from localchat.errors import ContextOverflowError, EngineRequestError
 from localchat.server.schema import ApiError, bad, parse_json
 
 if TYPE_CHECKING:
@@ -91,15 +93,18 @@ def encode(vector: list[float], as_base64: bool) -> Any:
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
 
 
-async def embed(api: "_Api", request: Request, req: EmbeddingRequest, model_id: str) -> tuple[list[list[float]], int]:
-    """The vectors and the prompt tokens they took, computed in the model's worker on its turn."""
+async def embed(api: "_Api", req: EmbeddingRequest, model_id: str) -> tuple[list[list[float]], int]:
+    """The vectors and the prompt tokens they took, computed by the model's engine on its turn."""
     if api.stopping:
         raise ApiError(503, "the server is shutting down", type="server_error", code="server_shutdown")
     async with api.pool.lease(model_id) as slot:
-        embedder = getattr(slot.engine, "embed", None)
-        if embedder is None:
-            raise bad(f"the model '{model_id}' cannot compute embeddings here", "model")
-        result = await asyncio.to_thread(embedder, req.inputs, req.truncate)
+        assert slot.engine is not None
+        try:
+            result = await asyncio.to_thread(slot.engine.embed, req.inputs, req.truncate)
+        except ContextOverflowError as exc:  # an input longer than the window: the message names it
+            raise ApiError(400, exc.message, param="input", code="context_length_exceeded") from None
+        except EngineRequestError as exc:
+            raise bad(exc.message, "input") from None
     return [shorten(v, req.dimensions) for v in result.vectors], result.prompt_tokens
 
 
@@ -108,17 +113,26 @@ async def openai_embeddings(api: "_Api", request: Request) -> dict:
 
     req = parse_openai(parse_json(await read_body(request, api.settings.max_body_bytes)))
     model_id = api._resolve(req.model)
-    vectors, tokens = await embed(api, request, req, model_id)
+    vectors, tokens = await embed(api, req, model_id)
     return {"object": "list", "model": model_id,
             "data": [{"object": "embedding", "index": i, "embedding": encode(v, req.base64)}
                      for i, v in enumerate(vectors)],
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
 
-async def ollama_embed(api: "_Api", request: Request, model_id: str, data: dict) -> dict:
+async def ollama_embed(api: "_Api", model_id: str, data: dict) -> dict:
     started = time.perf_counter()
     req = parse_ollama(data)
-    vectors, tokens = await embed(api, request, req, model_id)
+    vectors, tokens = await embed(api, req, model_id)
     return {"model": data.get("model"), "embeddings": vectors,
             "total_duration": int((time.perf_counter() - started) * 1e9), "load_duration": 0,
             "prompt_eval_count": tokens}
+
+
+async def ollama_legacy_embedding(api: "_Api", model_id: str, data: dict) -> dict:
+    """Ollama's older /api/embeddings: one `prompt`, one `embedding` (normalised here too)."""
+    prompt = data.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise bad("'prompt' must be a non-empty string: the text to embed", "prompt")
+    vectors, _ = await embed(api, EmbeddingRequest(model_id, [prompt], truncate=True), model_id)
+    return {"embedding": vectors[0]}

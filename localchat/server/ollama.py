@@ -1,9 +1,17 @@
-"""Ollama's API on the same server: /api/version, tags, show, ps, chat, generate.
+"""Ollama's API on the same server: /api/version, tags, show, ps, chat, generate, embed (and the older
+embeddings).
 
-Tools that speak only Ollama (editor assistants, oterm, home automation) point at `localchat serve
---port 11434`. Replies are NDJSON when streamed (Ollama streams by default), errors are `{"error": ...}`.
-Model names may carry Ollama's `:latest` tag; `/api/tags` lists every installed model as `ID:latest`.
-Generation goes through the same pool and jobs as the OpenAI routes.
+Tools that speak only Ollama (editor assistants, oterm, home automation) point at Ollama's port:
+`localchat serve --ollama-port 11434` listens there too (or `--port 11434` for one port). Replies are
+NDJSON when streamed (Ollama streams by default), errors are `{"error": ...}`. Model names may carry
+Ollama's `:latest` tag; `/api/tags` lists every installed model as `ID:latest`. Generation goes through
+the same pool and jobs as the OpenAI routes; `format` ("json" or a schema) becomes the worker's grammar.
+
+`options`: the sampling ones map to ours (num_predict is max_tokens); num_ctx is accepted up to the
+window the model is loaded with (config.yaml's load.n_ctx sets that) and refused above it; options that
+choose how a model is loaded (num_gpu, num_thread, num_batch, use_mmap, ...) are ignored, because the
+model is loaded once for every client by config.yaml; samplers we do not have (mirostat, tfs_z,
+typical_p) are refused unless they are set to their no-op value; an unknown option is refused.
 """
 
 from __future__ import annotations
@@ -40,6 +48,10 @@ TAG = ":latest"
 # Ollama's option names -> ours (num_predict is max_tokens; the rest are spelled alike).
 _OPTIONS = {"temperature": float, "top_p": float, "top_k": int, "min_p": float, "seed": int, "repeat_penalty": float,
             "repeat_last_n": int, "presence_penalty": float, "frequency_penalty": float}
+_LOAD_OPTIONS = {"num_keep", "num_batch", "num_gpu", "main_gpu", "use_mmap", "use_mlock", "num_thread", "numa",
+                 "low_vram", "vocab_only", "f16_kv", "logits_all", "embedding_only"}
+_NO_OP = {"mirostat": 0, "tfs_z": 1.0, "typical_p": 1.0, "penalize_newline": False}  # samplers we do not have
+_HANDLED = {"num_predict", "stop", "num_ctx"}
 
 
 def mount_ollama(app: FastAPI, api: "_Api") -> None:
@@ -51,6 +63,21 @@ def mount_ollama(app: FastAPI, api: "_Api") -> None:
     app.add_api_route("/api/ps", ollama.ps, methods=["GET"])
     app.add_api_route("/api/chat", ollama.chat, methods=["POST"])
     app.add_api_route("/api/generate", ollama.generate, methods=["POST"])
+    app.add_api_route("/api/embed", ollama.embed, methods=["POST"])
+    app.add_api_route("/api/embeddings", ollama.embeddings, methods=["POST"])
+    for path, methods in _MANAGEMENT.items():
+        app.add_api_route(path, _not_here, methods=methods)
+
+
+# Ollama's model management: models come from localchat's catalog and sources, through its CLI.
+_MANAGEMENT = {"/api/pull": ["POST"], "/api/push": ["POST"], "/api/create": ["POST"], "/api/copy": ["POST"],
+               "/api/delete": ["DELETE"], "/api/blobs/{digest}": ["HEAD", "POST"]}
+
+
+async def _not_here(request: Request) -> Response:
+    raise ApiError(501, f"{request.url.path} is not served by localchat: models are managed with its command line "
+                        "(`localchat pull ID`, `localchat import FILE.gguf`, `localchat rm ID`; `localchat list` "
+                        "shows the catalog)")
 
 
 def ollama_error(error: ApiError) -> Response:
@@ -112,15 +139,29 @@ class OllamaApi:
         template = metadata.get("tokenizer.chat_template")
         return {"modelfile": f"# localchat model {model_id} ({entry.name})\nFROM {record.path if record else ''}\n",
                 "parameters": parameters, "template": template if isinstance(template, str) else "",
-                "details": self._details(model_id, arch), "model_info": info,
-                "capabilities": self._capabilities(template if isinstance(template, str) else None),
+                "details": {**self._details(model_id, arch),
+                            "parameter_size": str(metadata.get("general.size_label") or "")}, "model_info": info,
+                "capabilities": self._capabilities(metadata),
                 "modified_at": _iso(record.installed_at if record else 0)}
 
-    def _capabilities(self, template: str | None) -> list[str]:
+    @staticmethod
+    def _capabilities(metadata: dict) -> list[str]:
+        """What Ollama's clients look for: an embedding model (its metadata names a pooling) embeds only;
+        a chat model completes, calls tools when its template renders them, thinks when it knows the
+        tags. No vision: images are refused."""
         from localchat.reasoning import detect
 
-        return (["completion"] + (["tools"] if template_format(template) else [])
-                + (["thinking"] if detect(template) is not None else []))
+        arch = str(metadata.get("general.architecture", ""))
+        if metadata.get(f"{arch}.pooling_type") not in (None, 0):
+            return ["embedding"]
+        template = metadata.get("tokenizer.chat_template")
+        source = template if isinstance(template, str) else None
+        capabilities = ["completion"]
+        if template_format(source) is not None:
+            capabilities.append("tools")
+        if detect(source) is not None:
+            capabilities.append("thinking")
+        return capabilities
 
     @staticmethod
     def _metadata(path: Any) -> dict:
@@ -206,6 +247,30 @@ class OllamaApi:
 
         return prepare
 
+    async def embed(self, request: Request) -> dict:
+        from localchat.server.embeddings import ollama_embed
+
+        data = await self._body(request)
+        model_id = self._model(data.get("model"))
+        keep_alive = keep_alive_seconds(data.get("keep_alive"))
+        self._hold(model_id)
+        try:
+            return await ollama_embed(self.api, model_id, data)
+        finally:
+            self._release(model_id, keep_alive)
+
+    async def embeddings(self, request: Request) -> dict:
+        from localchat.server.embeddings import ollama_legacy_embedding
+
+        data = await self._body(request)
+        model_id = self._model(data.get("model"))
+        keep_alive = keep_alive_seconds(data.get("keep_alive"))
+        self._hold(model_id)
+        try:
+            return await ollama_legacy_embedding(self.api, model_id, data)
+        finally:
+            self._release(model_id, keep_alive)
+
     async def _reply(self, request: Request, model_id: str, name: str, prepare: Any, keep_alive: float | None,
                      stream: bool, chat: bool) -> Response:
         started = time.perf_counter()
@@ -281,6 +346,7 @@ class OllamaApi:
         options = data.get("options") or {}
         if not isinstance(options, dict):
             raise bad("'options' must be an object")
+        self._check_options(model_id, options)
         overrides: dict[str, Any] = {}
         for key, kind in _OPTIONS.items():
             value = options.get(key)
@@ -306,6 +372,33 @@ class OllamaApi:
         if not isinstance(stream, bool):
             raise bad("'stream' must be true or false")
         return self.api._sampling(model_id, overrides), keep_alive_seconds(data.get("keep_alive")), stream
+
+    def _check_options(self, model_id: str, options: dict) -> None:
+        for key, value in options.items():
+            if key in _OPTIONS or key in _HANDLED or key in _LOAD_OPTIONS:
+                continue
+            if key in _NO_OP:
+                if value is not None and value != _NO_OP[key]:
+                    raise bad(f"option '{key}' is not supported by this server (leave it at {_NO_OP[key]!r}); "
+                              "use temperature, top_p, top_k, min_p and the penalties")
+                continue
+            raise bad(f"unknown option '{key}'")
+        num_ctx = options.get("num_ctx")
+        if num_ctx is None:
+            return
+        if isinstance(num_ctx, bool) or not isinstance(num_ctx, int) or num_ctx < 1:
+            raise bad("option 'num_ctx' must be a positive whole number")
+        window = self._window(model_id)
+        if num_ctx > window:
+            raise bad(f"option num_ctx {num_ctx} is larger than the {window}-token window '{model_id}' is loaded "
+                      f"with; set models.{model_id}.load.n_ctx in config.yaml (the server loads a model once "
+                      "for every client)")
+
+    def _window(self, model_id: str) -> int:
+        slot = self.api.pool.get(model_id)
+        if slot is not None and slot.engine is not None:
+            return slot.engine.info.n_ctx
+        return int(self.api._card(model_id)["max_model_len"])
 
 
 def keep_alive_seconds(value: Any) -> float | None:

@@ -22,6 +22,13 @@ def run_server(services: Any, settings: ServerSettings) -> None:
     app = create_app(services, settings)
     sock = _bind(settings.host, settings.port)
     port = sock.getsockname()[1]
+    sockets = [sock]
+    if settings.ollama_port is not None:  # the same app on Ollama's port, for clients that assume it
+        try:
+            sockets.append(_bind(settings.host, settings.ollama_port, "--ollama-port"))
+        except BaseException:
+            sock.close()
+            raise
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     config = uvicorn.Config(app, log_level="info", lifespan="on", timeout_graceful_shutdown=5,
                             server_header=False, date_header=True)
@@ -39,7 +46,7 @@ def run_server(services: Any, settings: ServerSettings) -> None:
 
     async def main() -> None:
         loops.append(asyncio.get_running_loop())
-        serving = asyncio.create_task(server.serve(sockets=[sock]))
+        serving = asyncio.create_task(server.serve(sockets=sockets))
         while not server.started and not serving.done():
             await asyncio.sleep(0.02)
         if server.started:
@@ -47,6 +54,9 @@ def run_server(services: Any, settings: ServerSettings) -> None:
             auth = "API key required" if settings.api_key else "no API key"
             print(f"localchat: serving {loaded}on http://{host}:{port}/v1 ({auth}, up to {settings.max_models} "
                   f"model{'s' if settings.max_models != 1 else ''} loaded; Ctrl-C stops)", file=sys.stderr, flush=True)
+            if len(sockets) > 1:
+                print(f"localchat: Ollama API also on http://{host}:{sockets[1].getsockname()[1]} (and on the port "
+                      "above, under /api)", file=sys.stderr, flush=True)
         await serving
 
     try:
@@ -59,10 +69,11 @@ def run_server(services: Any, settings: ServerSettings) -> None:
             raise error from None
         raise LocalchatError("the server could not start", hint="see the messages above") from None
     finally:
-        sock.close()
+        for s in sockets:
+            s.close()
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _bind(host: str, port: int, option: str = "--port") -> socket.socket:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
@@ -76,7 +87,7 @@ def _bind(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
-            raise LocalchatError(f"port {port} on {host} is already in use", hint="pick another with --port") from None
+            raise LocalchatError(f"port {port} on {host} is already in use", hint=f"pick another with {option}") from None
         if exc.errno == errno.EACCES:
             raise LocalchatError(f"not allowed to listen on port {port}", hint="use a port above 1024") from None
         raise LocalchatError(f"cannot listen on {host}:{port}: {exc.strerror}") from None

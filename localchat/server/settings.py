@@ -20,10 +20,15 @@ class ServerSettings:
     max_models: int = 1  # models kept loaded at once (least recently used closed first)
     parallel: int | Literal["auto"] = "auto"  # replies each model decodes at once (continuous batching)
     max_body_bytes: int = DEFAULT_MAX_BODY
+    ollama_port: int | None = None  # a second port for the same app (11434: where Ollama's clients look)
 
     def validate(self) -> "ServerSettings":
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port {self.port} is out of range", hint="use 1-65535 (0 picks a free one)")
+        if self.ollama_port is not None and not 0 <= self.ollama_port <= 65535:
+            raise ConfigError(f"--ollama-port {self.ollama_port} is out of range", hint="Ollama's own is 11434")
+        if self.ollama_port is not None and self.ollama_port == self.port != 0:
+            raise ConfigError("--ollama-port is the same as --port", hint="leave --ollama-port out: one port serves both APIs")
         if self.max_models < 1:
             raise ConfigError("--max-models must be at least 1")
         if self.max_body_bytes < 1024:

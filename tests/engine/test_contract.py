@@ -13,6 +13,7 @@ import pytest
 from localchat.engine.api import Engine, Generation, TextDelta
 from localchat.engine.client import EngineClient
 from localchat.engine.remote import RemoteEngineClient
+from localchat.errors import ContextOverflowError
 from localchat.types import LoadOptions, SamplingParams
 from tests.support.ggufgen import CHAT_PROMPT, TINY_REPLY
 from tests.support.models import register_local_model
@@ -119,6 +120,22 @@ def test_count_tokens_returns_one_int_per_text(make_engine: MakeEngine) -> None:
     assert len(counts) == 2 and all(type(n) is int and n > 0 for n in counts)
     assert counts[0] > counts[1]
     assert engine.count_tokens([]) == []
+
+
+def test_embed_returns_one_normalised_vector_per_text(make_engine: MakeEngine) -> None:
+    engine = make_engine("tiny")
+    result = engine.embed(["hello", "hello there", "bye"])
+    assert len(result.vectors) == 3 and len({len(v) for v in result.vectors}) == 1
+    assert all(abs(sum(x * x for x in v) - 1.0) < 1e-6 for v in result.vectors)
+    assert result.prompt_tokens > 3
+    assert engine.embed(["hello"]).vectors[0] == pytest.approx(result.vectors[0], abs=1e-6)  # alone or in a batch
+
+
+def test_embed_of_a_text_longer_than_the_window_is_a_context_overflow(make_engine: MakeEngine) -> None:
+    engine = make_engine("tiny")
+    with pytest.raises(ContextOverflowError, match=r"input\[1\] is \d+ tokens"):
+        engine.embed(["short", "x " * 3000])
+    assert len(engine.embed(["short"]).vectors) == 1
 
 
 def test_close_is_idempotent_and_alive_flips(make_engine: MakeEngine) -> None:

@@ -18,6 +18,8 @@ from localchat.engine.protocol import (
     Counts,
     Delta,
     Done,
+    Embed,
+    Embedded,
     EndThought,
     Error,
     Generate,
@@ -39,6 +41,8 @@ FRAMES = [
     Delta(7, "Hi 你好🙂!"),
     Done(7, Usage(prompt_tokens=24, completion_tokens=13, finish_reason="length", threads=2)),
     Counts(8, [1, 4]),
+    Embed(9, ["a cat", "🙂"], True),
+    Embedded(9, [[0.6, 0.8], [1.0, 0.0]], 5),
     Error(None, "load", "no such file", "run `localchat pull ID`"),
     Error(7, "context", "too long"),
 ]
@@ -66,6 +70,8 @@ def test_every_frame_kind_round_trips(frame):
     (b'{"op": "generate", "id": 5, "prompt": "x", "sampling": {"stop": 3}}', 5, "malformed"),
     (b'{"op": "done", "id": 6}', 6, "'usage'"),
     (b'{"op": "error", "id": 2, "kind": "engine"}', 2, "'text'"),
+    (b'{"op": "embed", "id": 7, "texts": ["a"], "truncate": 1}', 7, "'truncate' as bool"),
+    (b'{"op": "embedded", "id": 7, "vectors": [[0.1, "x"]], "prompt_tokens": 1}', 7, "lists of numbers"),
     (b'\xff\xfe not json', None, "UTF-8 JSON"),
     (b'{"op": "delta", "id": 3, ', None, "UTF-8 JSON"),
 ])

@@ -131,3 +131,10 @@ def test_ollama_format():
         ollama_format({"type": "object", "properties": {"a": {"type": "int"}}})
     with pytest.raises(ApiError, match="must be \"json\""):
         ollama_format("yaml")
+
+
+def test_a_tool_without_a_name_is_refused_with_the_field_to_fix(server):
+    chat = {"model": "tiny", "messages": [{"role": "user", "content": "x"}]}
+    bad_tool = requests.post(server.url + "/v1/chat/completions",
+                             json={**chat, "tools": [{"type": "function", "function": {}}]}, timeout=30)
+    assert bad_tool.status_code == 400 and bad_tool.json()["error"]["param"] == "tools[0].function.name"

@@ -14,7 +14,7 @@ import ctypes
 import os
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from localchat.engine.llama import bindings, ggml
 from localchat.engine.checkpoints import (CheckpointKey, CheckpointRejected, CheckpointStore, default_budget,
@@ -64,6 +64,7 @@ class NativeModel:
         self.path = Path(path)
         self.options = options
         self.model = self.ctx = None
+        self._embedder: Any = None  # the EmbeddingContext, made on the first embed()
         self.notes: list[str] = []
         started = time.perf_counter()
         _check_is_gguf(self.path)
@@ -86,6 +87,7 @@ class NativeModel:
         self.add_bos = bool(lib.llama_vocab_get_add_bos(self.vocab))
         self.bos = lib.llama_vocab_bos(self.vocab)
         self.eos = lib.llama_vocab_eos(self.vocab)
+        self.add_eos = bool(lib.llama_vocab_get_add_eos(self.vocab))
         self.load_seconds = time.perf_counter() - started
 
         # The tokens whose state sits in the cache (sequence 0), and the checkpoints that let a prompt
@@ -219,7 +221,15 @@ class NativeModel:
         from localchat.structured import OutputConstraint
 
         assert s.grammar is not None
-        return GrammarSampler(self.lib, self.vocab, self.n_vocab, OutputConstraint.from_dict(s.grammar))
+        return GrammarSampler(self.lib, self.vocab, self.n_vocab, OutputConstraint.from_dict(s.grammar),
+                              need=self._grammar_need(s))
+
+    def _grammar_need(self, s: SamplingParams) -> int | None:
+        """How many allowed tokens among the best few make a refused pick exact (GrammarSampler): plain greedy
+        takes the best allowed one; a chain that starts with top_k (see _sampler) sees only top_k."""
+        if self._plain_greedy(s):
+            return 1
+        return s.top_k if s.top_k > 0 else None
 
     def sampler_chain(self, s: SamplingParams):
         return self._sampler(s)
@@ -304,6 +314,23 @@ class NativeModel:
         if bos and self.add_bos and self.bos >= 0 and (not tokens or tokens[0] != self.bos):
             tokens.insert(0, self.bos)  # the rendered template may already start with the BOS text
         return tokens
+
+    def embed_tokens(self, text: str) -> list[int]:
+        """Tokens of an embedding input: user text (special tokens not parsed), with the BOS and EOS the
+        model's tokenizer adds (Qwen3-Embedding pools the last token, the EOS)."""
+        tokens = self.tokenize(text, special=False)
+        if tokens and self.add_eos and self.eos >= 0:
+            tokens.append(self.eos)
+        return tokens
+
+    def embed(self, texts: list[str], truncate: bool):
+        """localchat.types.Embeddings of texts (engine.llama.embedding); safe beside a running decode."""
+        if self._embedder is None:
+            from localchat.engine.llama.embedding import MAX_WINDOW, EmbeddingContext
+
+            window = min(self.n_ctx, self.n_ctx_train or self.n_ctx, MAX_WINDOW)
+            self._embedder = EmbeddingContext(self.lib, self.model, window, self.n_threads, self.embed_tokens)
+        return self._embedder.embed(texts, truncate)
 
     def _piece(self, token: int):
         """Bytes of a token (special tokens render as nothing), or _EOG; cached per token."""
@@ -627,6 +654,9 @@ class NativeModel:
                 "eval_ms": data.t_eval_ms, "eval_tokens": data.n_eval}
 
     def close(self) -> None:
+        if self._embedder is not None:
+            self._embedder.close()
+            self._embedder = None
         if self.ctx:
             self.lib.llama_free(self.ctx)
             self.ctx = None
