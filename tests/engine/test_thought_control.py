@@ -13,12 +13,9 @@ from localchat.reasoning import detect
 from localchat.template_sandbox import SandboxedTemplate
 from localchat.types import LoadOptions, Message, SamplingParams
 from tests.support.ggufgen import CHAT_PROMPT, TINY_REPLY, make_tiny_gguf
-from tests.support.thinking_templates import PRE_OPENED, QWEN3_STYLE
+from tests.support.thinking_templates import LONG_THOUGHT, PRE_OPENED, QWEN3_STYLE
 
 THOUGHT = "Let me think. Yes, a greeting."
-# A thought long enough (hundreds of tokens) that an end-now sent on its first words arrives mid-thought. The
-# answer's first letter is not in it, so the chain goes from the closing "\n\n" token straight to the answer.
-LONG_THOUGHT = " ".join(f"step{i} weighs option {chr(65 + i % 6)}{i * 7919 % 1000}" for i in range(120))
 ANSWER = "Hi there!"
 GREEDY = SamplingParams(temperature=0.0, repeat_penalty=1.0)
 

@@ -65,3 +65,8 @@ QWEN25_STYLE = (
     "{%- for m in messages %}{{- '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
+
+
+# A thought long enough (hundreds of tokens) that an end-now sent on its first words arrives mid-thought. The
+# answer's first letter is not in it, so the chain goes from the closing "\n\n" token straight to the answer.
+LONG_THOUGHT = " ".join(f"step{i} weighs option {chr(65 + i % 6)}{i * 7919 % 1000}" for i in range(120))

@@ -16,7 +16,7 @@ from localchat.tui.widgets.thought import ThoughtBlock, ThoughtHeader
 from tests.support.ggufgen import make_tiny_gguf
 from tests.support.models import register_local_model
 from tests.support.pilot import blocks, loaded, reply, send, status, wait_for
-from tests.support.thinking_templates import QWEN3_STYLE
+from tests.support.thinking_templates import LONG_THOUGHT, QWEN3_STYLE
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
 
@@ -28,6 +28,14 @@ ANSWER = "Hi there!"
 def thinker(tmp_path_factory):
     return make_tiny_gguf(tmp_path_factory.mktemp("thinker") / "thinker.gguf", reply=ANSWER, thought=THOUGHT,
                           chat_template=QWEN3_STYLE)
+
+
+@pytest.fixture(scope="module")
+def long_thinker(tmp_path_factory):
+    # 48 blocks (their weights zero: the reply is the same) make it think slowly enough for a key to arrive
+    # mid-thought: about 150 MB, some milliseconds a token
+    return make_tiny_gguf(tmp_path_factory.mktemp("long-thinker") / "long.gguf", reply=ANSWER, thought=LONG_THOUGHT,
+                          chat_template=QWEN3_STYLE, n_ctx_train=4096, n_layer=48)
 
 
 def _header(block: ThoughtBlock) -> str:
@@ -171,3 +179,21 @@ async def test_a_model_that_does_not_think_shows_no_thought(localchat_home, tiny
         assert "think:" not in line and "thought " not in line and "tok/s" in line and "prompt " in line, line
         await pilot.press("f5")  # nothing to switch: the config is left alone
         assert "think:" not in status(app) and "tiny" not in app.services.config.models
+
+
+async def test_ctrl_s_ends_a_streaming_thought_and_the_answer_follows(localchat_home, long_thinker):
+    svc = register_local_model(localchat_home, long_thinker, model_id="long", template=None)
+    app = make_app(svc, "long")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(app, pilot)
+        await send(pilot, "hello")
+        await wait_for(lambda: any(b.live and b.text for b in app.chat.query(ThoughtBlock)), pilot, 60, "a live thought")
+        await pilot.press("ctrl+s")
+        answer = await reply(app, pilot)
+        assert answer.source == ANSWER
+        stored = app.store.conversation(app.session.conversation_id).messages[-1]
+        assert stored.content == ANSWER
+        assert LONG_THOUGHT.startswith(stored.reasoning.strip()) and len(stored.reasoning) < len(LONG_THOUGHT) // 2
+        thought = next(iter(app.chat.query(ThoughtBlock)))
+        assert thought.text == stored.reasoning
+        assert thought.folded and _header(thought).endswith("(ended early)")
