@@ -254,10 +254,10 @@ class ChatSession:
     # --- the state on disk: a conversation left in the sidebar resumes without evaluating it again ----
 
     def checkpoint_path(self) -> Path | None:
-        """Next to the conversation store, one file per conversation (the newest model's state)."""
-        if self.store is None or self.conversation_id is None:
+        """Next to the conversation store, one file per conversation and model."""
+        if self.store is None or self.conversation_id is None or not self.model_id:
             return None
-        return Path(self.store.path).parent / "checkpoints" / f"conversation-{self.conversation_id}.ckpt"
+        return self.store.checkpoint_path(self.conversation_id, self.model_id)
 
     def resume_prefix(self) -> str | None:
         """The part of the next prompt that is known now: the history up to where a next message's text

@@ -256,6 +256,7 @@ class Workspace:
         return None
 
     def _run_load(self, load: _Load) -> None:
+        self._park_before_swap(load.model_id)
         engine: Engine | None = None
         try:
             engine = self.services.start_engine(load.model_id)
@@ -269,6 +270,19 @@ class Workspace:
             self._load_failed(load, self._user_error(exc))
             return
         self._loaded(load, engine, template, warnings)
+
+    def _park_before_swap(self, model_id: str) -> None:
+        """The open conversation's state on the model being swapped out goes to disk first, so a swap back
+        resumes it (one file per conversation and model). Not while a reply streams: it keeps no state."""
+        with self._lock:
+            session, engine = self._session, self._engine
+            if (self._busy or engine is None or not engine.alive or self._model_id == model_id
+                    or session.conversation_id is None or not session.messages):
+                return
+        try:
+            session.park()
+        except LocalchatError as exc:  # the worker went away meanwhile: the state is only a saving
+            log.info("conversation state not saved before the swap: %s", exc)
 
     def _loaded(self, load: _Load, engine: Engine, template: ChatTemplate, warnings: list[str]) -> None:
         with self._lock:

@@ -13,6 +13,7 @@ TUI, the CLI and the server, in one process or several.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 import time
@@ -135,10 +136,20 @@ class ConversationStore:
                                                       (title, conversation_id)), conversation_id))
 
     def delete(self, conversation_id: int) -> None:
+        """The conversation, its messages, and the model state saved for it (checkpoint_path)."""
         def write(db: sqlite3.Connection) -> None:
             db.execute("DELETE FROM messages WHERE conversation_id = ?", (conversation_id,))
             _expect_row(db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,)), conversation_id)
         self._write(write)
+        for path in self.checkpoint_path(conversation_id, "*").parent.glob(f"conversation-{conversation_id}-*.ckpt"):
+            path.unlink(missing_ok=True)
+
+    def checkpoint_path(self, conversation_id: int, model_id: str) -> Path:
+        """Where a model's state of a conversation is saved when the conversation is left, the model swapped
+        or the app closed (localchat.chat.ChatSession.park): next to the database, one file per conversation
+        and model, so a swap back to a model finds its own."""
+        model = re.sub(r"[^A-Za-z0-9._-]", "_", model_id) if model_id != "*" else "*"
+        return Path(self.path).parent / "checkpoints" / f"conversation-{conversation_id}-{model}.ckpt"
 
     def conversation(self, conversation_id: int) -> Conversation:
         def read(db: sqlite3.Connection) -> Conversation:

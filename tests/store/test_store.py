@@ -141,6 +141,20 @@ def test_delete_removes_messages_and_search_hits(store):
         store.conversation(gone)
 
 
+def test_delete_removes_the_model_states_saved_for_the_conversation_only(store):
+    keep, gone = store.create_conversation(model="m"), store.create_conversation(model="m")
+    paths = [store.checkpoint_path(cid, model) for cid in (keep, gone) for model in ("qwen3:4b", "smollm2")]
+    assert len(set(paths)) == 4 and all(p.parent == store.path.parent / "checkpoints" for p in paths)
+    assert paths[0].name == f"conversation-{keep}-qwen3_4b.ckpt"
+    paths[0].parent.mkdir(parents=True, exist_ok=True)
+    for path in paths:
+        path.write_bytes(b"state")
+    store.delete(gone)
+    assert [p.exists() for p in paths] == [True, True, False, False]
+    store.delete(keep)
+    assert not any(p.exists() for p in paths)
+
+
 def test_delete_messages_from_for_regenerate(store):
     cid = store.create_conversation(model="m")
     for role, text in [("user", "q1"), ("assistant", "a1"), ("user", "q2"), ("assistant", "a2")]:

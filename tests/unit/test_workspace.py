@@ -68,6 +68,8 @@ class FakeEngine:
 
     def save_state(self, prompt: Prompt, path: Path, template: str) -> tuple[int, str]:
         self.states.append(("save", path.name))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"state")
         return 10, ""
 
     def load_state(self, path: Path, template: str) -> tuple[int, str]:
@@ -202,13 +204,37 @@ def test_switching_conversations_parks_the_one_left_and_resumes_the_one_opened(s
     path = workspace.session.checkpoint_path()
     assert path is not None and path.parent == store.path.parent / "checkpoints"
     path.parent.mkdir(parents=True, exist_ok=True)
-    (path.parent / f"conversation-{ids[1]}.ckpt").write_bytes(b"saved before")
+    (path.parent / f"conversation-{ids[1]}-{SMOL}.ckpt").write_bytes(b"saved before")
     workspace.open_conversation(store.conversation(ids[1]))
     engine = services.started[-1]
     eventually(lambda: len(engine.states) == 2, "the state of a saved, that of b loaded")
-    assert engine.states == [("save", f"conversation-{ids[0]}.ckpt"), ("load", f"conversation-{ids[1]}.ckpt")]
+    assert engine.states == [("save", f"conversation-{ids[0]}-{SMOL}.ckpt"), ("load", f"conversation-{ids[1]}-{SMOL}.ckpt")]
     workspace.shutdown()  # the conversation open at the end is saved too
-    assert engine.states[-1] == ("save", f"conversation-{ids[1]}.ckpt")
+    assert engine.states[-1] == ("save", f"conversation-{ids[1]}-{SMOL}.ckpt")
+
+
+def test_a_swap_saves_the_state_on_the_model_left_and_a_swap_back_loads_it(services: FakeServices,
+                                                                          recorder: Recorder) -> None:
+    workspace = loaded(services, recorder)
+    workspace.open_store()
+    recorder.wait(ws.StoreReady)
+    store = services.store
+    cid = store.create_conversation(model=SMOL)
+    store.add_message(cid, "user", "hello")
+    store.add_message(cid, "assistant", "hi")
+    workspace.open_conversation(store.conversation(cid))
+    smol = services.started[-1]
+    assert workspace.switch_model(QWEN) is None
+    recorder.wait(ws.ModelReady, 2)
+    qwen = services.started[-1]
+    assert smol.states == [("save", f"conversation-{cid}-{SMOL}.ckpt")]
+    assert qwen.states == []  # nothing saved for this model yet
+    assert workspace.switch_model(SMOL) is None
+    recorder.wait(ws.ModelReady, 3)
+    again = services.started[-1]
+    assert qwen.states == [("save", f"conversation-{cid}-{QWEN}.ckpt")]
+    eventually(lambda: again.states == [("load", f"conversation-{cid}-{SMOL}.ckpt")], "smol's own state loaded")
+    workspace.shutdown()
 
 
 def test_without_a_model_a_message_is_refused_with_what_to_do(services: FakeServices, recorder: Recorder) -> None:
