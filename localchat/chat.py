@@ -45,6 +45,8 @@ def apply_thinking(template: ChatTemplate, info: ModelInfo, thinking: Thinking,
     Used by ChatSession and the server alike."""
     from localchat.template_sandbox import SandboxedTemplate
 
+    if thinking != "default" and getattr(template, "name", None) == "remote":  # the server renders: Qwen3's switch
+        return template, replace(sampling, template_kwargs={"enable_thinking": thinking == "on"})
     fmt = of_model(info.chat_template, info.think_tags)
     if fmt is None or thinking == "default":
         return template, sampling

@@ -68,6 +68,10 @@ class SamplingParams:
     # engine takes a state checkpoint there, so an edited message or another turn resumes at it (issue 15).
     # Not a sampling setting; it rides here so Engine.generate(prompt, sampling) keeps its signature.
     message_starts: tuple[int, ...] = ()
+    # Variables for a chat template the server renders (a remote engine sends them as `chat_template_kwargs`,
+    # which llama-server and vLLM read): the thinking switch of a remote reasoning model. Local engines render
+    # the template in the parent and ignore it.
+    template_kwargs: dict | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)

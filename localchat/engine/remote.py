@@ -482,6 +482,8 @@ def _sampling_body(s: SamplingParams) -> dict[str, Any]:
         body["stop"] = list(s.stop)
     if s.reasoning_budget is not None:  # llama-server's per-request thinking budget (localchat serve reads it too)
         body["thinking_budget_tokens"] = s.reasoning_budget
+    if s.template_kwargs:  # the thinking switch (llama-server, vLLM and localchat serve read it)
+        body["chat_template_kwargs"] = dict(s.template_kwargs)
     return body
 
 

@@ -7,8 +7,9 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from localchat.chat import ChatSession
 from localchat.engine.api import ReasoningDelta, TextDelta
-from localchat.engine.remote import RemoteEngineClient
+from localchat.engine.remote import RemoteEngineClient, RemoteTemplate
 from localchat.types import Message, ModelInfo, SamplingParams
 
 CHUNKS = [{"reasoning_content": "The user "}, {"reasoning_content": "greets me."},
@@ -49,5 +50,22 @@ def test_reasoning_content_deltas_become_reasoning_events():
         list(budgeted)
         assert _Handler.bodies[-1]["thinking_budget_tokens"] == 64
         assert "thinking_budget_tokens" not in _Handler.bodies[0]
+    finally:
+        server.shutdown()
+
+
+def test_thinking_on_or_off_goes_to_the_server_as_its_template_switch():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        client = RemoteEngineClient(endpoint, "qwen3", None, ModelInfo(path="remote", n_ctx=4096))
+        for thinking, expected in (("off", {"enable_thinking": False}), ("on", {"enable_thinking": True}),
+                                   ("default", None)):
+            session = ChatSession(client, RemoteTemplate(), model_id="qwen3", thinking=thinking)
+            turn = session.send("hi")
+            list(turn)
+            assert _Handler.bodies[-1].get("chat_template_kwargs") == expected, thinking
+            assert _Handler.bodies[-1]["messages"] == [{"role": "user", "content": "hi"}]
     finally:
         server.shutdown()
