@@ -31,8 +31,10 @@ def models(tmp_path_factory):
         "closed": make_tiny_gguf(d / "closed.gguf", reply=ANSWER, thought=THOUGHT, chat_template=QWEN3_STYLE),
         "opened": make_tiny_gguf(d / "opened.gguf", reply=ANSWER, thought=THOUGHT, think_opened=True,
                                  chat_template=PRE_OPENED),
+        # 48 blocks (zero weights: the same reply) slow it to some milliseconds a token, so an end-now sent on
+        # the first words reaches the worker while it still thinks (a 2-block model can finish first)
         "long": make_tiny_gguf(d / "long.gguf", reply=ANSWER, thought=LONG_THOUGHT, chat_template=QWEN3_STYLE,
-                               n_ctx_train=4096),
+                               n_ctx_train=4096, n_layer=48),
         "plain": make_tiny_gguf(d / "plain.gguf"),
     }
 

@@ -58,14 +58,14 @@ async def test_a_thought_streams_folds_opens_and_is_counted_apart(localchat_home
         assert thought.parent is answer.parent  # above the answer, in the reply's own view
         stored = app.store.conversation(app.session.conversation_id).messages[-1]
         assert stored.reasoning == THOUGHT and stored.content == ANSWER and stored.completion_tokens
-        # The engine does not count the thought itself yet: the turn's exact total is shared out in the
-        # proportion the tokenizer gives thought and answer, and marked as an estimate.
-        thought_n, answer_n = app.engine.count_tokens([THOUGHT, ANSWER])
-        expected = round(stored.completion_tokens * thought_n / (thought_n + answer_n))
-        await wait_for(lambda: thought.tokens == expected, pilot, 20, "the thought's token count")
-        assert _header(thought).startswith("▸ Thought for ") and _header(thought).endswith(f"· ~{expected} tokens")
+        # The engine counts the thought's tokens itself, as it decodes them: exact, no "~".
+        expected = stored.reasoning_tokens
+        assert expected is not None and 0 < expected < stored.completion_tokens
+        await wait_for(lambda: thought.tokens == expected and not thought.approximate, pilot, 20,
+                       "the thought's token count")
+        assert _header(thought).startswith("▸ Thought for ") and _header(thought).endswith(f"· {expected} tokens")
         line = status(app)
-        assert (f"thought ~{expected} · answer ~{stored.completion_tokens - expected} tok · " in line
+        assert (f"thought {expected} · answer {stored.completion_tokens - expected} tok · " in line
                 and "tok/s" in line), line
         assert f"prompt {stored.prompt_tokens}: " in line and " reused, " in line and " evaluated" in line, line
 
