@@ -207,20 +207,24 @@ class RemoteEngineClient(ClosingEngine):
     def _went_away(self, error: EngineError) -> None:
         self._unreachable = error
 
-    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """One JSON request and its JSON answer; the server's refusal as the error it means."""
+    def _request(self, method: str, path: str, timeout: float, body: bytes | None = None) -> tuple[int, bytes]:
+        """One request on a connection of its own: (status, body); an unreachable server as the error it means."""
         server = self._server
-        conn = server.connection(READ_TIMEOUT)
+        conn = server.connection(timeout)
         try:
-            conn.request("POST", server.path(path), body=json.dumps(body).encode("utf-8"), headers=server.headers())
+            conn.request(method, server.path(path), body=body, headers=server.headers())
             resp = conn.getresponse()
-            data = resp.read()
+            return resp.status, resp.read()
         except (OSError, http.client.HTTPException) as exc:
             raise server.unreachable_error(exc) from None
         finally:
             conn.close()
-        if resp.status != 200:
-            raise server.http_error(resp.status, data)
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """One JSON request and its JSON answer; the server's refusal as the error it means."""
+        status, data = self._request("POST", path, READ_TIMEOUT, json.dumps(body).encode("utf-8"))
+        if status != 200:
+            raise self._server.http_error(status, data)
         try:
             payload = json.loads(data)
         except ValueError:
@@ -229,20 +233,11 @@ class RemoteEngineClient(ClosingEngine):
 
     def _list_models(self) -> list[Any] | None:
         """GET /models; None when the server has no such route (then the first reply tells)."""
-        server = self._server
-        conn = server.connection(CONNECT_TIMEOUT)
-        try:
-            conn.request("GET", server.path("/models"), headers=server.headers())
-            resp = conn.getresponse()
-            data = resp.read()
-        except (OSError, http.client.HTTPException) as exc:
-            raise server.unreachable_error(exc) from None
-        finally:
-            conn.close()
-        if resp.status == 404:
+        status, data = self._request("GET", "/models", CONNECT_TIMEOUT)
+        if status == 404:
             return None
-        if resp.status != 200:
-            raise server.http_error(resp.status, data)
+        if status != 200:
+            raise self._server.http_error(status, data)
         try:
             payload = json.loads(data)
         except ValueError:

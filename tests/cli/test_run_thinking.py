@@ -8,12 +8,10 @@ import pytest
 from tests.cli.test_run_cli import localchat
 from tests.support.ggufgen import make_tiny_gguf
 from tests.support.models import register_local_model
-from tests.support.thinking_templates import KEEPS_THOUGHTS, QWEN3_STYLE
+from tests.support.thinking_templates import ANSWER, KEEPS_THOUGHTS, QWEN3_STYLE, THOUGHT
 
 pytestmark = pytest.mark.slow  # each test starts a worker on a tiny reasoning model
 
-THOUGHT = "Let me think. Yes, a greeting."
-ANSWER = "Hi there!"
 
 
 @pytest.fixture

@@ -7,20 +7,19 @@ evaluated in full, with the same answer."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
 from localchat.chat import ChatSession
-from localchat.engine import EngineClient
 from localchat.engine.llama.sequence import TAIL
 from localchat.reasoning import detect, template_kwargs
 from localchat.template_sandbox import SandboxedTemplate
 from localchat.templates import with_thinking
-from localchat.types import LoadOptions, SamplingParams
+from localchat.types import SamplingParams
 from tests.support.ggufgen import make_tiny_qwen35_gguf
-from tests.support.thinking_templates import PRE_OPENED
+from tests.support.thinking_templates import ANSWER, PRE_OPENED, THOUGHT
 
-THOUGHT = "Let me think. Yes, a greeting."
-ANSWER = "Hi there!"
 GREEDY = SamplingParams(temperature=0.0, repeat_penalty=1.0, max_tokens=64)
 
 
@@ -37,17 +36,9 @@ def models(tmp_path_factory):
 
 
 @pytest.fixture
-def start(tmp_path):
-    clients: list[EngineClient] = []
-
-    def _start(path, **options):
-        client = EngineClient.start(path, LoadOptions(**{"n_ctx": 2048, "n_threads": 1, **options}), tmp_path / "logs")
-        clients.append(client)
-        return client
-
-    yield _start
-    for client in clients:
-        client.close()
+def start(start):
+    """tests/engine/conftest.py's start, on one thread."""
+    return functools.partial(start, n_threads=1)
 
 
 @pytest.fixture

@@ -12,10 +12,8 @@ from localchat.chat import ChatSession
 from localchat.template_sandbox import SandboxedTemplate
 from localchat.types import SamplingParams
 from tests.support.ggufgen import make_tiny_gguf
-from tests.support.thinking_templates import KEEPS_THOUGHTS, PRE_OPENED, QWEN3_STYLE
+from tests.support.thinking_templates import ANSWER, KEEPS_THOUGHTS, PRE_OPENED, QWEN3_STYLE, THOUGHT
 
-THOUGHT = "Let me think. Yes, a greeting."
-ANSWER = "Hi there!"
 GREEDY = SamplingParams(temperature=0.0, repeat_penalty=1.0, max_tokens=200)
 
 

@@ -16,10 +16,8 @@ from localchat.template_sandbox import SandboxedTemplate
 from localchat.templates import with_thinking
 from localchat.types import LoadOptions, Message, SamplingParams
 from tests.support.ggufgen import make_tiny_gguf
-from tests.support.thinking_templates import PRE_OPENED, QWEN3_STYLE
+from tests.support.thinking_templates import ANSWER, PRE_OPENED, QWEN3_STYLE, THOUGHT
 
-THOUGHT = "Let me think. Yes, a greeting."
-ANSWER = "Hi there!"
 GREEDY = SamplingParams(temperature=0.0, repeat_penalty=1.0)
 
 

@@ -13,10 +13,8 @@ from localchat.reasoning import detect
 from localchat.template_sandbox import SandboxedTemplate
 from localchat.types import LoadOptions, Message, SamplingParams
 from tests.support.ggufgen import CHAT_PROMPT, TINY_REPLY, make_tiny_gguf
-from tests.support.thinking_templates import LONG_THOUGHT, PRE_OPENED, QWEN3_STYLE
+from tests.support.thinking_templates import ANSWER, LONG_THOUGHT, PRE_OPENED, QWEN3_STYLE, THOUGHT
 
-THOUGHT = "Let me think. Yes, a greeting."
-ANSWER = "Hi there!"
 GREEDY = SamplingParams(temperature=0.0, repeat_penalty=1.0)
 
 

@@ -10,19 +10,14 @@ import requests
 
 from localchat.server.ollama import keep_alive_seconds
 from localchat.server.schema import ApiError
-from tests.server.conftest import start_server
-from tests.support.models import register_local_model
+from tests.support.server import serve_tiny
 
 REPLY = "Hi 你好🙂!"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_model):
-    home = tmp_path_factory.mktemp("serve") / "home"
-    register_local_model(home, tiny_model, "tiny")
-    server = start_server(home, "--model", "tiny")
-    yield server
-    server.stop()
+    yield from serve_tiny(tmp_path_factory, tiny_model)
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import pytest
 import requests
 
 from localchat.server.ollama import OllamaApi
-from tests.server.conftest import start_server
 from tests.support.models import register_local_model
+from tests.support.server import serve_tiny, start_server
 
 ANSWER = {"type": "object", "additionalProperties": False, "required": ["answer", "city"],
           "properties": {"answer": {"type": "string", "enum": ["yes", "no"]},
@@ -21,11 +21,7 @@ CHAT = [{"role": "user", "content": "hello"}]
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_model):
-    home = tmp_path_factory.mktemp("serve") / "home"
-    register_local_model(home, tiny_model, "tiny", context=512)
-    server = start_server(home, "--model", "tiny")
-    yield server
-    server.stop()
+    yield from serve_tiny(tmp_path_factory, tiny_model, context=512)
 
 
 @pytest.fixture

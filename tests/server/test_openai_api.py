@@ -10,8 +10,7 @@ import openai
 import pytest
 import requests
 
-from tests.support.models import register_local_model
-from tests.support.server import start_server
+from tests.support.server import serve_tiny
 
 REPLY = "Hi 你好🙂!"
 
@@ -19,11 +18,7 @@ REPLY = "Hi 你好🙂!"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_model):
     """One server for the module: these tests only read from it (starting one costs a model load)."""
-    home = tmp_path_factory.mktemp("serve") / "home"
-    register_local_model(home, tiny_model, "tiny")
-    server = start_server(home, "--model", "tiny")
-    yield server
-    server.stop()
+    yield from serve_tiny(tmp_path_factory, tiny_model)
 
 
 @pytest.fixture

@@ -12,10 +12,8 @@ import pytest
 from tests.support.ggufgen import make_tiny_gguf
 from tests.support.models import register_local_model
 from tests.support.server import start_server
-from tests.support.thinking_templates import KEEPS_THOUGHTS, QWEN3_STYLE
+from tests.support.thinking_templates import ANSWER, KEEPS_THOUGHTS, QWEN3_STYLE, THOUGHT
 
-THOUGHT = "Let me think. Yes, a greeting."
-ANSWER = "Hi there!"
 HELLO = [{"role": "user", "content": "hello"}]
 
 

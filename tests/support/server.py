@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,3 +98,17 @@ def add_remote(home: Path, model_id: str, endpoint: str, remote_model: str | Non
     with open(svc.paths.user_catalog, "a", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     return Services.open(home)
+
+
+def serve_tiny(tmp_path_factory, model: Path, **register) -> Iterator[Server]:
+    """A test module's one server, on `model` registered as "tiny" (a server costs a model load: the module's
+    tests share it and only read from it). For a module-scoped fixture: `yield from serve_tiny(...)`."""
+    from tests.support.models import register_local_model
+
+    home = tmp_path_factory.mktemp("serve") / "home"
+    register_local_model(home, model, "tiny", **register)
+    server = start_server(home, "--model", "tiny")
+    try:
+        yield server
+    finally:
+        server.stop()

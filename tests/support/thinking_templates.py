@@ -70,3 +70,7 @@ QWEN25_STYLE = (
 # A thought long enough (hundreds of tokens) that an end-now sent on its first words arrives mid-thought. The
 # answer's first letter is not in it, so the chain goes from the closing "\n\n" token straight to the answer.
 LONG_THOUGHT = " ".join(f"step{i} weighs option {chr(65 + i % 6)}{i * 7919 % 1000}" for i in range(120))
+
+# What the tiny reasoning models (tests.support.ggufgen.make_tiny_gguf(thought=..., reply=...)) say greedily.
+THOUGHT = "Let me think. Yes, a greeting."
+ANSWER = "Hi there!"

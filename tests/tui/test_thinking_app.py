@@ -16,12 +16,10 @@ from localchat.tui.widgets.thought import ThoughtBlock, ThoughtHeader
 from tests.support.ggufgen import make_tiny_gguf
 from tests.support.models import register_local_model
 from tests.support.pilot import blocks, loaded, reply, send, status, wait_for
-from tests.support.thinking_templates import LONG_THOUGHT, QWEN3_STYLE
+from tests.support.thinking_templates import ANSWER, LONG_THOUGHT, QWEN3_STYLE, THOUGHT
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
 
-THOUGHT = "Let me think. Yes, a greeting."
-ANSWER = "Hi there!"
 
 
 @pytest.fixture(scope="module")
