@@ -5,6 +5,9 @@ benchmark machine can be generated there. Usage:
     python scripts/gen_shaped_gguf.py qwen2.5-0.5b OUT.gguf [--dtype f16]
     python scripts/gen_shaped_gguf.py qwen2.5-7b OUT.gguf
     python scripts/gen_shaped_gguf.py qwen3.5-0.8b OUT.gguf      # also qwen3.5-2b, -4b, -9b (llama.cpp `qwen35`)
+    python scripts/gen_shaped_gguf.py qwen3.5-0.8b OUT.gguf --think   # <think> and </think> as tokens of their
+                                                                      # own, as Qwen3's: the engine treats it as
+                                                                      # a reasoning model (thought control on)
 """
 
 from __future__ import annotations
@@ -64,11 +67,12 @@ class _Filler:
         return np.tile(block, reps)[:n].reshape(shape).astype(dtype)
 
 
-def _add_vocab(w, n_vocab: int) -> None:
+def _add_vocab(w, n_vocab: int, think: bool = False) -> None:
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tags = ["<think>", "</think>"] if think else []  # USER_DEFINED (4), as in Qwen3's GGUFs
     tokens = [BYTE_CHARS[b] for b in range(256)] + ["ĠĠ"]
-    tokens += [f"tok{i}" for i in range(n_vocab - len(tokens) - len(specials))] + specials
-    types = [1] * (len(tokens) - len(specials)) + [3] * len(specials)
+    tokens += [f"tok{i}" for i in range(n_vocab - len(tokens) - len(specials) - len(tags))] + tags + specials
+    types = [1] * (len(tokens) - len(specials) - len(tags)) + [4] * len(tags) + [3] * len(specials)
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("qwen2")
     w.add_token_list(tokens)
@@ -80,9 +84,9 @@ def _add_vocab(w, n_vocab: int) -> None:
     w.add_chat_template(CHATML)
 
 
-def generate(kind: str, out: Path, dtype: str = "f16") -> Path:
+def generate(kind: str, out: Path, dtype: str = "f16", think: bool = False) -> Path:
     if kind in QWEN35_SHAPES:
-        return generate_qwen35(kind, out, dtype)
+        return generate_qwen35(kind, out, dtype, think)
     import gguf
 
     s = SHAPES[kind]
@@ -99,7 +103,7 @@ def generate(kind: str, out: Path, dtype: str = "f16") -> Path:
     w.add_rope_freq_base(1e6)
     w.add_layer_norm_rms_eps(1e-6)
     w.add_file_type(1 if dtype == "f16" else 0)
-    _add_vocab(w, s["n_vocab"])
+    _add_vocab(w, s["n_vocab"], think)
     e, kv = s["n_embd"], s["n_embd"] // s["n_head"] * s["n_head_kv"]
     w.add_tensor("token_embd.weight", fill((s["n_vocab"], e), wdtype))
     w.add_tensor("output_norm.weight", ones(e))
@@ -123,7 +127,7 @@ def generate(kind: str, out: Path, dtype: str = "f16") -> Path:
     return out
 
 
-def generate_qwen35(kind: str, out: Path, dtype: str = "f16") -> Path:
+def generate_qwen35(kind: str, out: Path, dtype: str = "f16", think: bool = False) -> Path:
     """Tensor names and shapes as llama.cpp's `qwen35` loader (src/models/qwen35.cpp) creates them."""
     import gguf
 
@@ -154,7 +158,7 @@ def generate_qwen35(kind: str, out: Path, dtype: str = "f16") -> Path:
     w.add_ssm_group_count(s["k_heads"])
     w.add_full_attention_interval(s["attn_interval"])
     w.add_file_type(1 if dtype == "f16" else 0)
-    _add_vocab(w, s["n_vocab"])
+    _add_vocab(w, s["n_vocab"], think)
     w.add_tensor("token_embd.weight", fill((s["n_vocab"], e), wdtype))
     w.add_tensor("output_norm.weight", ones(e))
     if not s["tied"]:
@@ -203,8 +207,9 @@ def main() -> int:
     ap.add_argument("kind", choices=sorted(SHAPES) + sorted(QWEN35_SHAPES))
     ap.add_argument("out", type=Path)
     ap.add_argument("--dtype", choices=["f16", "f32"], default="f16")
+    ap.add_argument("--think", action="store_true", help="<think> and </think> as tokens: a reasoning model")
     args = ap.parse_args()
-    generate(args.kind, args.out, args.dtype)
+    generate(args.kind, args.out, args.dtype, args.think)
     print(f"{args.out}: {args.out.stat().st_size / 1e9:.2f} GB", file=sys.stderr)
     return 0
 
