@@ -178,3 +178,18 @@ def test_the_remote_template_keeps_calls_and_results():
                 Message("tool", "sunny", tool_call_id="call_1")]
     assert RemoteTemplate().render(messages) == [Message("user", "Weather?"), Message("assistant", "", (call,)),
                                                  Message("tool", "sunny", tool_call_id="call_1")]
+
+
+def test_prepare_for_a_remote_engine_sets_no_grammar_and_wraps_nothing():
+    call = ToolCall("call_1", "get_weather", '{"city": "Paris"}')
+    conversation = [Message("user", "Weather?"), Message("assistant", "", (call,)),
+                    Message("tool", "sunny", tool_call_id="call_1")]
+    as_json = SamplingParams(grammar={"kind": "json"})  # what --json puts on the sampling
+    prompt, sampling, wrap = prepare(RemoteTemplate(), conversation, parse_tools([WEATHER], "required"), None, as_json)
+    assert prompt == conversation
+    assert sampling.grammar is None and sampling.tools == {"tools": [WEATHER], "tool_choice": "required"}
+    generation = object()
+    assert wrap(generation) is generation  # type: ignore[arg-type]  # the remote generation reads the calls itself
+    # tool_choice "none": the tools still go along, and a response format holds
+    _, sampling, _ = prepare(RemoteTemplate(), conversation, parse_tools([WEATHER], "none"), None, as_json)
+    assert sampling.grammar == {"kind": "json"} and sampling.tools == {"tools": [WEATHER], "tool_choice": "none"}
