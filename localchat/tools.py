@@ -70,6 +70,19 @@ class ToolRequest:
         """The tools the model may call: only the named one when tool_choice names one."""
         return tuple(t for t in self.tools if self.choice != "named" or t.name == self.named)
 
+    def to_openai(self) -> dict[str, Any]:
+        """The request as OpenAI's body fields (`tools`, `tool_choice`, `parallel_tool_calls`): what a
+        remote engine sends to a server that renders the tools and parses the calls itself."""
+        choice: Any = self.choice if self.choice != "named" else {"type": "function", "function": {"name": self.named}}
+        tools = [t.to_dict() for t in self.tools]
+        for tool, spec in zip(tools, self.tools):  # not in to_dict: the prompt we render stays Qwen's own
+            if spec.strict:
+                tool["function"]["strict"] = True
+        fields: dict[str, Any] = {"tools": tools, "tool_choice": choice}
+        if not self.parallel:  # OpenAI's default is true; a server that does not know the field is not bothered
+            fields["parallel_tool_calls"] = False
+        return fields
+
 
 def parse_tools(tools: Any, tool_choice: Any = None, parallel_tool_calls: Any = None) -> ToolRequest | None:
     """OpenAI's `tools`, `tool_choice` and `parallel_tool_calls`, checked; None when no tools were given."""

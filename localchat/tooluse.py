@@ -2,6 +2,11 @@
 sampling carrying the grammar, and the engine's generation wrapped so that it yields ToolCallDelta events
 and ends with finish_reason "tool_calls". The server, the CLI and the chat session all use this, so a
 remote engine or the TUI gets the same behaviour as the local one.
+
+A remote engine's server renders the chat and parses the calls itself (llama-server --jinja, vLLM, Ollama,
+another localchat serve): its messages pass through with their calls and results, the tools ride on the
+sampling as OpenAI's fields (SamplingParams.tools), no grammar is set for them, and its generation yields
+the calls the server streams (localchat.engine.remote.RemoteGeneration), so nothing is wrapped.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ def for_prompt(template: Any, prompt: Prompt, tools: ToolRequest | None, samplin
                ) -> tuple[SamplingParams, Callable[[Generation], Generation]]:
     """For a rendered prompt: the sampling with its grammar (the tools', else the one it carries, as
     `--json` sets it), held back until a thought the prompt opened has closed; and the `wrap` of `prepare`."""
+    if server_renders(template):
+        return for_server(sampling, tools), lambda generation: generation
     form = tool_form(template)
     fmt = OutputConstraint.from_dict(sampling.grammar) if sampling.grammar is not None else None
     constrained = constrain(sampling, tools, fmt, form, thought_close(template, prompt))
@@ -46,6 +53,20 @@ def for_prompt(template: Any, prompt: Prompt, tools: ToolRequest | None, samplin
     return constrained, wrap
 
 
+def server_renders(template: Any) -> bool:
+    """The template of a remote engine (localchat.engine.remote.RemoteTemplate): the server renders."""
+    return getattr(template, "name", None) == "remote"
+
+
+def for_server(sampling: SamplingParams, tools: ToolRequest | None) -> SamplingParams:
+    """The sampling of a reply a server renders: the tools as OpenAI's fields (tool_choice "none" too, so
+    the model still sees the functions its history called). Tools take precedence over a response format,
+    as in `constrain`; the remote engine sends that one as OpenAI's `response_format`."""
+    if tools is None:
+        return sampling
+    return replace(sampling, tools=tools.to_openai(), grammar=None if tools.active else sampling.grammar)
+
+
 def tool_form(template: Any) -> ToolFormat:
     """How the model writes a call: its own template's form, else Qwen2.5's JSON (what we render)."""
     return template_format(getattr(template, "source", None)) or "json"
@@ -56,7 +77,7 @@ def render(template: Any, messages: Sequence[Message], tools: ToolRequest | None
     """The prompt. A GGUF template that knows tools renders them itself (Qwen3's XML form, Hermes, ...);
     a native ChatML renderer, or a GGUF template without a tool section, gets Qwen2.5's form."""
     has_tools = any(m.tool_calls or m.role == "tool" for m in messages)
-    if tools is None and not has_tools:
+    if server_renders(template) or (tools is None and not has_tools):  # the server gets calls and results as they are
         return template.render(list(messages), add_generation_prompt=add_generation_prompt)
     source = getattr(template, "source", None)
     if template_format(source) is not None and hasattr(template, "render_dicts"):

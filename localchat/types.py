@@ -72,6 +72,10 @@ class SamplingParams:
     # which llama-server and vLLM read): the thinking switch of a remote reasoning model. Local engines render
     # the template in the parent and ignore it.
     template_kwargs: dict | None = None
+    # The functions offered, as OpenAI's body fields (`tools`, `tool_choice`, `parallel_tool_calls`;
+    # localchat.tools.ToolRequest.to_openai): for a server that renders the tools and parses the calls
+    # itself (a remote engine). Local engines get the tools rendered into the prompt and `grammar`; None there.
+    tools: dict | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -5,6 +5,8 @@ and the TUI use it unchanged.
 Standard library only (http.client): no new dependency. A chat turn hands this client the conversation as
 messages (RemoteTemplate.render returns them) and it calls POST /chat/completions, so the server applies
 its own chat template; a plain string prompt goes to POST /completions instead. Replies stream as SSE.
+Tools go to the server as OpenAI's `tools` and come back as its `tool_calls` (the server renders and parses
+them; localchat.tooluse sends them so), a response format as OpenAI's `response_format`.
 
 Token counts (the context budget) are estimated, not asked of the server: /tokenize is not part of the
 OpenAI API and differs between servers. The estimate starts at 3 UTF-8 bytes a token (safe for English,
@@ -24,11 +26,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from localchat.engine.api import Event, FinishReason, Prompt, ReasoningDelta, TextDelta
+from localchat.engine.api import Event, FinishReason, Prompt, ReasoningDelta, TextDelta, ToolCallDelta
 from localchat.engine.lifecycle import CancellingGeneration, ClosingEngine
 from localchat.errors import ContextOverflowError, EngineError, LocalchatError
 from localchat.netutil import tls_context
-from localchat.types import Embeddings, Message, ModelInfo, SamplingParams, Usage
+from localchat.tools import new_call_id
+from localchat.types import Embeddings, Message, ModelInfo, SamplingParams, ToolCall, Usage
 
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 600.0  # between two chunks; a busy server may queue a request for a while
@@ -38,12 +41,13 @@ _FINISH: dict[str, FinishReason] = {"stop": "stop", "length": "length", "cancell
 
 
 class RemoteTemplate:
-    """The 'template' of a remote engine: the server renders the chat itself, so messages pass through."""
+    """The 'template' of a remote engine: the server renders the chat itself, so messages pass through
+    with their tool calls and results (a thought stays here: the server's template would not want it)."""
 
     name = "remote"
 
     def render(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> list[Message]:
-        return [Message(m.role, m.content) for m in messages]
+        return [Message(m.role, m.content, m.tool_calls, m.tool_call_id) for m in messages]
 
 
 class _Server:
@@ -97,13 +101,13 @@ class _TokenEstimate:
     def estimate(self, item: Prompt) -> int:
         if isinstance(item, str):
             return math.ceil(len(item.encode("utf-8")) / self.bytes_per_token)
-        return sum(self.estimate(m.content) + _MESSAGE_OVERHEAD for m in item)
+        return sum(self.estimate(_text_of(m)) + _MESSAGE_OVERHEAD for m in item)
 
     @staticmethod
     def prompt_bytes(prompt: Prompt) -> int:
         if isinstance(prompt, str):
             return len(prompt.encode("utf-8"))
-        return sum(len(m.content.encode("utf-8")) for m in prompt)
+        return sum(len(_text_of(m).encode("utf-8")) for m in prompt)
 
     def learn(self, prompt_bytes: int, prompt_tokens: int, n_messages: int) -> None:
         """Correct the bytes-per-token estimate with what the server counted (never above 4: stay safe)."""
@@ -173,8 +177,8 @@ class RemoteEngineClient(ClosingEngine):
             path, body["prompt"] = "/completions", prompt
         else:
             path, body["messages"] = "/chat/completions", [m.to_dict() for m in prompt]
-        body.update(_sampling_body(sampling))
-        generation = RemoteGeneration(self._server, self._tokens, path, body, on_unreachable=self._went_away)
+        body.update(_sampling_body(sampling, chat=not isinstance(prompt, str)))
+        generation = RemoteGeneration(self._server, self._tokens, path, body, prompt, on_unreachable=self._went_away)
         generation._open()
         return generation
 
@@ -247,14 +251,16 @@ class RemoteEngineClient(ClosingEngine):
 
 
 class RemoteGeneration(CancellingGeneration):
-    """A streamed remote reply: iterating yields TextDelta events (localchat.engine.api.Generation).
+    """A streamed remote reply: iterating yields TextDelta, ReasoningDelta and ToolCallDelta events
+    (localchat.engine.api.Generation); a reply that called tools ends with `tool_calls` and finish_reason
+    "tool_calls", as localchat.tooluse.ToolCallingGeneration does for a local engine.
 
     `cancel()` from any thread shuts the socket: the read in progress returns at once and the server
     sees the client go away (a `localchat serve` or vLLM then stops generating).
     """
 
-    def __init__(self, server: _Server, tokens: _TokenEstimate, path: str, body: dict[str, Any], *,
-                 on_unreachable: Callable[[EngineError], None]) -> None:
+    def __init__(self, server: _Server, tokens: _TokenEstimate, path: str, body: dict[str, Any], prompt: Prompt,
+                 *, on_unreachable: Callable[[EngineError], None]) -> None:
         self._server = server
         self._tokens = tokens
         self._on_unreachable = on_unreachable
@@ -262,10 +268,12 @@ class RemoteGeneration(CancellingGeneration):
         self._path = path
         self._body = body
         self._chat = path == "/chat/completions"
-        self._prompt = body["prompt"] if "prompt" in body else [Message(m["role"], m["content"]) for m in body["messages"]]
-        self._prompt_bytes = tokens.prompt_bytes(self._prompt)
+        self._prompt = prompt
+        # the tools' JSON is part of what the server counts: leave it out and the bytes-per-token learnt drops
+        self._prompt_bytes = tokens.prompt_bytes(prompt) + len(json.dumps(body.get("tools", "")).encode("utf-8"))
         self._parts: list[str] = []
-        self._pending: list[Event] = []  # an answer that came in the same chunk as a thought
+        self._pending: list[Event] = []  # the rest of a chunk that held more than one event
+        self._calls = _ToolCalls()
         self._conn: http.client.HTTPConnection | None = None
         self._resp: http.client.HTTPResponse | None = None
         self._cancelled = threading.Event()
@@ -287,6 +295,11 @@ class RemoteGeneration(CancellingGeneration):
     @property
     def text(self) -> str:
         return "".join(self._parts)
+
+    @property
+    def tool_calls(self) -> tuple[ToolCall, ...]:
+        """The calls the server streamed, in order, once the reply has ended (before: those so far)."""
+        return self._calls.calls()
 
     def _open(self) -> None:
         """Connect and send the request (a refused connection is raised here, like a dead worker)."""
@@ -328,19 +341,14 @@ class RemoteGeneration(CancellingGeneration):
             if event is None:  # [DONE] or the end of the stream
                 self._end("cancelled" if self._cancelled.is_set() else self._server_finish or "stop")
                 break
-            thought, delta = self._delta(event)
-            if delta or thought:
+            events = self._events(event)
+            if events:
                 now = time.perf_counter()
                 if not self._t_first:
                     self._t_first = now
                 self._t_last = now
-                if not thought:
-                    self._parts.append(delta)
-                    return TextDelta(delta)
-                if delta:  # both in one chunk: the thought first
-                    self._parts.append(delta)
-                    self._pending.append(TextDelta(delta))
-                return ReasoningDelta(thought)
+                self._pending = events[1:]
+                return events[0]
         raise StopIteration
 
     def cancel(self) -> None:
@@ -410,12 +418,14 @@ class RemoteGeneration(CancellingGeneration):
                               f"{_error_message(payload.encode()) or event['error']}")
         return event
 
-    def _delta(self, event: dict[str, Any]) -> tuple[str, str]:
-        """(thought, answer text) of one chunk: vLLM and llama-server stream a reasoning model's thought as
-        `reasoning_content` (OpenRouter and newer vLLM as `reasoning`), apart from `content`."""
+    def _events(self, event: dict[str, Any]) -> list[Event]:
+        """The events of one chunk, the thought first, then the answer, then tool calls: vLLM and llama-server
+        stream a reasoning model's thought as `reasoning_content` (OpenRouter and newer vLLM as `reasoning`),
+        apart from `content`, and calls as `tool_calls` pieces."""
         if isinstance(event.get("usage"), dict):
             self._server_usage = event["usage"]
         text = thought = ""
+        calls: list[Event] = []
         for choice in event.get("choices") or []:
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
@@ -424,13 +434,19 @@ class RemoteGeneration(CancellingGeneration):
                 text += delta.get("content") or ""
                 reasoning = delta.get("reasoning_content") or delta.get("reasoning") or ""
                 thought += reasoning if isinstance(reasoning, str) else ""
+                calls += self._calls.feed(delta.get("tool_calls"))
             else:
                 text += choice.get("text") or ""
             if choice.get("finish_reason"):
                 self._server_finish = choice["finish_reason"]
-        if text or thought:
+        events: list[Event] = [ReasoningDelta(thought)] if thought else []
+        if text:
+            self._parts.append(text)
+            events.append(TextDelta(text))
+        events += calls
+        if events:
             self._chunks += 1
-        return thought, text
+        return events
 
     def _end(self, reason: str) -> None:
         if self._ended:
@@ -439,6 +455,8 @@ class RemoteGeneration(CancellingGeneration):
         # an error raises instead of ending: finish_reason stays None, usage says "error"
         finish = {"stop": "stop", "length": "length", "cancelled": "cancelled", "error": "error"}.get(reason, "stop")
         self.finish_reason = _FINISH.get(finish)
+        if self.finish_reason == "stop" and self._calls.calls():  # the server's "tool_calls" (or a "stop" after calls)
+            self.finish_reason = "tool_calls"
         server = self._server_usage or {}
         prompt_tokens = _int(server.get("prompt_tokens"))
         cached = _int((server.get("prompt_tokens_details") or {}).get("cached_tokens"))
@@ -463,7 +481,54 @@ class RemoteGeneration(CancellingGeneration):
             conn.close()
 
 
-def _sampling_body(s: SamplingParams) -> dict[str, Any]:
+class _ToolCalls:
+    """Streamed `tool_calls` pieces put together. Each call's id and name come in its first piece (OpenAI,
+    vLLM, llama-server), or whole in one (Ollama); its arguments are JSON text in fragments. They leave as
+    ToolCallDelta events shaped like the local parser's: id and name once, then the arguments."""
+
+    def __init__(self) -> None:
+        self._order: list[Any] = []  # the server's indexes, in the order the calls began
+        self._ids: dict[Any, str] = {}
+        self._names: dict[Any, str] = {}
+        self._arguments: dict[Any, list[str]] = {}
+
+    def feed(self, pieces: Any) -> list[Event]:
+        events: list[Event] = []
+        for n, piece in enumerate(pieces if isinstance(pieces, list) else []):
+            if not isinstance(piece, dict):
+                continue
+            key = piece.get("index", n)
+            function = piece.get("function") if isinstance(piece.get("function"), dict) else {}
+            name, arguments = function.get("name"), function.get("arguments")
+            if not isinstance(arguments, str):  # a server that sends the object itself
+                arguments = json.dumps(arguments, ensure_ascii=False) if isinstance(arguments, dict) else ""
+            new = key not in self._arguments
+            if new:
+                self._order.append(key)
+                self._arguments[key] = []
+                call_id = piece.get("id")
+                self._ids[key] = call_id if isinstance(call_id, str) and call_id else new_call_id()
+            named = name if isinstance(name, str) and name and key not in self._names else None
+            if named is not None:
+                self._names[key] = named
+            self._arguments[key].append(arguments)
+            if new or named is not None or arguments:
+                events.append(ToolCallDelta(self._order.index(key), self._ids[key] if new else None, named, arguments))
+        return events
+
+    def calls(self) -> tuple[ToolCall, ...]:
+        """The calls with a name (a piece without one names no function to run)."""
+        return tuple(ToolCall(self._ids[k], self._names[k], "".join(self._arguments[k]) or "{}")
+                     for k in self._order if k in self._names)
+
+
+def _text_of(message: Message) -> str:
+    """What a message puts in the prompt besides its role markers: its text and the calls it made."""
+    calls = "".join(c.name + c.arguments for c in message.tool_calls)
+    return message.content + calls if calls else message.content
+
+
+def _sampling_body(s: SamplingParams, chat: bool = True) -> dict[str, Any]:
     """The OpenAI fields, plus the llama.cpp/vLLM extensions (top_k, min_p, repetition penalty) that both
     understand; a server that does not ignores unknown fields."""
     body: dict[str, Any] = {
@@ -479,7 +544,26 @@ def _sampling_body(s: SamplingParams) -> dict[str, Any]:
         body["thinking_budget_tokens"] = s.reasoning_budget
     if s.template_kwargs:  # the thinking switch (llama-server, vLLM and localchat serve read it)
         body["chat_template_kwargs"] = dict(s.template_kwargs)
+    if s.tools and chat:  # localchat.tools.ToolRequest.to_openai(): the server renders them and parses the calls
+        body.update(s.tools)
+    response_format = _response_format(s.grammar) if chat else None
+    if response_format is not None:
+        body["response_format"] = response_format
     return body
+
+
+def _response_format(grammar: dict | None) -> dict[str, Any] | None:
+    """The sampling's output constraint (localchat.structured.OutputConstraint.to_dict()) as OpenAI's
+    `response_format`: the server constrains the reply, llama-server and vLLM with a grammar of their own.
+    A tools constraint has no such form: tools go as `tools` (SamplingParams.tools)."""
+    if not grammar:
+        return None
+    if grammar.get("kind") == "json":
+        return {"type": "json_object"}
+    if grammar.get("kind") == "schema":
+        return {"type": "json_schema", "json_schema": {"name": "response", "schema": grammar.get("schema") or {},
+                                                       "strict": True}}
+    return None
 
 
 def _context_of(model: dict[str, Any]) -> int | None:
