@@ -18,7 +18,7 @@ from localchat.engine.api import (ChatTemplate, Engine, Event, Generation, Promp
 from localchat.errors import ContextOverflowError, EngineError, LocalchatError, StoreError, TemplateError
 from localchat.reasoning import Thinking, of_model, template_kwargs
 from localchat.tools import ToolRequest, check_conversation
-from localchat.tooluse import for_prompt, render
+from localchat.tooluse import for_prompt, render, server_renders
 from localchat.types import Message, ModelInfo, SamplingParams, ToolCall, Usage
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ def apply_thinking(template: ChatTemplate, info: ModelInfo, thinking: Thinking,
     Used by ChatSession and the server alike."""
     from localchat.template_sandbox import SandboxedTemplate
 
-    if thinking != "default" and getattr(template, "name", None) == "remote":  # the server renders: Qwen3's switch
+    if thinking != "default" and server_renders(template):  # the server renders the template: Qwen3's switch
         return template, replace(sampling, template_kwargs={"enable_thinking": thinking == "on"})
     fmt = of_model(info.chat_template, info.think_tags)
     if fmt is None or thinking == "default":
