@@ -4,8 +4,9 @@
    (~/.cache/localchat-bench, or LOCALCHAT_BENCH_CACHE; the build directory `scripts/bench all` uses for
    llama-bench, so libllama is compiled once). Default model: a random-weight Qwen2.5-0.5B shape in f16,
    generated into the same cache (scripts/gen_shaped_gguf.py).
-2. One client alone: the engine's single-stream rate (EngineClient, no server) against one streaming client
-   of `localchat serve --parallel N`, alternating rounds; target ratio >= 0.97.
+2. One client alone, alternating rounds: one streaming client of `localchat serve --parallel N` against one
+   of `localchat serve --parallel 1` (the server's one-at-a-time path, as it was before batching; target
+   ratio >= 0.97), and the engine's own single-stream rate (EngineClient, no server, no HTTP) beside them.
 3. 1, 4, 8, 16 streaming clients (a bounded number of requests each level) against both servers, each with
    N slots and the same context per slot, threads, flash attention and GPU layers: total tokens/s,
    p50/p95 time to first token and the median per-stream rate, and localchat's total over llama-server's.
@@ -179,12 +180,13 @@ def register(home: Path, model: Path, args) -> None:
         f"  n_ctx: {args.ctx_slot}\n", encoding="utf-8")  # per slot: the worker holds parallel x n_ctx
 
 
-def start_localchat(home: Path, args, tmp: Path) -> tuple[subprocess.Popen, int]:
-    log = tmp / "localchat-serve.log"
+def start_localchat(home: Path, args, tmp: Path, parallel: int | None = None) -> tuple[subprocess.Popen, int]:
+    parallel = args.parallel if parallel is None else parallel
+    log = tmp / f"localchat-serve-{parallel}.log"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "localchat", "--home", str(home), "serve", "--port", "0",
-                                 "--model", MODEL_ID, "--parallel", str(args.parallel)],
+                                 "--model", MODEL_ID, "--parallel", str(parallel)],
                                 stdout=out, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
@@ -207,8 +209,8 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def single_stream(home: Path, port: int, args) -> dict:
-    """The engine's own single-stream rate against one client of the batched server, alternating rounds."""
+def single_stream(home: Path, port: int, one_slot_port: int, args) -> dict:
+    """One client alone, alternating rounds: the batched server, the one-slot server and the engine itself."""
     from localchat.services import Services
     from localchat.types import Message, SamplingParams
 
@@ -229,16 +231,20 @@ def single_stream(home: Path, port: int, args) -> dict:
             n = generation.usage.completion_tokens
             return (n - 1) / (last - first) if n > 1 and last > first else 0.0
 
-        direct()
-        stream_chat(port, MODEL_ID, PROMPT, args.single_tokens)
-        engine_rates, served_rates = [], []
+        def served(at: int) -> float:
+            return float(stream_chat(at, MODEL_ID, PROMPT, args.single_tokens)["rate"])
+
+        direct(), served(port), served(one_slot_port)
+        engine_rates, served_rates, one_slot_rates = [], [], []
         for _ in range(args.rounds):
             engine_rates.append(direct())
-            served_rates.append(stream_chat(port, MODEL_ID, PROMPT, args.single_tokens)["rate"])
+            served_rates.append(served(port))
+            one_slot_rates.append(served(one_slot_port))
     finally:
         engine.close()
-    e, s = statistics.median(engine_rates), statistics.median(served_rates)
-    return {"engine": e, "served": s, "ratio": s / e if e else 0.0, "engine_runs": engine_rates, "served_runs": served_rates}
+    e, s, o = (statistics.median(r) for r in (engine_rates, served_rates, one_slot_rates))
+    return {"engine": e, "served": s, "one_slot": o, "ratio": s / o if o else 0.0, "of_engine": s / e if e else 0.0,
+            "engine_runs": engine_rates, "served_runs": served_rates, "one_slot_runs": one_slot_rates}
 
 
 def main() -> int:
@@ -249,7 +255,7 @@ def main() -> int:
     ap.add_argument("--tokens", type=int, default=64, help="tokens per reply under load")
     ap.add_argument("--requests", type=int, default=0, help="requests per level (default: 2 per client, at least 4)")
     ap.add_argument("--single-tokens", type=int, default=128, help="tokens per reply, one client alone")
-    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds, one client alone")
+    ap.add_argument("--rounds", type=int, default=5, help="alternating rounds, one client alone")
     ap.add_argument("--ctx-slot", type=int, default=1024, help="context per slot on both servers")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--flash-attn", choices=["on", "off"], default="off", help="both servers (off: auto's CPU pick)")
@@ -291,7 +297,11 @@ def main() -> int:
         try:
             for c in levels:
                 results["levels"][c]["localchat"] = load(port, MODEL_ID, c, per_level[c], args.tokens)
-            results["single"] = single_stream(home, port, args)
+            one_slot, one_slot_port = start_localchat(home, args, tmp, parallel=1)
+            try:
+                results["single"] = single_stream(home, port, one_slot_port, args)
+            finally:
+                stop(one_slot)
         finally:
             stop(proc)
     print_table(results, args)
@@ -340,9 +350,12 @@ def reliability(args) -> int:
 def print_table(results: dict, args) -> None:
     s = results["single"]
     print(f"\none client alone, {args.single_tokens} tokens, {args.rounds} alternating rounds (median):")
-    print(f"  engine single stream {s['engine']:8.1f} tokens/s   (runs: {', '.join(f'{r:.1f}' for r in s['engine_runs'])})")
-    print(f"  serve --parallel {args.parallel:<3} {s['served']:8.1f} tokens/s   (runs: {', '.join(f'{r:.1f}' for r in s['served_runs'])})")
+    runs = lambda key: ", ".join(f"{r:.1f}" for r in s[key])  # noqa: E731
+    print(f"  serve --parallel {args.parallel:<3} {s['served']:8.1f} tokens/s   (runs: {runs('served_runs')})")
+    print(f"  serve --parallel 1   {s['one_slot']:8.1f} tokens/s   (runs: {runs('one_slot_runs')})")
     print(f"  ratio                {s['ratio']:8.3f}              (target >= 0.97)")
+    print(f"  engine, no server    {s['engine']:8.1f} tokens/s   (runs: {runs('engine_runs')}); "
+          f"served / engine {s['of_engine']:.3f}")
     print(f"\nstreaming clients, {args.tokens} tokens per reply, {args.parallel} slots on both servers:")
     head = f"{'tok/s':>7} {'TTFT p50':>9} {'p95':>7} {'stream':>7}"
     print(f"  {'clients':>7} {'reqs':>5} | llama-server -np {args.parallel:<3}{'':>14} | localchat --parallel {args.parallel:<3}{'':>10} | ratio")
