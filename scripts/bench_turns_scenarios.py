@@ -1,7 +1,7 @@
 """The chat scenarios of issue 15 on a hybrid model, localchat beside llama-cpp-python in one run.
 
     scripts/bench turns --scenarios [MODEL.gguf] [--shape qwen3.5-0.8b] [--turns 10] [--reply-tokens 32]
-                        [--threads N] [--native PATH/TO/llama-bench] [--no-llama-cpp-python]
+                        [--threads N] [--native PATH/TO/llama-bench] [--no-llama-cpp-python] [--repeats N]
 
 Without a model file, the `--shape` model is generated (random weights, scripts/gen_shaped_gguf.py) into
 ~/.cache/localchat-bench/models. The template is Qwen3.5-style (tests/support/thinking_templates.PRE_OPENED:
@@ -182,13 +182,13 @@ def benchlib_threads() -> int:
     return physical_cores()
 
 
-def run_scenarios(engine, turns: int) -> dict:
+def run_scenarios(engine, turns: int, tag: str = "") -> dict:
     out: dict[str, list[dict]] = {}
-    run = engine.conversation("A")
+    run = engine.conversation("A" + tag)
     out["next turn"] = [run("send", i) for i in range(turns)]
     out["regenerate"] = [out["next turn"][0], run("regenerate", turns - 1)]
     out["edit"] = [out["next turn"][0], run("edit", turns - 1)]
-    a, b = engine.conversation("B"), engine.conversation("C")
+    a, b = engine.conversation("B" + tag), engine.conversation("C" + tag)
     rows_a, rows_b = [], []
     for i in range(turns):
         rows_a.append(a("send", i))
@@ -209,20 +209,24 @@ def llama_bench(native: Path, model: Path, threads: int, tokens: int, depth: int
     return float(runs[0]["avg_ts"]) if runs else None
 
 
-def report(results: dict[str, dict], new_of: dict[str, list[dict]]) -> dict:
+def report(results: dict[str, list[dict]], new_of: dict[str, list[dict]]) -> dict:
+    """One line per scenario and engine; with repeats, the TTFT figures are medians over them (evaluated
+    tokens are the same in every repeat)."""
     print(f"\n{'scenario':<16}{'engine':<18}{'TTFT last/1':>12}{'last TTFT ms':>13}{'evaluated':>10}{'new':>6}"
           f"{'eval/new':>9}   targets: TTFT <= 1.3x, evaluated <= 1.1x new")
     summary: dict = {}
     for scenario, rows in new_of.items():
         new = rows[-1]["new"]
-        for engine, res in results.items():
-            r = res[scenario]
-            ratio = r[-1]["ttft_ms"] / r[0]["ttft_ms"]
+        for engine, repeats in results.items():
+            ratios = [rep[scenario][-1]["ttft_ms"] / rep[scenario][0]["ttft_ms"] for rep in repeats]
+            ratio, last_ms = benchlib.median(ratios), benchlib.median(rep[scenario][-1]["ttft_ms"] for rep in repeats)
+            r = repeats[0][scenario]
             ev = r[-1]["evaluated"]
             per_new = f"{ev / new:>9.2f}" if new else f"{'-':>9}"
-            print(f"{scenario:<16}{engine:<18}{ratio:>12.2f}{r[-1]['ttft_ms']:>13.1f}{ev:>10}{new:>6}{per_new}")
-            summary.setdefault(scenario, {})[engine] = {"ttft_ratio": ratio, "evaluated": ev, "new": new,
-                                                        "ttft_ms": [x["ttft_ms"] for x in r],
+            spread = f"   (runs: {', '.join(f'{x:.2f}' for x in ratios)})" if len(ratios) > 1 else ""
+            print(f"{scenario:<16}{engine:<18}{ratio:>12.2f}{last_ms:>13.1f}{ev:>10}{new:>6}{per_new}{spread}")
+            summary.setdefault(scenario, {})[engine] = {"ttft_ratio": ratio, "ttft_ratios": ratios, "evaluated": ev,
+                                                        "new": new, "ttft_ms": [x["ttft_ms"] for x in r],
                                                         "evaluated_by_turn": [x["evaluated"] for x in r]}
     return summary
 
@@ -238,23 +242,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-ctx", type=int, default=8192)
     p.add_argument("--native", type=Path, default=DEFAULT_NATIVE, help="llama-bench for the decode comparison")
     p.add_argument("--no-llama-cpp-python", action="store_true")
+    p.add_argument("--repeats", type=int, default=1, help="whole runs per engine; TTFT ratios are their medians")
     args = benchlib.parse_args(p, argv)
     path = args.models[0] if args.models else shaped_model(args.shape)
     results: dict[str, dict] = {}
     engines = [Local] + ([] if args.no_llama_cpp_python else [LlamaCppPython])
     threads = 0
     for cls in engines:
-        engine = cls(path, args)
-        try:
-            results[cls.name] = run_scenarios(engine, args.turns)
-            if isinstance(engine, Local):
-                threads = engine.client.info.n_threads
-        finally:
-            engine.close()
+        for repeat in range(args.repeats):  # a fresh engine each time: nothing cached from the repeat before
+            engine = cls(path, args)
+            try:
+                results.setdefault(cls.name, []).append(run_scenarios(engine, args.turns, f"{repeat}" if repeat else ""))
+                if isinstance(engine, Local):
+                    threads = engine.client.info.n_threads
+            finally:
+                engine.close()
     print(f"{path.name}: {args.turns} turns, replies of {args.reply_tokens} tokens, {threads} threads, "
-          f"Qwen3.5-style template")
-    summary = report(results, results["localchat"])
-    local = results["localchat"]
+          f"Qwen3.5-style template, {args.repeats} repeat{'s' if args.repeats != 1 else ''}")
+    summary = report(results, results["localchat"][0])
+    local = results["localchat"][0]
     last = [local["next turn"][-1], local["alternate"][-1], local["alternate (2nd)"][-1]]
     tps = benchlib.median(r["tps"] for r in last)
     depth = int(benchlib.median(r["prompt"] for r in last))
