@@ -57,13 +57,14 @@ def save_state(lib: Any, ctx: Any, seq_id: int, partial: bool) -> bytes:
     n = lib.llama_state_seq_get_size_ext(ctx, seq_id, flags)
     buf = (ctypes.c_uint8 * n)()
     written = lib.llama_state_seq_get_data_ext(ctx, buf, n, seq_id, flags)
-    return bytes(buf)[:written]
+    return ctypes.string_at(buf, written)  # one copy (bytes(buf)[:written] made two: tens of MB each)
 
 
 def restore_state(lib: Any, ctx: Any, seq_id: int, data: bytes, partial: bool) -> bool:
     """False when llama.cpp refuses the bytes (other shapes, K/V type or layout, or a short read); the
     sequence is then empty for a full state, unchanged for a partial one."""
-    buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+    # llama.cpp only reads the buffer: it is handed the bytes object's own memory, not a copy of it
+    buf = ctypes.cast(ctypes.c_char_p(data), ctypes.POINTER(ctypes.c_uint8))
     read = lib.llama_state_seq_set_data_ext(ctx, buf, len(data), seq_id, PARTIAL_ONLY if partial else 0)
     return read == len(data)
 
