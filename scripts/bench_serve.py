@@ -6,7 +6,9 @@
    generated into the same cache (scripts/gen_shaped_gguf.py).
 2. One client alone, alternating rounds: one streaming client of `localchat serve --parallel N` against one
    of `localchat serve --parallel 1` (the server's one-at-a-time path, as it was before batching; target
-   ratio >= 0.97), and the engine's own single-stream rate (EngineClient, no server, no HTTP) beside them.
+   ratio >= 0.97), the engine's own single-stream rate (EngineClient, no server, no HTTP) beside them, and a
+   reply constrained by a JSON schema (response_format json_schema, strict) against the free one on the
+   batched server: target ratio >= 0.90, with the grammar's cost per token.
 3. 1, 4, 8, 16 streaming clients (a bounded number of requests each level) against both servers, each with
    N slots and the same context per slot, threads, flash attention and GPU layers: total tokens/s,
    p50/p95 time to first token and the median per-stream rate, and localchat's total over llama-server's.
@@ -64,11 +66,18 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
-def stream_chat(port: int, model: str, content: str, max_tokens: int, timeout: float = 600) -> dict:
+# A reply that must be a JSON object whose essay runs at least as long as the reply's budget: constrained and
+# free replies then decode the same number of tokens (the grammar cannot close the object early).
+ESSAY_SCHEMA = {"type": "object", "additionalProperties": False, "required": ["essay"],
+                "properties": {"essay": {"type": "string", "minLength": 2000}}}
+
+
+def stream_chat(port: int, model: str, content: str, max_tokens: int, timeout: float = 600,
+                extra: dict | None = None) -> dict:
     """One streaming chat completion; times the first and last content chunk as they arrive."""
     body = json.dumps({"model": model, "messages": [{"role": "user", "content": content}], "stream": True,
                        "stream_options": {"include_usage": True}, "max_tokens": max_tokens, "temperature": 0,
-                       "seed": 1})
+                       "seed": 1, **(extra or {})})
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     t0 = time.perf_counter()
     try:
@@ -231,20 +240,25 @@ def single_stream(home: Path, port: int, one_slot_port: int, args) -> dict:
             n = generation.usage.completion_tokens
             return (n - 1) / (last - first) if n > 1 and last > first else 0.0
 
-        def served(at: int) -> float:
-            return float(stream_chat(at, MODEL_ID, PROMPT, args.single_tokens)["rate"])
+        def served(at: int, extra: dict | None = None) -> float:
+            return float(stream_chat(at, MODEL_ID, PROMPT, args.single_tokens, extra=extra)["rate"])
 
-        direct(), served(port), served(one_slot_port)
-        engine_rates, served_rates, one_slot_rates = [], [], []
+        schema = {"response_format": {"type": "json_schema",
+                                      "json_schema": {"name": "essay", "strict": True, "schema": ESSAY_SCHEMA}}}
+        direct(), served(port), served(one_slot_port), served(port, schema)
+        engine_rates, served_rates, one_slot_rates, schema_rates = [], [], [], []
         for _ in range(args.rounds):
             engine_rates.append(direct())
             served_rates.append(served(port))
             one_slot_rates.append(served(one_slot_port))
+            schema_rates.append(served(port, schema))
     finally:
         engine.close()
-    e, s, o = (statistics.median(r) for r in (engine_rates, served_rates, one_slot_rates))
+    e, s, o, j = (statistics.median(r) for r in (engine_rates, served_rates, one_slot_rates, schema_rates))
     return {"engine": e, "served": s, "one_slot": o, "ratio": s / o if o else 0.0, "of_engine": s / e if e else 0.0,
-            "engine_runs": engine_rates, "served_runs": served_rates, "one_slot_runs": one_slot_rates}
+            "schema": j, "schema_ratio": j / s if s else 0.0, "schema_cost_ms": (1 / j - 1 / s) * 1000 if j and s else 0.0,
+            "engine_runs": engine_rates, "served_runs": served_rates, "one_slot_runs": one_slot_rates,
+            "schema_runs": schema_rates}
 
 
 def main() -> int:
@@ -356,6 +370,8 @@ def print_table(results: dict, args) -> None:
     print(f"  ratio                {s['ratio']:8.3f}              (target >= 0.97)")
     print(f"  engine, no server    {s['engine']:8.1f} tokens/s   (runs: {runs('engine_runs')}); "
           f"served / engine {s['of_engine']:.3f}")
+    print(f"  json_schema reply    {s['schema']:8.1f} tokens/s   (runs: {runs('schema_runs')}); over a free one "
+          f"{s['schema_ratio']:.3f} (target >= 0.90), the grammar's cost {s['schema_cost_ms']:.2f} ms a token")
     print(f"\nstreaming clients, {args.tokens} tokens per reply, {args.parallel} slots on both servers:")
     head = f"{'tok/s':>7} {'TTFT p50':>9} {'p95':>7} {'stream':>7}"
     print(f"  {'clients':>7} {'reqs':>5} | llama-server -np {args.parallel:<3}{'':>14} | localchat --parallel {args.parallel:<3}{'':>10} | ratio")
