@@ -77,7 +77,9 @@ def stream_chat(port: int, model: str, content: str, max_tokens: int, timeout: f
     """One streaming chat completion; times the first and last content chunk as they arrive."""
     body = json.dumps({"model": model, "messages": [{"role": "user", "content": content}], "stream": True,
                        "stream_options": {"include_usage": True}, "max_tokens": max_tokens, "temperature": 0,
-                       "seed": 1, **(extra or {})})
+                       # the same settings on both servers: their defaults differ (localchat's repeat penalty is
+                       # 1.1, llama-server's 1.0), and a penalty costs a pass over the vocabulary per token
+                       "repeat_penalty": 1.0, "seed": 1, **(extra or {})})
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     t0 = time.perf_counter()
     try:
@@ -229,7 +231,7 @@ def single_stream(home: Path, port: int, one_slot_port: int, args) -> dict:
         template, _ = svc.chat_template(svc.entry(MODEL_ID), engine.info.chat_template,
                                         getattr(engine.info, "bos_token", None), getattr(engine.info, "eos_token", None))
         prompt = template.render([Message("user", PROMPT)], add_generation_prompt=True)
-        sampling = SamplingParams(temperature=0.0, max_tokens=args.single_tokens, seed=1)
+        sampling = SamplingParams(temperature=0.0, repeat_penalty=1.0, max_tokens=args.single_tokens, seed=1)
 
         def direct() -> float:
             generation = engine.generate(prompt, sampling)
