@@ -7,6 +7,8 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import pytest
+
 from localchat.chat import ChatSession
 from localchat.engine.api import ReasoningDelta, TextDelta
 from localchat.engine.remote import RemoteEngineClient, RemoteTemplate
@@ -33,39 +35,37 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-def test_reasoning_content_deltas_become_reasoning_events():
+@pytest.fixture
+def client():
+    """A remote engine client of a fake server that streams CHUNKS (and keeps every request body)."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Handler.bodies.clear()
     try:
         endpoint = f"http://127.0.0.1:{server.server_address[1]}/v1"
-        client = RemoteEngineClient(endpoint, "qwen3", None, ModelInfo(path="remote", n_ctx=4096))
-        gen = client.generate([Message("user", "hi")], SamplingParams(max_tokens=20))
-        events = list(gen)
-        assert events == [ReasoningDelta("The user "), ReasoningDelta("greets me."), ReasoningDelta("OpenRouter's name."),
-                          TextDelta("Hel"), TextDelta("lo!")]
-        assert gen.text == "Hello!" and gen.finish_reason == "stop"
-        # no OpenAI-compatible call ends a running thought; the budget goes with the request instead
-        budgeted = client.generate([Message("user", "hi")], SamplingParams(max_tokens=20, reasoning_budget=64))
-        assert budgeted.end_thought() is False
-        list(budgeted)
-        assert _Handler.bodies[-1]["thinking_budget_tokens"] == 64
-        assert "thinking_budget_tokens" not in _Handler.bodies[0]
+        yield RemoteEngineClient(endpoint, "qwen3", None, ModelInfo(path="remote", n_ctx=4096))
     finally:
         server.shutdown()
 
 
-def test_thinking_on_or_off_goes_to_the_server_as_its_template_switch():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        endpoint = f"http://127.0.0.1:{server.server_address[1]}/v1"
-        client = RemoteEngineClient(endpoint, "qwen3", None, ModelInfo(path="remote", n_ctx=4096))
-        for thinking, expected in (("off", {"enable_thinking": False}), ("on", {"enable_thinking": True}),
-                                   ("default", None)):
-            session = ChatSession(client, RemoteTemplate(), model_id="qwen3", thinking=thinking)
-            turn = session.send("hi")
-            list(turn)
-            assert _Handler.bodies[-1].get("chat_template_kwargs") == expected, thinking
-            assert _Handler.bodies[-1]["messages"] == [{"role": "user", "content": "hi"}]
-    finally:
-        server.shutdown()
+def test_reasoning_content_deltas_become_reasoning_events(client):
+    gen = client.generate([Message("user", "hi")], SamplingParams(max_tokens=20))
+    events = list(gen)
+    assert events == [ReasoningDelta("The user "), ReasoningDelta("greets me."), ReasoningDelta("OpenRouter's name."),
+                      TextDelta("Hel"), TextDelta("lo!")]
+    assert gen.text == "Hello!" and gen.finish_reason == "stop"
+    # no OpenAI-compatible call ends a running thought; the budget goes with the request instead
+    budgeted = client.generate([Message("user", "hi")], SamplingParams(max_tokens=20, reasoning_budget=64))
+    assert budgeted.end_thought() is False
+    list(budgeted)
+    assert _Handler.bodies[-1]["thinking_budget_tokens"] == 64
+    assert "thinking_budget_tokens" not in _Handler.bodies[0]
+
+
+def test_thinking_on_or_off_goes_to_the_server_as_its_template_switch(client):
+    for thinking, expected in (("off", {"enable_thinking": False}), ("on", {"enable_thinking": True}),
+                               ("default", None)):
+        session = ChatSession(client, RemoteTemplate(), model_id="qwen3", thinking=thinking)
+        list(session.send("hi"))
+        assert _Handler.bodies[-1].get("chat_template_kwargs") == expected, thinking
+        assert _Handler.bodies[-1]["messages"] == [{"role": "user", "content": "hi"}]
