@@ -35,12 +35,6 @@ from localchat.reasoning import ThoughtControl
 from localchat.types import SamplingParams
 
 
-def slot_overflow(tokens: int, n_ctx_slot: int) -> EngineContextOverflow:
-    """The refusal of a prompt that can never fit a slot (here, and in the server before it would wait)."""
-    return EngineContextOverflow(f"the prompt has {tokens} tokens; a parallel slot holds {n_ctx_slot}",
-                                 "shorten the conversation, or serve with fewer --parallel slots or a larger n_ctx")
-
-
 class Sampler(Protocol):
     """One sequence's sampler chain (issue 17's grammar joins it in the backend)."""
 
@@ -275,7 +269,9 @@ class BatchScheduler:
         if len(tokens) >= self.n_ctx_slot:
             with self._wake:
                 self.counters["rejected"] += 1
-            raise slot_overflow(len(tokens), self.n_ctx_slot)
+            raise EngineContextOverflow(
+                f"the prompt has {len(tokens)} tokens; a parallel slot holds {self.n_ctx_slot}",
+                "shorten the conversation, or serve with fewer --parallel slots or a larger n_ctx")
         request.tokens = tokens
         request.arrived = request.arrived or time.perf_counter()
         with self._wake:

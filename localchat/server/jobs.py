@@ -72,7 +72,6 @@ class Job:
     _generation: Any = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _prepared: tuple | None = None  # prepare(slot)'s result, when it ran before the turn (_fits)
 
     def start(self) -> "Job":
         self.stats.requests += 1
@@ -103,7 +102,7 @@ class Job:
         loop = asyncio.get_running_loop()
         in_turn = False
         try:
-            async with self.pool.lease(self.model_id, self._fits) as slot:
+            async with self.pool.lease(self.model_id) as slot:
                 in_turn = True
                 self.slot = slot
                 done = loop.create_future()
@@ -125,26 +124,12 @@ class Job:
             self.stats.failed += 1
             self.events.put_nowait(Failed(exc))
 
-    async def _fits(self, slot: Any) -> None:
-        """Every turn on the model is taken, so this request would wait: a prompt too long for a slot of a
-        local engine is refused now (the same error its worker would give) rather than after the wait."""
-        from localchat.engine.batch import slot_overflow
-        from localchat.engine.client import EngineClient
-
-        if not isinstance(slot.engine, EngineClient):  # a remote server's window is its own to judge
-            return
-        self._prepared = await asyncio.to_thread(self.prepare, slot)
-        (tokens,) = await asyncio.to_thread(slot.engine.count_tokens, [self._prepared[0]])
-        n_ctx = slot.engine.info.n_ctx
-        if tokens >= n_ctx:
-            raise slot_overflow(tokens, n_ctx)
-
     def _run(self, slot: Any, loop: asyncio.AbstractEventLoop, done: asyncio.Future) -> None:
         """The generation thread: the engine's blocking iterator, bridged to the event loop."""
         put = self.events.put_nowait
         outcome: Any = None
         try:
-            prompt, sampling, *wrap = self._prepared or self.prepare(slot)
+            prompt, sampling, *wrap = self.prepare(slot)
             generation = slot.engine.generate(prompt, sampling)
             if wrap:
                 generation = wrap[0](generation)

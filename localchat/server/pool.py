@@ -14,7 +14,7 @@ import threading
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable, Literal
+from typing import TYPE_CHECKING, AsyncIterator, Literal
 
 if TYPE_CHECKING:
     from localchat.engine.api import ChatTemplate, Engine
@@ -37,11 +37,6 @@ class FifoTurn:
     @property
     def held(self) -> bool:
         return self.in_use > 0
-
-    @property
-    def full(self) -> bool:
-        """A request asking now would wait."""
-        return self.in_use >= self.capacity or self.waiting > 0
 
     async def acquire(self) -> None:
         if self.in_use < self.capacity and not self._waiters:
@@ -120,13 +115,10 @@ class ModelPool:
         return self._slots.get(model_id)
 
     @asynccontextmanager
-    async def lease(self, model_id: str, before_waiting: Callable[[Slot], Awaitable[None]] | None = None,
-                    ) -> AsyncIterator[Slot]:
+    async def lease(self, model_id: str) -> AsyncIterator[Slot]:
         """Wait for `model_id` to be loaded and for this request's turn on it (first come, first served);
-        raises what loading raised. The turn passes to the next request when the block ends.
-        `before_waiting(slot)` runs once the model is loaded, when every turn is taken and the request would
-        wait: what it raises ends the request there (a prompt that could never fit, refused at once)."""
-        slot = await self._acquire(model_id, before_waiting)
+        raises what loading raised. The turn passes to the next request when the block ends."""
+        slot = await self._acquire(model_id)
         try:
             yield slot
         finally:
@@ -155,15 +147,13 @@ class ModelPool:
 
     # --- joining, loading, evicting ---------------------------------------------------------------
 
-    async def _acquire(self, model_id: str, before_waiting: Callable[[Slot], Awaitable[None]] | None = None) -> Slot:
+    async def _acquire(self, model_id: str) -> Slot:
         while True:
             slot = await self._join(model_id)
             try:
                 await slot.loaded.wait()
                 if slot.error is not None:
                     raise slot.error
-                if before_waiting is not None and slot.turn.full and slot.engine is not None:
-                    await before_waiting(slot)
                 await slot.turn.acquire()
             except BaseException:  # cancelled in the line (the client went away) or the load failed
                 self._leave(slot)

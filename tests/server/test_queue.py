@@ -245,11 +245,6 @@ def test_parallel_slots_refuse_an_oversized_prompt_and_free_a_slot_the_moment_it
     # Both slots busy, a third request waits; the second client hangs up and the third starts at once.
     b, _ = hold("b")
     server.wait_health(lambda h: h["models"][0]["running"] == 2)
-    # Every slot taken: the oversized prompt is still refused at once, not after a slot frees.
-    r = requests.post(server.v1 + "/chat/completions", timeout=60,
-                      json={"model": "chatty", "messages": [{"role": "user", "content": "ab " * 3000}]})
-    assert r.status_code == 400 and "parallel slot" in r.json()["error"]["message"]
-    assert server.health()["models"][0]["running"] == 2
     third: dict = {}
     waiter = threading.Thread(target=lambda: third.update(r=client.chat.completions.create(
         model="chatty", max_tokens=5, messages=[{"role": "user", "content": "c"}])))
