@@ -11,7 +11,8 @@ the same pool and jobs as the OpenAI routes; `format` ("json" or a schema) becom
 window the model is loaded with (config.yaml's load.n_ctx sets that) and refused above it; options that
 choose how a model is loaded (num_gpu, num_thread, num_batch, use_mmap, ...) are ignored, because the
 model is loaded once for every client by config.yaml; samplers we do not have (mirostat, tfs_z,
-typical_p) are refused unless they are set to their no-op value; an unknown option is refused.
+typical_p) are refused unless they are set to their no-op value (mirostat's own settings and
+penalize_newline are ignored, as Ollama does); an unknown option is refused.
 """
 
 from __future__ import annotations
@@ -50,7 +51,10 @@ _OPTIONS = {"temperature": float, "top_p": float, "top_k": int, "min_p": float, 
             "repeat_last_n": int, "presence_penalty": float, "frequency_penalty": float}
 _LOAD_OPTIONS = {"num_keep", "num_batch", "num_gpu", "main_gpu", "use_mmap", "use_mlock", "num_thread", "numa",
                  "low_vram", "vocab_only", "f16_kv", "logits_all", "embedding_only"}
-_NO_OP = {"mirostat": 0, "tfs_z": 1.0, "typical_p": 1.0, "penalize_newline": False}  # samplers we do not have
+_NO_OP = {"mirostat": 0, "tfs_z": 1.0, "typical_p": 1.0}  # samplers we do not have
+# Without effect here as in Ollama today: mirostat's settings while mirostat is off (refused above when on),
+# and penalize_newline, which Ollama itself no longer applies (older clients send its default, true).
+_IGNORED = {"mirostat_eta", "mirostat_tau", "penalize_newline"}
 _HANDLED = {"num_predict", "stop", "num_ctx"}
 
 
@@ -250,24 +254,22 @@ class OllamaApi:
     async def embed(self, request: Request) -> dict:
         from localchat.server.embeddings import ollama_embed
 
-        data = await self._body(request)
-        model_id = self._model(data.get("model"))
-        keep_alive = keep_alive_seconds(data.get("keep_alive"))
-        self._hold(model_id)
-        try:
-            return await ollama_embed(self.api, model_id, data)
-        finally:
-            self._release(model_id, keep_alive)
+        return await self._embed_with(request, ollama_embed)
 
     async def embeddings(self, request: Request) -> dict:
         from localchat.server.embeddings import ollama_legacy_embedding
 
+        return await self._embed_with(request, ollama_legacy_embedding)
+
+    async def _embed_with(self, request: Request, answer: Any) -> dict:
+        """/api/embed and the older /api/embeddings: the model held while `answer` computes the vectors."""
         data = await self._body(request)
         model_id = self._model(data.get("model"))
         keep_alive = keep_alive_seconds(data.get("keep_alive"))
         self._hold(model_id)
         try:
-            return await ollama_legacy_embedding(self.api, model_id, data)
+            result: dict = await answer(self.api, model_id, data)
+            return result
         finally:
             self._release(model_id, keep_alive)
 
@@ -375,7 +377,7 @@ class OllamaApi:
 
     def _check_options(self, model_id: str, options: dict) -> None:
         for key, value in options.items():
-            if key in _OPTIONS or key in _HANDLED or key in _LOAD_OPTIONS:
+            if key in _OPTIONS or key in _HANDLED or key in _LOAD_OPTIONS or key in _IGNORED:
                 continue
             if key in _NO_OP:
                 if value is not None and value != _NO_OP[key]:

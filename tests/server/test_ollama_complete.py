@@ -35,7 +35,8 @@ def test_sampling_options_are_mapped(client):
                                                              "min_p": 0.0, "num_ctx": 256})
     assert cut.message.content == "Hi " and cut.done_reason == "stop"
     short = client.generate(model="tiny", prompt="x", options={"num_predict": 2, "num_gpu": 0, "num_thread": 1,
-                                                               "mirostat": 0, "typical_p": 1.0})
+                                                               "mirostat": 0, "typical_p": 1.0, "mirostat_eta": 0.1,
+                                                               "mirostat_tau": 5.0, "penalize_newline": True})
     assert short.response == "Hi" and short.done_reason == "length"  # load-time options ignored, no-ops accepted
 
 
