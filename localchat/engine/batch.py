@@ -39,6 +39,7 @@ class Sampler(Protocol):
     """One sequence's sampler chain (issue 17's grammar joins it in the backend)."""
 
     def sample(self, row: int) -> int: ...  # pick a token from the logits of batch row `row`
+    def accept(self, token: int) -> None: ...  # a token taken without sampling (a thought's closing tags)
     def close(self) -> None: ...
 
 
@@ -367,8 +368,13 @@ class BatchScheduler:
         thought = slot.thought
         if thought is None:
             return slot.sampler.sample(row)  # type: ignore[union-attr]
-        # the budget is spent or the user asked: the closing tags instead of a sampled token
-        token = thought.forcing.pop(0) if thought.forcing else slot.sampler.sample(row)  # type: ignore[union-attr]
+        # the budget is spent or the user asked: the closing tags instead of a sampled token (the sampler
+        # hears of them: penalties count them, a grammar held until `</think>` starts after it)
+        if thought.forcing:
+            token = thought.forcing.pop(0)
+            slot.sampler.accept(token)  # type: ignore[union-attr]
+        else:
+            token = slot.sampler.sample(row)  # type: ignore[union-attr]
         thought.saw(token)
         return token
 

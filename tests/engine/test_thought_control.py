@@ -10,6 +10,7 @@ import pytest
 from localchat.engine import EngineClient
 from localchat.engine.api import ReasoningDelta, TextDelta
 from localchat.reasoning import detect
+from localchat.structured import OutputConstraint
 from localchat.template_sandbox import SandboxedTemplate
 from localchat.types import LoadOptions, Message, SamplingParams
 from tests.support.ggufgen import CHAT_PROMPT, TINY_REPLY, make_tiny_gguf
@@ -140,3 +141,17 @@ def test_a_model_that_does_not_reason_is_unchanged(start, models):
     events = list(gen)
     assert all(isinstance(e, TextDelta) for e in events) and gen.text == TINY_REPLY
     assert gen.usage.reasoning_tokens is None
+
+
+def test_a_json_reply_after_a_thought_the_budget_closed_is_json(start, models):
+    """The grammar waits for the thought's close tag; when the budget closes the thought, the forced tags
+    reach the grammar too, so the answer after them is constrained (it would be the model's plain text)."""
+    engine = start(models["long"], n_ctx=2048)
+    grammar = OutputConstraint("json", after="</think>").to_dict()
+    thought, answer, usage = _split(engine.generate(_prompt(engine), greedy(max_tokens=60, reasoning_budget=8,
+                                                                           grammar=grammar)))
+    assert LONG_THOUGHT.startswith(thought) and len(thought) < 80
+    # the grammar holds from the close tag on: JSON's leading whitespace or an object, never the free answer
+    # (the tiny model's greedy pick is whitespace here, until max_tokens)
+    assert answer != ANSWER and (not answer.strip() or answer.lstrip().startswith("{")), answer
+    assert usage.completion_tokens == 60

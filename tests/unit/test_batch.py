@@ -59,6 +59,9 @@ class FakeModel:
                     h = random.Random(h ^ (s.seed or 0)).randrange(1 << 30)
                 return EOG if h % 37 == 0 else 97 + h % 26
 
+            def accept(self, token: int) -> None:
+                pass
+
             def close(self) -> None:
                 pass
 

@@ -142,9 +142,14 @@ class GrammarSampler:
             self.resampled += 1
             best = self._pick_among_best(chain, logits) if self.need is not None else None
             token = best if best is not None else self._pick(chain, logits, with_grammar=True)
-        lib.llama_sampler_accept(self.grammar, token)
-        lib.llama_sampler_accept(chain, token)
+        self.accept(chain, token)
         return token
+
+    def accept(self, chain: Any, token: int) -> None:
+        """A token the reply takes without sampling (a thought's forced closing tags): the grammar and the
+        chain hear of it as of a sampled one, so a grammar waiting for `</think>` starts after it."""
+        self.lib.llama_sampler_accept(self.grammar, token)
+        self.lib.llama_sampler_accept(chain, token)
 
     def _pick(self, chain: Any, logits: Any, with_grammar: bool) -> int:
         view, array, ref = self._view, self._array, ctypes.byref(self._array)

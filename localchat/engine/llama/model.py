@@ -564,7 +564,8 @@ class NativeModel:
                 sample = self._argmax_sampler()
             thought = self.thought_control(prompt, sampling, len(tokens))
             if thought is not None:  # only a reasoning model pays for the check per token
-                sample = _controlled(sample, thought, lib.llama_sampler_accept, end_thought)
+                accept = grammar.accept if grammar is not None else lib.llama_sampler_accept
+                sample = _controlled(sample, thought, accept, end_thought)
             pieces, piece_of, cached, n_ctx = self._pieces, self._piece, self.cached, self.n_ctx
             decoder = codecs.getincrementaldecoder("utf-8")("replace")
             utf8 = decoder.decode
@@ -676,7 +677,8 @@ class _ThinkTokens:
 
 def _controlled(sample, thought: ThoughtControl, accept, end_thought: Callable[[], bool] | None):
     """A pick that feeds the thought's closing tokens instead of sampling once the budget is spent or the
-    user asked (the sampler chain still hears of them, so penalties count them)."""
+    user asked (the sampler chain, and a grammar, still hear of them: penalties count them, and a grammar
+    held until `</think>` starts after it)."""
 
     def pick(chain, ctx, i):
         if end_thought is not None and not thought.end_requested and end_thought():

@@ -27,6 +27,9 @@ class ChainSampler:
     def sample(self, row: int) -> int:
         return int(self._lib.llama_sampler_sample(self._chain, self._ctx, row))
 
+    def accept(self, token: int) -> None:
+        self._lib.llama_sampler_accept(self._chain, token)
+
     def close(self) -> None:
         if self._chain is not None:
             self._lib.llama_sampler_free(self._chain)
@@ -42,6 +45,9 @@ class GrammarChainSampler:
 
     def sample(self, row: int) -> int:
         return self._grammar.sample(self._chain, self._ctx, row)
+
+    def accept(self, token: int) -> None:
+        self._grammar.accept(self._chain, token)
 
     def close(self) -> None:
         if self._chain is not None:
@@ -61,6 +67,9 @@ class ArgmaxSampler:
 
     def sample(self, row: int) -> int:
         return int(self._as_array(self._logits(self._ctx, row), shape=(self._n,)).argmax())
+
+    def accept(self, token: int) -> None:
+        pass  # no state to keep
 
     def close(self) -> None:
         pass
