@@ -84,9 +84,10 @@ class Generation(CancellingGeneration):
     mid-stream, EngineError for other engine failures; `text` always holds what was received.
     """
 
-    def __init__(self, stream: _Stream, splitter: ReasoningSplitter | None = None) -> None:
+    def __init__(self, stream: _Stream, splitter: ReasoningSplitter | None = None, can_end: bool = False) -> None:
         self._stream = stream
         self._splitter = splitter  # a reasoning model: the thought comes out as ReasoningDelta events
+        self._can_end = can_end  # the worker controls the thought (both tags are tokens of their own)
         self._split: list[TextDelta | ReasoningDelta] = []
         self._parts: list[str] = []
         self._ended = False
@@ -151,10 +152,11 @@ class Generation(CancellingGeneration):
     def end_thought(self) -> bool:
         """Close a reasoning model's thought now: the worker feeds the closing tag at its next token and the
         answer follows (thread-safe). False when the reply is no thought: a model that does not reason, an
-        answer already begun, or a reply that has ended. Before the reply's first text it is asked too: a
+        answer already begun, or a reply that has ended; and for a model whose tags are not tokens of their
+        own (the worker cannot close its thought). Before the reply's first text it is asked too: a
         thought the model then opens is closed at once."""
         splitter = self._splitter
-        if splitter is None or self._ended or splitter.state in ("answer", "answer_start"):
+        if not self._can_end or splitter is None or self._ended or splitter.state in ("answer", "answer_start"):
             return False
         return self._stream.end_thought()
 
@@ -277,7 +279,8 @@ class EngineClient(ClosingEngine):
         # A reasoning model (its template writes </think>, or its vocabulary has both tags): the thought streams
         # apart from the answer.
         fmt = of_model(self.info.chat_template, self.info.think_tags)
-        return Generation(stream, fmt.splitter(request.prompt) if fmt is not None else None)
+        return Generation(stream, fmt.splitter(request.prompt) if fmt is not None else None,
+                          can_end=bool(self.info.think_tags))
 
     def count_tokens(self, texts: Sequence[Prompt]) -> list[int]:
         """How many tokens each text is, tokenized as a prompt is (one round trip, answered even while a

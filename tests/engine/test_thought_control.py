@@ -35,6 +35,8 @@ def models(tmp_path_factory):
         "long": make_tiny_gguf(d / "long.gguf", reply=ANSWER, thought=LONG_THOUGHT, chat_template=QWEN3_STYLE,
                                n_ctx_train=4096, n_layer=48),
         "plain": make_tiny_gguf(d / "plain.gguf"),
+        # a thinking template, but no <think>/</think> tokens: the client splits, the worker cannot close
+        "template_only": make_tiny_gguf(d / "template-only.gguf", chat_template=QWEN3_STYLE),
     }
 
 
@@ -155,3 +157,11 @@ def test_a_json_reply_after_a_thought_the_budget_closed_is_json(start, models):
     # (the tiny model's greedy pick is whitespace here, until max_tokens)
     assert answer != ANSWER and (not answer.strip() or answer.lstrip().startswith("{")), answer
     assert usage.completion_tokens == 60
+
+
+def test_end_thought_is_refused_where_the_worker_cannot_close_the_thought(start, models):
+    engine = start(models["template_only"])
+    assert engine.info.think_tags is None
+    gen = engine.generate(_prompt(engine), greedy())
+    assert gen.end_thought() is False  # nothing would close it: the TUI rings instead of saying "ended early"
+    list(gen)
