@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
+from localchat.engine.checkpoints import common_prefix
 from localchat.engine.api import (ChatTemplate, Engine, Event, Generation, Prompt, ReasoningDelta, StatefulEngine,
                                   TextDelta)
 from localchat.errors import ContextOverflowError, EngineError, LocalchatError, StoreError, TemplateError
@@ -244,7 +245,7 @@ class ChatSession:
         other = self._render([*messages[:-1], replace(messages[-1], content=_SENTINEL)])
         if not isinstance(other, str):
             return ()
-        n = _common_prefix(prompt, other)
+        n = common_prefix(prompt, other)
         starts = [n] if 0 < n < len(prompt) else []
         # and where the generation prompt starts: the next turn's history renders the reply there without
         # the "<think>" a Qwen3.5 generation prompt ends with, so the prompts part just after it
@@ -275,7 +276,7 @@ class ChatSession:
     def park(self) -> int:
         """Write the engine's state of this conversation to disk before it is left: the tokens covered."""
         engine, path, template = self.engine, self.checkpoint_path(), self.template
-        if not isinstance(engine, StatefulEngine) or path is None or template is None or not engine_alive(engine):
+        if not isinstance(engine, StatefulEngine) or path is None or template is None or not engine.alive:
             return 0
         prefix = self.resume_prefix()
         if prefix is None:
@@ -341,21 +342,6 @@ class ChatSession:
     def _delete_from(self, position: int) -> None:
         if self.store is not None and self.conversation_id is not None:
             self.store.delete_messages_from(self.conversation_id, position)
-
-
-def _common_prefix(a: str, b: str) -> int:
-    lo, hi = 0, min(len(a), len(b))  # a binary search over slice comparisons: C speed for long prompts
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if a[:mid] == b[:mid]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
-def engine_alive(engine: Engine) -> bool:
-    return bool(getattr(engine, "alive", True))
 
 
 # Conversation states on disk: a full state grows with the conversation (12 KiB a token for the 0.8B

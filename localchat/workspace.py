@@ -276,13 +276,9 @@ class Workspace:
         resumes it (one file per conversation and model). Not while a reply streams: it keeps no state."""
         with self._lock:
             session, engine = self._session, self._engine
-            if (self._busy or engine is None or not engine.alive or self._model_id == model_id
-                    or session.conversation_id is None or not session.messages):
+            if self._busy or engine is None or not engine.alive or self._model_id == model_id:
                 return
-        try:
-            session.park()
-        except LocalchatError as exc:  # the worker went away meanwhile: the state is only a saving
-            log.info("conversation state not saved before the swap: %s", exc)
+        self._switch_state(session, None, background=False)
 
     def _loaded(self, load: _Load, engine: Engine, template: ChatTemplate, warnings: list[str]) -> None:
         with self._lock:
@@ -375,13 +371,13 @@ class Workspace:
             return
 
         def run() -> None:
-            for session, action in ((left, "park"), (opened, "resume")):
+            for session, move, what in ((left, ChatSession.park, "saved"), (opened, ChatSession.unpark, "restored")):
                 if session is None:
                     continue
                 try:
-                    session.park() if action == "park" else session.unpark()
+                    move(session)
                 except LocalchatError as exc:  # the worker went away meanwhile: the state is only a saving
-                    log.info("conversation state not %s: %s", "saved" if action == "park" else "restored", exc)
+                    log.info("conversation state not %s: %s", what, exc)
 
         if background:
             self._thread("conversation state", run)
@@ -520,11 +516,7 @@ class Workspace:
         goes to disk first, so it resumes after a restart."""
         with self._lock:
             session = None if self._busy else self._session
-        if session is not None and session.conversation_id is not None and session.messages:
-            try:
-                session.park()
-            except LocalchatError as exc:
-                log.info("conversation state not saved: %s", exc)
+        self._switch_state(session, None, background=False)
         with self._lock:
             if self._turn is not None:
                 self._turn.cancel()

@@ -30,6 +30,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from localchat.engine.checkpoints import common_prefix
 from localchat.errors import EngineContextOverflow, EngineError
 from localchat.reasoning import ThoughtControl
 from localchat.types import SamplingParams
@@ -201,14 +202,6 @@ def stop_prefix_len(text: str, stops: tuple[str, ...]) -> int:
                 hold = k
                 break
     return hold
-
-
-def common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 class Slot:

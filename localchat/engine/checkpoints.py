@@ -25,6 +25,7 @@ import struct
 from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,12 +96,19 @@ def token_offsets(piece_lengths: Sequence[int], byte_offsets: Sequence[int]) -> 
     return [bisect_right(ends, b) for b in byte_offsets]
 
 
-def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
+def common_prefix(a: Sequence[Any], b: Sequence[Any]) -> int:
+    """How many leading items (tokens, or characters of two prompts) `a` and `b` share: a binary search over
+    slice comparisons, which run at C speed, for prompts of tens of thousands of tokens."""
+    if type(a) is not type(b):  # a tuple's slice never equals a list's, whatever they hold
+        a, b = list(a), list(b)
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 @dataclass

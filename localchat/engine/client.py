@@ -292,11 +292,13 @@ class EngineClient(ClosingEngine):
     def save_state(self, prompt: Prompt, path: Path, template: str) -> tuple[int, str]:
         """Write the worker's state of the longest prefix of `prompt` it holds to `path`: (tokens covered,
         why none). Queued behind a running generation."""
-        return self._state(lambda rid: protocol.SaveState(rid, str(path), template, _rendered(prompt)))
+        done: tuple[int, str] = self._ask(lambda rid: protocol.SaveState(rid, str(path), template, _rendered(prompt)))
+        return done
 
     def load_state(self, path: Path, template: str) -> tuple[int, str]:
         """Offer the state at `path` to the next prompts: (tokens it covers, why it was refused)."""
-        return self._state(lambda rid: protocol.LoadState(rid, str(path), template))
+        done: tuple[int, str] = self._ask(lambda rid: protocol.LoadState(rid, str(path), template))
+        return done
 
     def embed(self, texts: Sequence[str], truncate: bool = False) -> Embeddings:
         """One L2-normalised vector per text, pooled as the model's metadata says (mean for a chat model).
@@ -306,10 +308,6 @@ class EngineClient(ClosingEngine):
         them when it decodes parallel slots)."""
         result: Embeddings = self._ask(lambda rid: protocol.Embed(rid, list(texts), truncate))
         return result
-
-    def _state(self, make: Callable[[int], protocol.ToWorker]) -> tuple[int, str]:
-        done: tuple[int, str] = self._ask(make)
-        return done
 
     def _ask(self, make: Callable[[int], protocol.ToWorker]) -> Any:
         """Send the frame `make(id)` builds and wait for the worker's answer to it."""

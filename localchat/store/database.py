@@ -141,15 +141,19 @@ class ConversationStore:
             db.execute("DELETE FROM messages WHERE conversation_id = ?", (conversation_id,))
             _expect_row(db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,)), conversation_id)
         self._write(write)
-        for path in self.checkpoint_path(conversation_id, "*").parent.glob(f"conversation-{conversation_id}-*.ckpt"):
+        for path in self.checkpoint_dir.glob(f"conversation-{conversation_id}-*.ckpt"):
             path.unlink(missing_ok=True)
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """Next to the database: the model states of conversations (checkpoint_path)."""
+        return Path(self.path).parent / "checkpoints"
 
     def checkpoint_path(self, conversation_id: int, model_id: str) -> Path:
         """Where a model's state of a conversation is saved when the conversation is left, the model swapped
-        or the app closed (localchat.chat.ChatSession.park): next to the database, one file per conversation
-        and model, so a swap back to a model finds its own."""
-        model = re.sub(r"[^A-Za-z0-9._-]", "_", model_id) if model_id != "*" else "*"
-        return Path(self.path).parent / "checkpoints" / f"conversation-{conversation_id}-{model}.ckpt"
+        or the app closed (localchat.chat.ChatSession.park): one file per conversation and model, so a swap
+        back to a model finds its own."""
+        return self.checkpoint_dir / f"conversation-{conversation_id}-{re.sub(r'[^A-Za-z0-9._-]', '_', model_id)}.ckpt"
 
     def conversation(self, conversation_id: int) -> Conversation:
         def read(db: sqlite3.Connection) -> Conversation:

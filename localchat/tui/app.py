@@ -214,13 +214,14 @@ class LocalchatApp(App):
 
     @property
     def reasoning_model(self) -> bool:
-        """The loaded model thinks: its template writes the tags, or it was seen thinking (a remote model)."""
-        from localchat.reasoning import detect
+        """The loaded model thinks: its template writes the tags or its vocabulary has them (as the engine
+        decides), or it was seen thinking (a remote model)."""
+        from localchat.reasoning import of_model
 
         engine, model_id = self.workspace.engine, self.workspace.model_id
         if engine is None or model_id is None:
             return False
-        return model_id in self._thinking_models or detect(engine.info.chat_template) is not None
+        return model_id in self._thinking_models or of_model(engine.info.chat_template, engine.info.think_tags) is not None
 
     def model_thought(self) -> None:
         """A reply of the loaded model streamed a thought."""

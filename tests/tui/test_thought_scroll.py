@@ -190,7 +190,7 @@ async def test_a_thought_the_user_ended_says_so_when_it_folds():
         reply, buffer, stream = await _reply(app, log)
         buffer.put("thinking and thinking", thought=True)
         await wait_for(lambda: reply.thinking, pilot, 10)
-        reply.ended_early = True  # what ChatScreen.mark_thought_ended_early sets while the thought is live
+        reply.ended_early = True  # what ChatScreen.action_end_thought sets while the thought is live
         buffer.put("The answer.")
         await stream.stop()
         await pilot.pause()

@@ -217,11 +217,6 @@ class ChatScreen(Screen):
         elif reply is self._reply:  # the rate comes with the turn's own timings at the end ("tok/s": it ended)
             self.status.speed = speed_line(event.thought, event.answer, 0.0, approximate=about)
 
-    def mark_thought_ended_early(self) -> None:
-        """The user ended the thought now (the end-thought key): its folded line says so."""
-        if self._reply is not None and self._reply.thinking:
-            self._reply.ended_early = True
-
     async def _reply_finished(self, event: ws.ReplyFinished) -> None:
         if self._stream is not None:
             await self._stream.stop()
@@ -524,5 +519,5 @@ class ChatScreen(Screen):
         turn = self.workspace.turn
         if turn is None or not turn.end_thought():
             self.app.bell()
-        else:
-            self.mark_thought_ended_early()
+        elif self._reply is not None and self._reply.thinking:
+            self._reply.ended_early = True  # its folded line says so
