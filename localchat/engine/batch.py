@@ -1,11 +1,19 @@
 """Continuous batching: many replies share one `llama_decode` per step.
 
 The scheduling logic only; the llama.cpp calls sit behind `SequenceBackend`, so tests drive it with a fake.
-The shape follows llama-server's `update_slots()`: a fixed set of slots, each owning one sequence id of a
-unified KV cache. Every step builds one batch from the next token of every generating slot, then fills the
-rest (up to `n_batch`) with prompt chunks of waiting slots in arrival order, so a long prompt is evaluated a
-chunk at a time between decode steps and running streams keep flowing. A finished or cancelled reply frees
-its slot at the next step; its tokens stay in the cache for the conversation's next turn.
+The shape follows llama-server's `update_slots()`: a fixed set of slots, each owning one sequence id of the KV
+cache. Every step builds one batch from the next token of every generating slot and prompt chunks of waiting
+slots (in arrival order, up to `n_batch`), so a long prompt is evaluated a chunk at a time between decode steps
+and running streams keep flowing. A finished or cancelled reply frees its slot at the next step; its tokens
+stay in the cache for the conversation's next turn.
+
+Split caches (`backend.split`: one KV stream per sequence, so a sequence's attention spans its own tokens
+only, not every slot's): llama.cpp then takes only consecutive sequence ids, in batch order, into one
+micro-batch, and each extra micro-batch reads all the weights again. So the batch lists its tokens in sequence
+order and the busy slots are kept on sequences 0..k-1: a new reply takes the lowest free slot, and a reply
+running above a slot that fell free moves down into it. What slots hold is moved with them (`copy_prefix` of
+a whole sequence), so a returning conversation still finds its cache and the least recently used is what a
+new one replaces.
 
 Each slot's sequence is kept by a `SlotSequence` (the llama package's SequenceCache for hybrid models, whose
 recurrent state cannot be cut back: a returning conversation resumes from its message-boundary checkpoints;
@@ -86,6 +94,7 @@ class SequenceBackend(Protocol):
     """What the scheduler needs of a model: the llama package implements it, tests fake it."""
 
     can_cut: bool  # any sequence can be cut back to any token (no recurrent state)
+    split: bool  # one KV stream per sequence: busy slots are kept on consecutive ids (the module's docstring)
 
     def tokenize(self, text: str) -> list[int]: ...  # thread-safe: submit() calls it on the caller's thread
     def piece(self, token: int) -> bytes | None: ...  # None: an end-of-generation token
@@ -207,6 +216,10 @@ def stop_prefix_len(text: str, stops: tuple[str, ...]) -> int:
 class Slot:
     """One sequence id of the cache and the reply it is working on, if any."""
 
+    # what belongs to the reply rather than to the sequence id: moves with it (BatchScheduler._move)
+    REPLY = ("save_at", "request", "sampler", "text", "next_token", "n_gen", "leader", "thought", "usage",
+             "t_first", "t_last")
+
     def __init__(self, seq: int, sequence: SlotSequence) -> None:
         self.seq, self.sequence = seq, sequence
         self.save_at: tuple[int, ...] = ()  # checkpoint once this many prompt tokens are in the sequence
@@ -250,7 +263,7 @@ class BatchScheduler:
         self._cancels: set[str] = set()
         self._wake = threading.Condition()
         self.counters = {"submitted": 0, "rejected": 0, "completed": 0, "cancelled": 0, "failed": 0,
-                         "steps": 0, "prompt_tokens": 0, "prompt_eval_tokens": 0, "copied_tokens": 0,
+                         "steps": 0, "moves": 0, "prompt_tokens": 0, "prompt_eval_tokens": 0, "copied_tokens": 0,
                          "completion_tokens": 0}
 
     # -- the caller's side -------------------------------------------------------------------------
@@ -309,28 +322,37 @@ class BatchScheduler:
         """Admit, build one batch, decode it, sample; False when there was nothing to do."""
         if self._waiting or self._cancels:  # read without the lock: a request just missed joins next step
             self._apply_cancels_and_admit()
+        if self.backend.split:
+            self._compact()
         active = [s for s in self.slots if s.request is not None]
         if len(active) == 1 and active[0].generating and not self._waiting:
             return self._step_one(active[0])
+        # every generating slot's next token, then prompt chunks in arrival order while n_batch allows ...
+        room = self.n_batch - sum(s.generating for s in self.slots)
+        takes: dict[int, int] = {}  # slot's seq -> prompt tokens it adds this step
+        prompting = sorted((s for s in self.slots if s.prompting), key=lambda s: s.request.arrived)  # type: ignore[union-attr]
+        for slot in prompting:
+            if room <= 0:
+                break
+            if not self._follow_leader(slot):
+                continue
+            start, end = len(slot.cached), len(slot.request.tokens)  # type: ignore[union-attr]
+            takes[slot.seq] = take = min([room, end - start] + [p - start for p in slot.save_at if p > start])
+            room -= take
+        # ... listed in sequence order (a split cache's micro-batch takes consecutive sequence ids only)
         batch = Batch()
         rows: list[tuple[Slot, int, int]] = []  # slot, its logits row (-1: none), tokens it added
         for slot in self.slots:
             if slot.generating:
                 rows.append((slot, batch.add(slot.next_token, slot.seq, len(slot.cached), True), 1))
-        prompting = sorted((s for s in self.slots if s.prompting), key=lambda s: s.request.arrived)  # type: ignore[union-attr]
-        for slot in prompting:
-            if len(batch) >= self.n_batch:
-                break
-            if not self._follow_leader(slot):
-                continue
-            prompt, start = slot.request.tokens, len(slot.cached)  # type: ignore[union-attr]
-            take = min([self.n_batch - len(batch), len(prompt) - start] + [p - start for p in slot.save_at if p > start])
-            row = -1
-            for pos in range(start, start + take):
-                last = pos == len(prompt) - 1
-                i = batch.add(prompt[pos], slot.seq, pos, last)
-                row = i if last else row
-            rows.append((slot, row, take))
+            elif slot.seq in takes:
+                prompt, start, take = slot.request.tokens, len(slot.cached), takes[slot.seq]  # type: ignore[union-attr]
+                row = -1
+                for pos in range(start, start + take):
+                    last = pos == len(prompt) - 1
+                    i = batch.add(prompt[pos], slot.seq, pos, last)
+                    row = i if last else row
+                rows.append((slot, row, take))
         if not len(batch):
             return self.busy
         try:
@@ -406,8 +428,7 @@ class BatchScheduler:
 
     def _start(self, request: BatchRequest, free: list[Slot]) -> None:
         tokens = request.tokens
-        # the slot that already holds most of this prompt (a returning conversation), else the least used
-        slot = max(free, key=lambda s: (common_prefix(s.cached, tokens), -s.last_used))
+        slot = self._place(tokens, free)
         slot.save_at = slot.sequence.prepare(tokens).save_at  # cut back, or resume from a checkpoint
         keep = len(slot.cached)
         slot.request, slot.next_token, slot.n_gen, slot.leader = request, -1, 0, None
@@ -430,6 +451,54 @@ class BatchScheduler:
                 n = min(n, len(tokens) - 1)
                 if n > len(slot.cached) and n > len(leader.cached):
                     slot.leader = (leader, leader.request, n)  # type: ignore[assignment]
+
+    def _place(self, tokens: list[int], free: list[Slot]) -> Slot:
+        """The slot for a new reply: the one that already holds most of its prompt (a returning conversation),
+        else the least recently used. A split cache puts it on the lowest free slot instead, moving there the
+        cache it would have found elsewhere; what that slot held moves to the least recently used one."""
+        best = max(free, key=lambda s: (common_prefix(s.cached, tokens), -s.last_used))
+        if not self.backend.split:
+            return best
+        low = min(free, key=lambda s: s.seq)
+        if common_prefix(best.cached, tokens) <= common_prefix(low.cached, tokens):
+            best = low  # nothing more to reuse elsewhere: only the least recently used cache is to give way
+        victim = min((s for s in free if s is not best), key=lambda s: s.last_used, default=None)
+        if victim is not None and victim is not low and low.cached and (best is not low or victim.last_used < low.last_used):
+            self._move(low, victim)
+        if best is not low:
+            self._move(best, low)
+        return low
+
+    def _compact(self) -> None:
+        """Split cache: keep the busy slots on sequences 0..k-1. A reply running above a free slot moves down
+        into it; the cache it held there (a finished conversation, for its next turn) moves to the least
+        recently used free slot, if there is another."""
+        while True:
+            free = [s for s in self.slots if s.request is None]
+            busy = [s for s in self.slots if s.request is not None]
+            if not free or not busy or busy[-1].seq < free[0].seq:
+                return
+            hole, top = free[0], busy[-1]
+            spare = [s for s in free if s is not hole]
+            if hole.cached and spare:
+                self._move(hole, min(spare, key=lambda s: s.last_used))
+            self._move(top, hole)
+
+    def _move(self, src: Slot, dst: Slot) -> None:
+        """dst takes src's cache (what dst held is dropped) and src's reply, if any. src keeps a copy of the
+        cache, valid for reuse, and no reply."""
+        dst.sequence.clear()
+        if src.cached:
+            self.backend.copy_prefix(src.seq, dst.seq, len(src.cached))
+            dst.sequence.evaluated(list(src.cached))
+        dst.last_used = src.last_used
+        self.counters["moves"] += 1
+        if src.request is None:
+            return
+        for name in Slot.REPLY:
+            setattr(dst, name, getattr(src, name))
+        src.request = src.sampler = src.text = src.leader = src.thought = None
+        src.next_token = -1
 
     def _copy_shared(self, slot: Slot) -> None:
         """Copy into slot's sequence the longest prefix of its prompt that another sequence holds."""

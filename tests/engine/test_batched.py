@@ -31,30 +31,40 @@ def prompt(i: int) -> str:
 
 
 def test_parallel_replies_equal_the_single_stream_path(random_model, tmp_path):
-    sampling = SamplingParams(temperature=0.0, max_tokens=24)
+    # replies of different lengths: slots fall free mid-run, and with a KV stream per slot the replies above
+    # a freed one move down into it (llama.cpp copies the stream); the second round's prompts continue the
+    # first round's, so they find their caches wherever those moved
+    sampling = [SamplingParams(temperature=0.0, max_tokens=4 + 10 * (i % 3)) for i in range(6)]
     single = EngineClient.start(random_model, LoadOptions(n_ctx=512, n_threads=1), tmp_path)
+
+    def text(g) -> str:
+        return "".join(e.text for e in g)  # type: ignore[attr-defined]
+
     try:
-        alone = [single.generate(prompt(i), sampling) for i in range(6)]
-        expected = ["".join(e.text for e in g) for g in alone]  # type: ignore[attr-defined]
+        expected = [text(single.generate(prompt(i), sampling[i])) for i in range(6)]
+        followups = [prompt(i) + expected[i] + "<|im_end|>\n<|im_start|>user\nmore<|im_end|>\n<|im_start|>assistant\n"
+                     for i in range(6)]
+        expected += [text(single.generate(followups[i], sampling[i])) for i in range(6)]
     finally:
         single.close()
     engine = EngineClient.start(random_model, LoadOptions(n_ctx=512, n_threads=1, parallel=4), tmp_path)
     try:
         assert engine.info.parallel == 4 and engine.info.n_ctx == 512
+        assert "parallel 4: a KV cache per reply" in engine.info.notes
         got: dict[int, str] = {}
 
         def ask(i: int) -> None:
-            g = engine.generate(prompt(i), sampling)
-            got[i] = "".join(e.text for e in g)  # type: ignore[attr-defined]
+            got[i] = text(engine.generate(prompt(i) if i < 6 else followups[i - 6], sampling[i % 6]))
 
-        threads = [threading.Thread(target=ask, args=(i,)) for i in range(6)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
-        assert [got.get(i) for i in range(6)] == expected
+        for first in (0, 6):
+            threads = [threading.Thread(target=ask, args=(i,)) for i in range(first, first + 6)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(120)
+        assert [got.get(i) for i in range(12)] == expected
         with pytest.raises(EngineContextOverflow, match="parallel slot"):
-            list(engine.generate("seven " * 600, sampling))
+            list(engine.generate("seven " * 600, sampling[0]))
     finally:
         engine.close()
 

@@ -21,7 +21,9 @@ class FakeModel:
     """Tokens are the prompt's bytes; the next token is a function of a rolling hash over every token of the
     sequence, so a wrong position, a missing copy or a stale cache entry changes the reply."""
 
-    def __init__(self, fail_on_step: int | None = None) -> None:
+    def __init__(self, fail_on_step: int | None = None, split: bool = False) -> None:
+        self.split = split  # a KV stream per sequence: count the micro-batches llama.cpp would make
+        self.passes: list[int] = []  # micro-batches of each decode
         self.kv: dict[int, list[tuple[int, int]]] = {}  # seq -> [(token, hash through it)]
         self.batches: list[Batch] = []
         self.rows: dict[int, int] = {}  # logits row -> hash of its sequence through that token
@@ -37,6 +39,7 @@ class FakeModel:
 
     def decode(self, batch: Batch) -> None:
         self.batches.append(batch)
+        self.passes.append(micro_batches(batch.seqs) if self.split else 1)
         if self.fail_on_step is not None and len(self.batches) == self.fail_on_step:
             raise EngineError("llama_decode failed with code -3")
         self.rows = {}
@@ -91,6 +94,34 @@ class FakeModel:
         self.kv[dst] = self.kv[src][:n]
 
 
+def micro_batches(seqs: list[int]) -> int:
+    """How many micro-batches llama.cpp's split_equal(sequential=True) makes of a batch for a split cache:
+    each takes, in batch order, sequences whose ids follow one another, and as many tokens of each."""
+    left, count = list(range(len(seqs))), 0
+    while left:
+        chosen: list[int] = []
+        for i in left:
+            if seqs[i] not in chosen and (not chosen or seqs[i] == chosen[-1] + 1):
+                chosen.append(seqs[i])
+        per = min(sum(seqs[i] == s for i in left) for s in chosen)
+        taken = {i for s in chosen for i in [i for i in left if seqs[i] == s][:per]}
+        left = [i for i in left if i not in taken]
+        count += 1
+    return count
+
+
+def test_micro_batches_follows_llama_cpp():
+    assert micro_batches([0, 1, 2, 3]) == 1
+    assert micro_batches([0, 1, 3, 4]) == 2  # a free slot between busy ones
+    assert micro_batches([1, 0]) == 2  # out of order
+    assert micro_batches([0, 1, 1, 1, 2]) == 2  # a prompt chunk: one token of each, then the rest
+
+
+@pytest.fixture(params=["unified", "split"])
+def split(request) -> bool:
+    return request.param == "split"
+
+
 class Sink:
     def __init__(self) -> None:
         self.text: dict[str, str] = {}
@@ -110,8 +141,8 @@ class Sink:
         self.errors[request_id] = error
 
 
-def scheduler(model=None, *, slots=4, n_ctx_slot=256, n_batch=32, share=True):
-    model = model or FakeModel()
+def scheduler(model=None, *, slots=4, n_ctx_slot=256, n_batch=32, share=True, split=False):
+    model = model or FakeModel(split=split)
     sink = Sink()
     return BatchScheduler(model, sink, n_slots=slots, n_ctx_slot=n_ctx_slot, n_batch=n_batch,
                           share_prefixes=share), model, sink
@@ -134,8 +165,8 @@ def alone(prompt: str, sampling: SamplingParams) -> tuple[str, dict]:
 PROMPTS = [f"user {i}: " + "tell me something " * (i % 4 + 1) for i in range(10)]
 
 
-def test_replies_in_a_crowd_equal_the_same_prompts_answered_alone():
-    sched, model, sink = scheduler(slots=4, n_batch=24)
+def test_replies_in_a_crowd_equal_the_same_prompts_answered_alone(split):
+    sched, model, sink = scheduler(slots=4, n_batch=24, split=split)
     samplings = [GREEDY if i % 2 else SamplingParams(temperature=0.8, seed=i, max_tokens=10 + i) for i in range(10)]
     for i, (p, s) in enumerate(zip(PROMPTS, samplings)):
         sched.submit(BatchRequest(f"r{i}", p, s))
@@ -178,10 +209,10 @@ def test_a_long_prompt_is_evaluated_in_chunks_while_a_stream_keeps_flowing():
     assert sink.text["long"] == alone(long_prompt, GREEDY)[0]
 
 
-def test_a_shared_system_prompt_is_evaluated_once_and_copied():
+def test_a_shared_system_prompt_is_evaluated_once_and_copied(split):
     system = "You are a helpful assistant who answers briefly. " * 3
     prompts = [system + f"question {i}?" for i in range(4)]
-    sched, _, sink = scheduler(slots=4, n_batch=16)
+    sched, _, sink = scheduler(slots=4, n_batch=16, split=split)
     for i, p in enumerate(prompts):
         sched.submit(BatchRequest(f"r{i}", p, GREEDY))
     drain(sched)
@@ -201,8 +232,8 @@ def test_without_sharing_each_prompt_is_evaluated_whole():
     assert [u["prompt_eval_tokens"] for u in sink.usage.values()] == [len(system) + 2] * 2
 
 
-def test_a_returning_conversation_reuses_its_own_slot_cache():
-    sched, _, sink = scheduler(slots=3)
+def test_a_returning_conversation_reuses_its_own_slot_cache(split):
+    sched, _, sink = scheduler(slots=3, split=split)
     first = "user: hello\nassistant: "
     sched.submit(BatchRequest("t1", first, GREEDY))
     sched.submit(BatchRequest("other", "something else entirely", GREEDY))
@@ -305,8 +336,8 @@ def test_requests_beyond_the_slots_wait_in_arrival_order():
     assert sink.order == ["r0", "r1", "r2", "r3"]
 
 
-def test_cancel_frees_the_slot_at_the_next_step_and_others_continue():
-    sched, model, sink = scheduler(slots=2)
+def test_cancel_frees_the_slot_at_the_next_step_and_others_continue(split):
+    sched, model, sink = scheduler(slots=2, split=split)
     never_ends = SamplingParams(temperature=0.0, max_tokens=10_000)
     sched.submit(BatchRequest("a", "first prompt", never_ends))
     sched.submit(BatchRequest("b", "second prompt", GREEDY))
@@ -359,8 +390,8 @@ def test_budget_stop_strings_and_usage():
     assert cut == full[:full.index(stop)] and u["finish_reason"] == "stop"
 
 
-def test_a_failed_decode_fails_the_replies_in_it_and_the_next_ones_run():
-    sched, _, sink = scheduler(FakeModel(fail_on_step=3), slots=2)
+def test_a_failed_decode_fails_the_replies_in_it_and_the_next_ones_run(split):
+    sched, _, sink = scheduler(FakeModel(fail_on_step=3, split=split), slots=2)
     sched.submit(BatchRequest("a", PROMPTS[1], GREEDY))
     sched.submit(BatchRequest("b", "two", GREEDY))
     drain(sched)
@@ -448,3 +479,61 @@ def test_a_slots_thought_is_closed_by_its_budget_or_when_asked():
     drain(sched)
     assert sink.text["a"][2:4] == "[]" and sink.usage["a"]["reasoning_tokens"] == 4
     assert sink.text["b"][1:3] == "[]" and sink.usage["b"]["reasoning_tokens"] == 3
+
+
+def decode_only(batch: Batch) -> bool:
+    return all(batch.logits) and len(set(batch.seqs)) == len(batch)
+
+
+def test_a_split_cache_decodes_each_step_in_one_micro_batch():
+    sched, model, sink = scheduler(slots=4, n_batch=24, split=True)
+    samplings = [SamplingParams(temperature=0.0, max_tokens=3 + 7 * (i % 3)) for i in range(10)]
+    for i in range(6):
+        sched.submit(BatchRequest(f"r{i}", PROMPTS[i], samplings[i]))
+    for _ in range(12):
+        sched.step()
+    for i in range(6, 10):  # late arrivals fill the slots that fell free
+        sched.submit(BatchRequest(f"r{i}", PROMPTS[i], samplings[i]))
+    drain(sched)
+    for i in range(10):
+        assert sink.text.get(f"r{i}", "") == alone(PROMPTS[i], samplings[i])[0]
+    steps = [(b, n) for b, n in zip(model.batches, model.passes) if decode_only(b)]
+    assert len(steps) > 10 and all(n == 1 for _, n in steps)
+    assert all(b.seqs == sorted(b.seqs) for b in model.batches)
+
+
+def test_a_split_cache_moves_a_reply_down_into_a_freed_slot_and_keeps_the_finished_conversation():
+    sched, model, sink = scheduler(slots=4, split=True)
+    short, long = SamplingParams(temperature=0.0, max_tokens=2), SamplingParams(temperature=0.0, max_tokens=30)
+    first = "user: hello\nassistant: "
+    sched.submit(BatchRequest("a", first, short))
+    sched.submit(BatchRequest("b", "second prompt", long))
+    sched.submit(BatchRequest("c", "third prompt", long))
+    while "a" not in sink.usage:
+        sched.step()
+    sched.step()
+    # c ran on sequence 2; it now runs on a's sequence 0, so the step is one micro-batch again
+    assert [s.request.id if s.request else None for s in sched.slots] == ["c", "b", None, None]
+    assert sorted(model.batches[-1].seqs) == [0, 1] and model.passes[-1] == 1 and sched.counters["moves"] == 2
+    # a's conversation moved to a free slot: its next turn evaluates only what is new
+    second = first + sink.text["a"] + "\nuser: and then?\nassistant: "
+    sched.submit(BatchRequest("a2", second, GREEDY))
+    drain(sched)
+    assert sink.usage["a2"]["prompt_eval_tokens"] <= len("\nuser: and then?\nassistant: ") + 1
+    for rid, prompt, s in (("a2", second, GREEDY), ("b", "second prompt", long), ("c", "third prompt", long)):
+        assert sink.text[rid] == alone(prompt, s)[0]
+    assert all(n == 1 for b, n in zip(model.batches, model.passes) if decode_only(b))
+
+
+def test_a_split_cache_gives_way_least_recently_used_first():
+    sched, model, sink = scheduler(slots=3, split=True)
+    for rid in ("x", "y", "z"):  # one at a time: each lands on sequence 0, the one before moves out of its way
+        sched.submit(BatchRequest(rid, f"conversation {rid}: hi", GREEDY))
+        drain(sched)
+    held = {bytes(s.cached[:16]).decode() for s in sched.slots}
+    assert held == {f"conversation {rid}: hi"[:16] for rid in "xyz"}
+    sched.submit(BatchRequest("w", "conversation w: hi", GREEDY))  # x, the least recently used, gives way
+    drain(sched)
+    held = {bytes(s.cached[:16]).decode() for s in sched.slots}
+    assert held == {f"conversation {rid}: hi"[:16] for rid in "yzw"}
+    assert sink.text["w"] == alone("conversation w: hi", GREEDY)[0]

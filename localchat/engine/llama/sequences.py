@@ -1,8 +1,8 @@
 """The llama.cpp side of continuous batching: `SequenceBackend` over one context that holds `n_seq_max`
-sequences in a unified KV cache, so a shared prefix is copied between sequences by adding a sequence id to
-its cells. (Measured, 8 slots, 2 threads: one KV stream per slot made 8 and 16 clients half as fast. With
-split streams llama.cpp puts only sequences with consecutive ids in one micro-batch, so a free slot between
-busy ones, or a prompt chunk after the decode tokens, costs another pass over the weights.)
+sequences. With a KV stream per sequence (`model.kv_split`) a copy between sequences copies the whole stream
+(llama.cpp does it at the next decode) and cuts the copy back; in a unified cache it adds a sequence id to the
+cells. Split streams put only consecutive sequence ids into one micro-batch: the scheduler keeps its busy
+slots and its batches in that order (localchat.engine.batch).
 
 The model object is the single-stream path's loaded model: its tokenizer, token pieces and sampler chains
 are reused, so a reply's text and sampling are built the same way on both paths.
@@ -86,6 +86,7 @@ class LlamaSequences:
         self.mem = lib.llama_get_memory(self.ctx)
         self.n_batch = n_batch
         self.can_cut = model.sequence.kind.can_cut
+        self.split = bool(getattr(model, "kv_split", False))
         self._decode = lib.llama_decode
         one = self._one_batch = lib.llama_batch_init(1, 0, 1)  # decode_one's: one token, its logits
         one.n_tokens, one.n_seq_id[0], one.logits[0] = 1, 1, 1
@@ -157,6 +158,10 @@ class LlamaSequences:
         return own if seq == 0 else SequenceCache(self.lib, self.ctx, own.kind, own.store, seq)
 
     def copy_prefix(self, src: int, dst: int, n: int) -> None:
+        if self.split:  # llama.cpp copies a stream whole (a part of one is refused): the copy is cut back
+            self.lib.llama_memory_seq_cp(self.mem, src, dst, -1, -1)
+            self.lib.llama_memory_seq_rm(self.mem, dst, n, -1)
+            return
         # cells of positions 0..n-1 gain dst's id (a recurrent state is shared whole: the scheduler copies one
         # only where n is all its sequence holds)
         self.lib.llama_memory_seq_cp(self.mem, src, dst, 0, n)
