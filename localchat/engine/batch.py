@@ -480,9 +480,10 @@ class BatchScheduler:
                 return
             hole, top = free[0], busy[-1]
             spare = [s for s in free if s is not hole]
-            if hole.cached and spare:
-                self._move(hole, min(spare, key=lambda s: s.last_used))
-            self._move(top, hole)
+            with self._wake:  # end_thought() looks for the reply from another thread
+                if hole.cached and spare:
+                    self._move(hole, min(spare, key=lambda s: s.last_used))
+                self._move(top, hole)
 
     def _move(self, src: Slot, dst: Slot) -> None:
         """dst takes src's cache (what dst held is dropped) and src's reply, if any. src keeps a copy of the
