@@ -175,7 +175,7 @@ def start_llama_server(binary: Path, model: Path, args, tmp: Path) -> tuple[subp
     cmd = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "-np", str(args.parallel),
            "-c", str(args.parallel * args.ctx_slot), "-t", str(args.threads), "-tb", str(args.threads),
            "-fa", args.flash_attn, "-ngl", str(args.gpu_layers), "-b", "512", "--no-webui"]
-    if args.kv_unified:  # localchat's layout: one KV cache for all slots (llama-server splits it per slot)
+    if args.kv_unified:  # one KV cache for all slots (localchat's layout for hybrid models; attention-only ones split it)
         cmd.append("--kv-unified")
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
@@ -279,7 +279,7 @@ def main() -> int:
     ap.add_argument("--flash-attn", choices=["on", "off"], default="off", help="both servers (off: auto's CPU pick)")
     ap.add_argument("--gpu-layers", type=int, default=0, help="both servers; 99 = all")
     ap.add_argument("--llama-server", type=Path, help="a llama-server binary (default: build one into the cache)")
-    ap.add_argument("--kv-unified", action="store_true", help="llama-server with one KV cache for all slots, as localchat")
+    ap.add_argument("--kv-unified", action="store_true", help="llama-server with one KV cache for all slots (as localchat for a hybrid model)")
     ap.add_argument("--reliability", action="store_true", help="the crowd test instead of the speed comparison")
     ap.add_argument("--clients", type=int, default=32, help="--reliability: clients at once")
     ap.add_argument("--json", type=Path)

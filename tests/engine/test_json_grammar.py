@@ -48,3 +48,31 @@ def test_judging_the_best_candidates_first_picks_what_the_whole_vocabulary_would
     finally:
         model.close()
     assert fast == full and fast.startswith("{")
+
+
+@pytest.mark.parametrize("sampling", [SamplingParams(temperature=0.0, repeat_penalty=1.0, max_tokens=40),
+                                      SamplingParams(temperature=0.9, seed=5, max_tokens=40)],
+                         ids=["greedy", "sampled"])
+def test_the_allowed_tokens_remembered_from_a_whole_pass_pick_what_the_pass_would(smollm2_path, sampling):
+    """The tokens a whole-vocabulary pass allowed at the start of a schema's JSON are remembered for the next
+    reply under the same grammar: the replies are the same, the next ones without the passes."""
+    from dataclasses import replace
+
+    from localchat.engine.llama.model import NativeModel
+    from localchat.structured import schema_constraint
+    from localchat.types import LoadOptions
+
+    schema = {"type": "object", "required": ["essay"], "additionalProperties": False,
+              "properties": {"essay": {"type": "string", "minLength": 500}}}
+    prompt = "<|im_start|>user\nWrite a poem.<|im_end|>\n<|im_start|>assistant\n"  # not asking for JSON
+    constrained = replace(sampling, grammar=schema_constraint(schema).to_dict())
+    model = NativeModel(smollm2_path, LoadOptions(n_ctx=1024))
+    try:
+        first = "".join(model.generate(prompt, constrained, lambda: False))
+        memo = model._allowed_memo
+        assert memo is not None and memo.hits == 0 and len(memo._entries) > 0
+        again = ["".join(model.generate(prompt, constrained, lambda: False)) for _ in range(2)]
+        assert memo.hits >= 2
+    finally:
+        model.close()
+    assert again == [first, first] and first.startswith('{')

@@ -8,6 +8,13 @@ judges only the best tokens by logit (512, then 4,096): a pass of the grammar ov
 takes 10-15 ms, a token's whole decode on a GPU 2-5 ms. The pick among those is exact when at least
 `need` of them are allowed (1 for plain greedy; top_k when the chain starts with top_k, which then only
 ever sees the top_k best allowed tokens); otherwise the grammar goes over the whole vocabulary.
+
+That whole pass is needed where the grammar allows few tokens the model does not rank high: the literal
+start of a schema's JSON (`{"essay": "`, a tool call's `{"name": "`) for a model that would not write it
+itself. Every reply under the same grammar starts from the same state, so the tokens such a pass allowed
+are remembered (`AllowedMemo`, per model) by the grammar and the tokens accepted before: the next reply at
+that point picks among them without the pass. A grammar's state is a function of the tokens it accepted,
+so what is remembered stays exact.
 """
 
 from __future__ import annotations
@@ -92,6 +99,35 @@ def _xml_value(converter: SchemaConverter, schema: dict, name: str) -> str:
     return converter.visit(schema, name)
 
 
+MEMO_TOKENS = 64  # remember allowed sets only this early in a reply (the schema's literal start)
+MEMO_ALLOWED = 4096  # and only small ones (a large one is found among the best candidates anyway)
+
+
+class AllowedMemo:
+    """The tokens a grammar allowed after a given run of accepted tokens, found by a whole-vocabulary pass;
+    least recently used entries go first. Used by one model's decode thread."""
+
+    def __init__(self, size: int = 256) -> None:
+        from collections import OrderedDict
+
+        self.size = size
+        self._entries: OrderedDict[tuple, Any] = OrderedDict()
+        self.hits = 0
+
+    def get(self, key: tuple) -> Any:
+        found = self._entries.get(key)
+        if found is not None:
+            self._entries.move_to_end(key)
+            self.hits += 1
+        return found
+
+    def put(self, key: tuple, allowed: Any) -> None:
+        self._entries[key] = allowed
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+
 class GrammarSampler:
     """A compiled grammar for one request, and the sampling that respects it.
 
@@ -100,9 +136,10 @@ class GrammarSampler:
     """
 
     def __init__(self, lib: Any, vocab: Any, n_vocab: int, constraint: OutputConstraint,
-                 need: int | None = None) -> None:
+                 need: int | None = None, memo: AllowedMemo | None = None) -> None:
         """need: allowed candidates that make the pick among the best CANDIDATES exact (see the module's
-        docstring); None: the chain may look at every token, so a refused pick takes the whole vocabulary."""
+        docstring); None: the chain may look at every token, so a refused pick takes the whole vocabulary.
+        memo: the model's AllowedMemo (None: none kept)."""
         import numpy as np  # llama-cpp-python depends on it
 
         self.lib = lib
@@ -112,6 +149,8 @@ class GrammarSampler:
             constraint = replace(constraint, after=None)  # the trigger's group hands over from `<tool_call>`
         self.need = need if need is not None and 0 < need <= CANDIDATES[0] // 2 else None
         text = to_gbnf(constraint).encode("utf-8")
+        self.memo = memo
+        self._memo_key: tuple | None = (text, lazy) if memo is not None else None  # then the tokens accepted
         if lazy is not None:
             triggers = (ctypes.c_char_p * 1)(lazy.encode("utf-8"))
             self.grammar = lib.llama_sampler_init_grammar_lazy_patterns(vocab, text, b"root", triggers, 1, None, 0)
@@ -140,8 +179,13 @@ class GrammarSampler:
         token = int(logits.argmax()) if self.need == 1 else self._pick(chain, logits, with_grammar=False)
         if not self._allows(token):
             self.resampled += 1
-            best = self._pick_among_best(chain, logits) if self.need is not None else None
-            token = best if best is not None else self._pick(chain, logits, with_grammar=True)
+            key, memo = self._memo_key, self.memo
+            allowed = memo.get(key) if key is not None and memo is not None else None
+            if allowed is not None:
+                token = self._pick_among(chain, logits, allowed)
+            else:
+                best = self._pick_among_best(chain, logits) if self.need is not None else None
+                token = best if best is not None else self._pick(chain, logits, with_grammar=True)
         self.accept(chain, token)
         return token
 
@@ -150,6 +194,23 @@ class GrammarSampler:
         chain hear of it as of a sampled one, so a grammar waiting for `</think>` starts after it."""
         self.lib.llama_sampler_accept(self.grammar, token)
         self.lib.llama_sampler_accept(chain, token)
+        key = self._memo_key
+        if key is not None:
+            self._memo_key = key + (token,) if len(key) < MEMO_TOKENS + 2 else None
+
+    def _pick_among(self, chain: Any, logits: Any, allowed: Any) -> int:
+        """The chain's pick among `allowed` (remembered from a whole pass at this point of the grammar): what
+        that pass gives, since the tokens it refuses can never be picked."""
+        if self.need == 1:  # plain greedy
+            return int(allowed[int(logits[allowed].argmax())])
+        n = len(allowed)
+        view, array = self._view[:n], self._array
+        view["id"] = allowed
+        view["logit"] = logits[allowed]
+        view["p"] = 0.0
+        array.data, array.size, array.selected, array.sorted = self._data, n, -1, False
+        self.lib.llama_sampler_apply(chain, ctypes.byref(array))
+        return int(array.data[array.selected].id)
 
     def _pick(self, chain: Any, logits: Any, with_grammar: bool) -> int:
         view, array, ref = self._view, self._array, ctypes.byref(self._array)
@@ -159,6 +220,10 @@ class GrammarSampler:
         array.data, array.size, array.selected, array.sorted = self._data, self.n_vocab, -1, False
         if with_grammar:
             self.lib.llama_sampler_apply(self.grammar, ref)
+            if self._memo_key is not None and self.memo is not None:
+                allowed = self._np.flatnonzero(view["logit"] > -self._np.inf)
+                if 0 < len(allowed) <= MEMO_ALLOWED:
+                    self.memo.put(self._memo_key, allowed.astype(self._np.int32))
         self.lib.llama_sampler_apply(chain, ref)
         return int(array.data[array.selected].id)
 

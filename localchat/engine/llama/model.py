@@ -65,6 +65,7 @@ class NativeModel:
         self.options = options
         self.model = self.ctx = None
         self._embedder: Any = None  # the EmbeddingContext, made on the first embed()
+        self._allowed_memo: Any = None  # grammar.AllowedMemo, made with the first grammar
         self.notes: list[str] = []
         started = time.perf_counter()
         _check_is_gguf(self.path)
@@ -225,12 +226,14 @@ class NativeModel:
     def grammar_sampler(self, s: SamplingParams):
         """The compiled grammar of a request that constrains its output (raises SchemaError when the schema
         cannot become a grammar). Only reads the vocabulary: safe beside a running decode."""
-        from localchat.engine.llama.grammar import GrammarSampler
+        from localchat.engine.llama.grammar import AllowedMemo, GrammarSampler
         from localchat.structured import OutputConstraint
 
         assert s.grammar is not None
+        if self._allowed_memo is None:
+            self._allowed_memo = AllowedMemo()
         return GrammarSampler(self.lib, self.vocab, self.n_vocab, OutputConstraint.from_dict(s.grammar),
-                              need=self._grammar_need(s))
+                              need=self._grammar_need(s), memo=self._allowed_memo)
 
     def _grammar_need(self, s: SamplingParams) -> int | None:
         """How many allowed tokens among the best few make a refused pick exact (GrammarSampler): plain greedy
