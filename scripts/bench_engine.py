@@ -70,7 +70,7 @@ class TgLoop:
         self.first = lib.llama_vocab_bos(vocab) if lib.llama_vocab_get_add_bos(vocab) else 1
         self.token = (ctypes.c_int32 * 1)()
         self.batch = lib.llama_batch_get_one(self.token, 1)
-        self.n = args.tokens
+        self.n, self.n_batch = args.tokens, args.n_batch
         self.depth = 0
         self.run()  # warm-up, as llama-bench does
 
@@ -80,8 +80,10 @@ class TgLoop:
         if self.depth:  # untimed, as llama-bench -d fills the cache before its tg run
             import ctypes
 
-            fill = (ctypes.c_int32 * self.depth)(*[(self.first + i * 31) % self.n_vocab for i in range(self.depth)])
-            lib.llama_decode(ctx, lib.llama_batch_get_one(fill, self.depth))
+            ids = [(self.first + i * 31) % self.n_vocab for i in range(self.depth)]
+            for at in range(0, self.depth, self.n_batch):  # llama_decode takes at most n_batch tokens a call
+                part = ids[at:at + self.n_batch]
+                lib.llama_decode(ctx, lib.llama_batch_get_one((ctypes.c_int32 * len(part))(*part), len(part)))
         token[0] = self.first
         start = time.perf_counter()
         for i in range(self.n):
