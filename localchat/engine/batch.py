@@ -462,8 +462,9 @@ class BatchScheduler:
         low = min(free, key=lambda s: s.seq)
         if common_prefix(best.cached, tokens) <= common_prefix(low.cached, tokens):
             best = low  # nothing more to reuse elsewhere: only the least recently used cache is to give way
-        victim = min((s for s in free if s is not best), key=lambda s: s.last_used, default=None)
-        if victim is not None and victim is not low and low.cached and (best is not low or victim.last_used < low.last_used):
+        # what low holds takes the place of the least recently used cache (best's is kept: it moves to low)
+        victim = min((s for s in free if s is low or s is not best), key=lambda s: s.last_used)
+        if victim is not low and low.cached:
             self._move(low, victim)
         if best is not low:
             self._move(best, low)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import re
+from collections import OrderedDict
 from dataclasses import replace
 from typing import Any
 
@@ -108,8 +109,6 @@ class AllowedMemo:
     least recently used entries go first. Used by one model's decode thread."""
 
     def __init__(self, size: int = 256) -> None:
-        from collections import OrderedDict
-
         self.size = size
         self._entries: OrderedDict[tuple, Any] = OrderedDict()
         self.hits = 0

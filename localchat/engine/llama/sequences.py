@@ -76,7 +76,7 @@ class ArgmaxSampler:
 
 
 class LlamaSequences:
-    """SequenceBackend for BatchScheduler. `model` provides lib, ctx, n_vocab, tokenize(), piece_bytes(),
+    """SequenceBackend for BatchScheduler. `model` provides lib, ctx, n_vocab, kv_split, tokenize(), piece_bytes(),
     sampler_chain(SamplingParams) and plain_greedy(SamplingParams)."""
 
     def __init__(self, model: Any, n_batch: int) -> None:
@@ -86,7 +86,7 @@ class LlamaSequences:
         self.mem = lib.llama_get_memory(self.ctx)
         self.n_batch = n_batch
         self.can_cut = model.sequence.kind.can_cut
-        self.split = bool(getattr(model, "kv_split", False))
+        self.split = model.kv_split
         self._decode = lib.llama_decode
         one = self._one_batch = lib.llama_batch_init(1, 0, 1)  # decode_one's: one token, its logits
         one.n_tokens, one.n_seq_id[0], one.logits[0] = 1, 1, 1
